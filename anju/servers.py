@@ -1,0 +1,285 @@
+"""Private Mosquitto and PostgreSQL servers in a data folder, on free loopback ports.
+
+Used by ``anju demo`` and by the tests. They run the system's binaries; a missing binary is a
+``ServerError`` that says how to install it (never a quiet skip). Each server is a child process
+that dies with its parent (``PR_SET_PDEATHSIG``), so a killed demo or test run leaves nothing
+behind; ``stop()`` shuts it down cleanly within a few seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Final
+
+from anju.errors import ServerError
+
+INSTALL_HINT: Final = {
+    "mosquitto": "install Mosquitto: `sudo apt-get install mosquitto` (Debian/Ubuntu), "
+    "`brew install mosquitto` (macOS)",
+    "postgres": "install PostgreSQL 14 or newer: `sudo apt-get install postgresql` "
+    "(Debian/Ubuntu), `brew install postgresql` (macOS); or set ANJU_PG_BIN to its bin folder",
+}
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when the parent dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    os.setpgrp()  # Ctrl-C in a terminal reaches the parent only; it stops children in order.
+
+
+def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServerError(f"the server on port {port} exited with code {proc.returncode}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise ServerError(f"nothing listened on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 8
+) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def find_mosquitto() -> str:
+    exe = shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)),
+        None,
+    )
+    if exe is None:
+        raise ServerError(f"mosquitto was not found; {INSTALL_HINT['mosquitto']}")
+    return exe
+
+
+def find_pg_bin() -> Path:
+    """The folder holding initdb and postgres."""
+    candidates: list[str] = []
+    if env := os.environ.get("ANJU_PG_BIN"):
+        candidates.append(env)
+    if exe := shutil.which("initdb"):
+        candidates.append(str(Path(exe).resolve().parent))
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    candidates += sorted(glob.glob("/opt/homebrew/opt/postgresql*/bin"), reverse=True)
+    for c in candidates:
+        if (Path(c) / "initdb").exists() and (Path(c) / "postgres").exists():
+            return Path(c)
+    raise ServerError(
+        f"PostgreSQL's initdb and postgres were not found; {INSTALL_HINT['postgres']}"
+    )
+
+
+class PrivateMosquitto:
+    """A Mosquitto broker of our own: persistence in ``data_dir``, anonymous, loopback only."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, *, name: str = "mosquitto") -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.name = name
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> PrivateMosquitto:
+        exe = find_mosquitto()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.data_dir / "mosquitto.conf"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {self.data_dir}/",
+            "autosave_interval 5",
+            "max_queued_messages 100000",
+            "max_inflight_messages 100",
+            "set_tcp_nodelay true",
+            f"log_dest file {self.data_dir / 'mosquitto.log'}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")  # otherwise it drops to 'mosquitto', who cannot write here
+        conf.write_text("\n".join(lines) + "\n")
+        self.proc = subprocess.Popen(
+            [exe, "-c", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        try:
+            wait_port(self.port, 10, self.proc)
+        except ServerError as exc:
+            self.stop()
+            raise ServerError(f"{self.name}: {exc}; see {self.data_dir / 'mosquitto.log'}") from exc
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of our own in ``data_dir``, TCP on 127.0.0.1 only, trust auth.
+
+    PostgreSQL refuses to run as root; when we are root it runs as the system's ``postgres``
+    user (which owns the data folder).
+    """
+
+    def __init__(self, data_dir: Path, port: int | None = None, *, dbname: str = "anju") -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.dbname = dbname
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def url(self, dbname: str | None = None) -> str:
+        return f"postgresql://anju@127.0.0.1:{self.port}/{dbname or self.dbname}"
+
+    def _run_as(self) -> tuple[int | None, int | None, Callable[[], None]]:
+        if os.geteuid() != 0:
+            return None, None, _die_with_parent
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError as exc:
+            raise ServerError(
+                "PostgreSQL refuses to run as root and there is no 'postgres' user to run it as; "
+                "run anju as a normal user, or create one: `sudo useradd --system postgres`"
+            ) from exc
+        return pw.pw_uid, pw.pw_gid, _die_with_parent
+
+    def start(self) -> PrivatePostgres:
+        bindir = find_pg_bin()
+        uid, gid, pre = self._run_as()
+        pgdata = self.data_dir / "pgdata"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if uid is not None and gid is not None:
+            os.chown(self.data_dir, uid, gid)
+        if not (pgdata / "PG_VERSION").exists():
+            if pgdata.exists():
+                shutil.rmtree(pgdata)  # a half-made cluster from an interrupted initdb
+            res = subprocess.run(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    "anju",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ],
+                capture_output=True,
+                user=uid,
+                group=gid,
+                check=False,
+            )
+            if res.returncode != 0:
+                raise ServerError(f"initdb failed: {res.stderr.decode(errors='replace')[-800:]}")
+        self._log = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(
+            [
+                str(bindir / "postgres"),
+                "-D",
+                str(pgdata),
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=256MB",
+                "-c",
+                "fsync=on",
+                "-c",
+                "synchronous_commit=on",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            user=uid,
+            group=gid,
+            preexec_fn=pre,
+        )
+        try:
+            wait_port(self.port, 30, self.proc)
+            self._wait_ready()
+        except ServerError as exc:
+            self.stop()
+            raise ServerError(f"postgres: {exc}; see {self.data_dir / 'postgres.log'}") from exc
+        self.create_database(self.dbname)
+        return self
+
+    def _wait_ready(self) -> None:
+        import psycopg  # only the backend's extras have it
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(self.url("postgres"), connect_timeout=2):
+                    return
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise ServerError(f"PostgreSQL did not accept connections: {exc}") from exc
+                time.sleep(0.1)
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGINT, timeout=8)  # SIGINT: PostgreSQL's fast shutdown
+            self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None

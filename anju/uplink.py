@@ -1,0 +1,164 @@
+"""The gateway -> backend uplink: topics and the record format (the project's own protocol).
+
+Topics on the backend's broker (``{gw}`` is the gateway id):
+
+- ``anju/gw/{gw}/up``     gateway -> backend, QoS 1: a batch of records (JSON, below).
+- ``anju/gw/{gw}/ack``    backend -> gateway, QoS 1: ``{"seqs": [...]}`` committed to the database.
+- ``anju/gw/{gw}/state``  gateway, retained, QoS 1: ``{"online": true, "boot": ..., "ts": ...}``;
+  the gateway's Last Will sets ``{"online": false}``.
+
+A batch is ``{"v": 1, "gw": "<gateway id>", "recs": [record, ...]}`` and a record is
+
+``{"seq": 17, "b": "<boot id>", "d": "<device id>", "k": "t"|"e"|"s", "ts": <device ms>,
+"rx": <gateway ms>, "gt": true?, "m": {...}}`` with ``m`` (metrics) for telemetry, ``e``
+(event type) and ``x`` (event data) for events, ``s`` (status) for statuses.
+
+``seq`` is per gateway, strictly increasing and never reused (it survives restarts in the
+outbox); (gateway, boot, seq) identifies a record, so the backend drops redelivered duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from anju.contract import DEVICE_ID_RE
+
+UPLINK_PREFIX: Final = "anju/gw"
+UP_SUBSCRIPTION: Final = f"{UPLINK_PREFIX}/+/up"
+STATE_SUBSCRIPTION: Final = f"{UPLINK_PREFIX}/+/state"
+_UP_TOPIC_RE: Final = re.compile(r"^anju/gw/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})/up$")
+
+Kind = Literal["t", "e", "s"]
+
+
+def up_topic(gateway_id: str) -> str:
+    return f"{UPLINK_PREFIX}/{gateway_id}/up"
+
+
+def ack_topic(gateway_id: str) -> str:
+    return f"{UPLINK_PREFIX}/{gateway_id}/ack"
+
+
+def state_topic(gateway_id: str) -> str:
+    return f"{UPLINK_PREFIX}/{gateway_id}/state"
+
+
+def gateway_of_up_topic(topic: str) -> str | None:
+    m = _UP_TOPIC_RE.match(topic)
+    return m.group(1) if m else None
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One normalised reading, event or status as it travels from gateway to backend."""
+
+    gateway_id: str
+    boot_id: str
+    seq: int
+    device_id: str
+    kind: Kind
+    ts: int
+    rx: int
+    gateway_timed: bool = False
+    metrics: dict[str, Any] | None = None
+    event_type: str | None = None
+    data: dict[str, Any] | None = None
+    status: dict[str, Any] | None = None
+
+
+class UplinkDecodeError(ValueError):
+    """A batch from a gateway could not be decoded; ``reason`` is the metric label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def record_body(
+    *,
+    device_id: str,
+    kind: Kind,
+    ts: int,
+    rx: int,
+    gateway_timed: bool,
+    payload: dict[str, Any],
+) -> str:
+    """The JSON of a record without its sequence and boot (they are added when sent)."""
+    body: dict[str, Any] = {"d": device_id, "k": kind, "ts": ts, "rx": rx}
+    if gateway_timed:
+        body["gt"] = True
+    body.update(payload)
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def encode_batch(gateway_id: str, rows: list[tuple[int, str, str]]) -> bytes:
+    """Batch of (seq, boot, body) rows, splicing the stored bodies without re-encoding them."""
+    parts = [f'{{"seq":{seq},"b":"{boot}",{body[1:]}' for seq, boot, body in rows]
+    return f'{{"v":1,"gw":"{gateway_id}","recs":[{",".join(parts)}]}}'.encode()
+
+
+def _int(v: Any, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise UplinkDecodeError("bad_record", f"{name} is not an integer")
+    return v
+
+
+def decode_batch(topic: str, payload: bytes) -> tuple[str, list[Record]]:
+    """Decode an uplink batch; raise UplinkDecodeError for anything malformed."""
+    gw = gateway_of_up_topic(topic)
+    if gw is None:
+        raise UplinkDecodeError("bad_topic", topic)
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UplinkDecodeError("bad_json", str(exc)) from exc
+    if not isinstance(doc, dict) or doc.get("v") != 1 or not isinstance(doc.get("recs"), list):
+        raise UplinkDecodeError("bad_batch", "expected {v: 1, gw, recs: [...]}")
+    if doc.get("gw") != gw:
+        raise UplinkDecodeError("gateway_mismatch", f"batch says {doc.get('gw')!r} on {topic}")
+    out: list[Record] = []
+    for r in doc["recs"]:
+        if not isinstance(r, dict):
+            raise UplinkDecodeError("bad_record", "record is not an object")
+        dev = r.get("d")
+        kind = r.get("k")
+        boot = r.get("b")
+        if not isinstance(dev, str) or not DEVICE_ID_RE.match(dev):
+            raise UplinkDecodeError("bad_record", f"bad device id {dev!r}")
+        if not isinstance(boot, str) or not boot:
+            raise UplinkDecodeError("bad_record", "missing boot id")
+        if kind == "t":
+            m = r.get("m")
+            if not isinstance(m, dict):
+                raise UplinkDecodeError("bad_record", "telemetry without metrics")
+            extra: dict[str, Any] = {"metrics": m}
+        elif kind == "e":
+            et, data = r.get("e"), r.get("x", {})
+            if not isinstance(et, str) or not isinstance(data, dict):
+                raise UplinkDecodeError("bad_record", "event without type")
+            extra = {"event_type": et, "data": data}
+        elif kind == "s":
+            s = r.get("s")
+            if not isinstance(s, dict):
+                raise UplinkDecodeError("bad_record", "status without body")
+            extra = {"status": s}
+        else:
+            raise UplinkDecodeError("bad_record", f"unknown record kind {kind!r}")
+        out.append(
+            Record(
+                gateway_id=gw,
+                boot_id=boot,
+                seq=_int(r.get("seq"), "seq"),
+                device_id=dev,
+                kind=kind,
+                ts=_int(r.get("ts"), "ts"),
+                rx=_int(r.get("rx"), "rx"),
+                gateway_timed=bool(r.get("gt", False)),
+                **extra,
+            )
+        )
+    return gw, out

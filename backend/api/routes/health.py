@@ -1,0 +1,32 @@
+"""Health, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from backend.api.deps import StateDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(state: StateDep) -> dict[str, str]:
+    try:
+        async with state.store.pool.connection() as conn:
+            await conn.execute("SELECT 1")
+    except Exception as exc:  # any failure means "not ready"; the reason is reported
+        raise HTTPException(503, f"database: {exc}") from exc
+    if not state.mqtt_connected:
+        raise HTTPException(503, "broker: not connected")
+    return {"status": "ready"}
+
+
+@router.get("/metrics")
+async def metrics(state: StateDep) -> Response:
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,75 @@
+"""Alert delivery over MQTT (PROTOCOL.md section 2): QoS 1, not retained, one publish per
+audience topic, every change published again on the same topic.
+
+Changes wait in a bounded in-memory queue whose contents are also in the database (the audit
+entries not yet marked published), so that a lost connection or a restart never loses one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import aiomqtt
+
+from anju.contract import alert_topic
+from anju.uplink import ack_topic
+from backend.metrics import BackendMetrics
+from backend.store import AlertStore, Pending
+
+log = logging.getLogger("anju.delivery")
+
+
+def topics_of(payload: dict[str, object]) -> list[str]:
+    auds = payload["audiences"]
+    assert isinstance(auds, list)
+    return [
+        alert_topic(a["audience"], a["scope"], str(payload["community_id"]), str(payload["type"]))
+        for a in auds
+    ]
+
+
+class Delivery:
+    def __init__(
+        self, store: AlertStore, metrics: BackendMetrics, *, maxsize: int = 10_000
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.queue: asyncio.Queue[tuple[Pending, float | None]] = asyncio.Queue(maxsize)
+        self.listeners: list[Callable[[dict[str, object]], None]] = []
+        self._in_hand: tuple[Pending, float | None] | None = None
+
+    async def enqueue(self, pending: Pending, rx_ms: int | None = None) -> None:
+        # Blocks when full (back-pressure on the rules), never drops: the entry is in the DB.
+        await self.queue.put((pending, rx_ms / 1000 if rx_ms else None))
+
+    async def requeue_unpublished(self) -> int:
+        items = await self.store.unpublished()
+        for p in items:
+            await self.enqueue(p)
+        return len(items)
+
+    async def run(self, client: aiomqtt.Client) -> None:
+        """Publish queued changes; on a lost connection the item in hand is kept for the next
+        session (the caller re-runs this with a new client)."""
+        while True:
+            if self._in_hand is None:
+                self._in_hand = await self.queue.get()
+            pending, rx = self._in_hand
+            body = json.dumps(pending.payload, ensure_ascii=False).encode()
+            for topic in topics_of(pending.payload):
+                await client.publish(topic, body, qos=1)  # MqttError: kept in hand, sent again
+            self._in_hand = None
+            await self.store.mark_published(pending.n)
+            if rx is not None:
+                self.metrics.alert_latency.observe(max(0.0, time.time() - rx))
+            for listener in self.listeners:
+                listener(pending.payload)
+
+
+async def publish_acks(client: aiomqtt.Client, acks: dict[str, list[int]]) -> None:
+    for gw, seqs in acks.items():
+        await client.publish(ack_topic(gw), json.dumps({"seqs": seqs}).encode(), qos=1)

@@ -1,0 +1,232 @@
+"""The backend process: ingest writer, alerting, delivery and the API, in one asyncio loop.
+
+Every long-lived loop is a named task in a TaskGroup; SIGTERM or SIGINT sets ``stop`` and the
+service shuts down in order. The MQTT session reconnects with backoff; the ingest writer and the
+alert timers live outside it, so a lost broker connection never interrupts a database commit or
+the rules that follow it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections.abc import Generator
+
+import aiomqtt
+import psycopg
+import uvicorn
+from psycopg_pool import AsyncConnectionPool
+
+from anju.backoff import backoff
+from anju.mqtturl import parse_mqtt_url
+from anju.registry import CityIndex, load_registry
+from anju.uplink import STATE_SUBSCRIPTION, UP_SUBSCRIPTION, Record
+from backend.alerting import AlertBook, Change, Engine
+from backend.api import AppState, create_app
+from backend.config import BackendSettings
+from backend.db.migrate import migrate
+from backend.delivery import Delivery, publish_acks
+from backend.ingest import Ingest
+from backend.metrics import BackendMetrics
+from backend.store import AlertStore
+
+log = logging.getLogger("anju.backend")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the service owns SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class Backend:
+    def __init__(self, settings: BackendSettings) -> None:
+        self.settings = settings
+        self.metrics = BackendMetrics()
+        self.city = CityIndex(load_registry(settings.registry))
+        self.client: aiomqtt.Client | None = None
+        self.started = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        await asyncio.to_thread(migrate, s.database_url)
+        pool = AsyncConnectionPool(s.database_url, min_size=1, max_size=8, open=False)
+        await pool.open(wait=True, timeout=30)
+        try:
+            self.store = AlertStore(pool)
+            book = AlertBook()
+            for alert in await self.store.load_open(self.city):
+                book.load(alert)
+            self.engine = Engine(self.city, book)
+            self.delivery = Delivery(self.store, self.metrics)
+            requeued = await self.delivery.requeue_unpublished()
+            self.ingest = Ingest(
+                s.database_url,
+                self.metrics,
+                queue_max=s.queue_max,
+                batch_max_records=s.batch_max_records,
+                batch_wait_ms=s.batch_wait_ms,
+            )
+            self.app_state = AppState(self.store, self.metrics, s.api_token)
+            api = _ApiServer(
+                uvicorn.Config(
+                    create_app(self.app_state),
+                    host=s.api_host,
+                    port=s.api_port,
+                    log_level="warning",
+                    lifespan="off",
+                )
+            )
+            log.info(
+                "backend up: %d devices, %d open alerts, %d deliveries to resend",
+                len(self.city.devices),
+                len(book.open),
+                requeued,
+            )
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(api.serve(), name="api"),
+                    tg.create_task(self._mqtt_sessions(), name="mqtt-session"),
+                    tg.create_task(self.ingest.run(self._on_committed), name="ingest-writer"),
+                    tg.create_task(self._ticks(), name="alert-timers"),
+                ]
+                self.started.set()
+                await stop.wait()
+                log.info("stopping")
+                api.should_exit = True
+                for t in tasks[1:]:
+                    t.cancel()
+        finally:
+            await pool.close()
+
+    # ---- MQTT -----------------------------------------------------------------------------
+
+    async def _mqtt_sessions(self) -> None:
+        addr = parse_mqtt_url(self.settings.mqtt_url)
+        delays = backoff(0.5, 10.0)
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    addr.host,
+                    addr.port,
+                    username=addr.username,
+                    password=addr.password,
+                    identifier=self.settings.client_id,
+                    clean_session=False,
+                    keepalive=30,
+                ) as client:
+                    await client.subscribe(UP_SUBSCRIPTION, qos=1)
+                    await client.subscribe(STATE_SUBSCRIPTION, qos=1)
+                    self.client = client
+                    self.app_state.mqtt_connected = True
+                    self.metrics.mqtt_connected.set(1)
+                    log.info("connected to the broker %s", addr)
+                    delays = backoff(0.5, 10.0)
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self._receive(client), name="mqtt-receive")
+                        tg.create_task(self.delivery.run(client), name="alert-delivery")
+            except* aiomqtt.MqttError as eg:
+                self.client = None
+                self.app_state.mqtt_connected = False
+                self.metrics.mqtt_connected.set(0)
+                delay = next(delays)
+                log.warning("broker connection lost (%s); again in %.1f s", eg.exceptions[0], delay)
+                await asyncio.sleep(delay)
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for msg in client.messages:
+            topic = msg.topic.value
+            payload = msg.payload if isinstance(msg.payload, bytes) else b""
+            if topic.endswith("/up"):
+                await self.ingest.submit(topic, payload)
+            elif topic.endswith("/state"):
+                await self._gateway_state(topic, payload)
+
+    async def _gateway_state(self, topic: str, payload: bytes) -> None:
+        gw = topic.split("/")[2]
+        try:
+            doc = json.loads(payload) if payload else {"online": False}
+            online = bool(doc["online"])
+        except (ValueError, KeyError, TypeError):
+            self.metrics.rejected.labels("bad_state").inc()
+            return
+        log.info("gateway %s is %s", gw, "online" if online else "OFFLINE")
+        try:
+            async with self.store.pool.connection() as conn:
+                await conn.execute(
+                    "INSERT INTO gateway_status (gateway_id, online, boot_id, updated_at)"
+                    " VALUES (%s, %s, %s, now()) ON CONFLICT (gateway_id) DO UPDATE SET"
+                    " online = excluded.online,"
+                    " boot_id = coalesce(excluded.boot_id, gateway_status.boot_id),"
+                    " updated_at = excluded.updated_at",
+                    (gw, online, doc.get("boot")),
+                )
+        except psycopg.Error as exc:
+            log.warning("could not record the state of gateway %s: %s", gw, exc)
+
+    # ---- after a commit: acknowledge, evaluate, deliver ----------------------------------
+
+    async def _on_committed(self, new: list[Record], acks: dict[str, list[int]]) -> None:
+        # Shielded: once committed, the rules must see these records even if we are stopping.
+        await asyncio.shield(self._evaluate(new))
+        client = self.client
+        if client is not None:
+            # Unconfirmed records come again; they are dropped as duplicates and acked then.
+            with contextlib.suppress(aiomqtt.MqttError):
+                await publish_acks(client, acks)
+
+    async def _evaluate(self, new: list[Record]) -> None:
+        now = _now_ms()
+        for rec in new:
+            for change in self.engine.feed(rec, now):
+                await self._keep(change, rec.rx)
+
+    async def _ticks(self) -> None:
+        period = self.settings.tick_ms / 1000
+        while True:
+            await asyncio.sleep(period)
+            for change in self.engine.tick(_now_ms()):
+                await self._keep(change, None)
+
+    async def _keep(self, change: Change, rx_ms: int | None) -> None:
+        delays = backoff(0.2, 5.0)
+        while True:
+            try:
+                pending = await self.store.save(change, _now_ms())
+                break
+            except psycopg.OperationalError as exc:
+                delay = next(delays)
+                log.error("could not store alert change (%s); again in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+        self.metrics.alert_changes.labels(change.action).inc()
+        log.info(
+            "alert %s %s %s on %s",
+            change.alert.type,
+            change.action,
+            change.alert.id,
+            change.alert.device.id,
+        )
+        await self.delivery.enqueue(pending, rx_ms)
+
+
+def run_backend(settings: BackendSettings) -> None:
+    """Run until SIGTERM or SIGINT."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Backend(settings).run(stop)
+
+    asyncio.run(main())

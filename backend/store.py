@@ -1,0 +1,179 @@
+"""Alert persistence: the ``alerts`` table, and the hash-chained ``alert_audit`` log.
+
+Every change is written in one transaction: the alert's row and an audit entry whose hash
+covers the previous entry's hash, so that an edited or deleted entry breaks the chain
+(``verify_audit``). The audit entry doubles as the delivery outbox: ``published`` stays false
+until every audience's broker has acknowledged it, and unpublished entries are sent again after
+a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from anju.contract import AlertState, Audience, Severity
+from anju.registry import CityIndex
+from backend.alerting.lifecycle import Alert, Change, parse_rfc3339
+
+GENESIS = "0" * 64
+_AUDIT_LOCK = 0x61756474  # "audt": one writer extends the chain at a time
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def entry_hash(prev_hash: str, entry: dict[str, Any]) -> str:
+    canon = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256((prev_hash + canon).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An audit entry whose alert payload is still to be published."""
+
+    n: int
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    ok: bool
+    entries: int
+    first_bad: int | None
+
+
+class AlertStore:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def save(self, change: Change, now_ms: int) -> Pending:
+        a, p = change.alert, change.payload
+        entry = {
+            "alert_id": a.id,
+            "at": _dt(now_ms).isoformat(),
+            "action": change.action,
+            "actor": change.actor,
+            "payload": p,
+        }
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK,))
+            await conn.execute(
+                "INSERT INTO alerts (id, type, device_id, community_id, district, severity, state,"
+                " occurred_at, raised_at, updated_at, resolved_at, payload)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
+                " severity = excluded.severity, updated_at = excluded.updated_at,"
+                " resolved_at = excluded.resolved_at, payload = excluded.payload",
+                (
+                    a.id,
+                    a.type,
+                    a.device.id,
+                    a.device.community_id,
+                    a.device.district,
+                    str(a.severity),
+                    p["state"],
+                    _dt(a.occurred_at),
+                    _dt(a.raised_at),
+                    _dt(a.updated_at),
+                    _dt(a.resolved_at) if a.resolved_at else None,
+                    Jsonb(p),
+                ),
+            )
+            cur = await conn.execute("SELECT hash FROM alert_audit ORDER BY n DESC LIMIT 1")
+            row = await cur.fetchone()
+            prev = row[0] if row else GENESIS
+            cur = await conn.execute(
+                "INSERT INTO alert_audit (alert_id, at, action, actor, entry, prev_hash, hash)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING n",
+                (
+                    a.id,
+                    _dt(now_ms),
+                    change.action,
+                    change.actor,
+                    Jsonb(entry),
+                    prev,
+                    entry_hash(prev, entry),
+                ),
+            )
+            n_row = await cur.fetchone()
+        assert n_row is not None
+        return Pending(int(n_row[0]), p)
+
+    async def mark_published(self, n: int) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute("UPDATE alert_audit SET published = true WHERE n = %s", (n,))
+
+    async def unpublished(self) -> list[Pending]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT n, entry FROM alert_audit WHERE NOT published ORDER BY n"
+            )
+            return [Pending(int(n), e["payload"]) for n, e in await cur.fetchall()]
+
+    async def load_open(self, city: CityIndex) -> list[Alert]:
+        """Open alerts, to carry on after a restart (alerts of devices no longer in the
+        registry are left as they are)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT payload FROM alerts WHERE state <> 'resolved'")
+            rows = await cur.fetchall()
+        out = []
+        for (p,) in rows:
+            dev = city.devices.get(p["device_id"])
+            if dev is None:
+                continue
+            out.append(
+                Alert(
+                    id=p["id"],
+                    type=p["type"],
+                    severity=Severity(p["severity"]),
+                    state=AlertState(p["state"]),
+                    title=p["title"],
+                    device=dev,
+                    occurred_at=parse_rfc3339(p["occurred_at"]),
+                    raised_at=parse_rfc3339(p["raised_at"]),
+                    updated_at=parse_rfc3339(p["updated_at"]),
+                    evidence=dict(p["evidence"]),
+                    audiences=[(Audience(x["audience"]), x["scope"]) for x in p["audiences"]],
+                    acks=list(p["acks"]),
+                )
+            )
+        return out
+
+    async def list_alerts(
+        self, *, open_only: bool = False, community_id: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        q = "SELECT payload FROM alerts WHERE true"
+        args: list[Any] = []
+        if open_only:
+            q += " AND state <> 'resolved'"
+        if community_id:
+            q += " AND community_id = %s"
+            args.append(community_id)
+        q += " ORDER BY raised_at DESC LIMIT %s"
+        args.append(limit)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(q.encode(), args)
+            return [r[0] for r in await cur.fetchall()]
+
+    async def verify_audit(self) -> ChainReport:
+        """Recompute the chain; report the first entry whose hash does not hold."""
+        prev = GENESIS
+        count = 0
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute("SELECT n, entry, prev_hash, hash FROM alert_audit ORDER BY n")
+            async for row in cur:
+                count += 1
+                if row["prev_hash"] != prev or entry_hash(prev, row["entry"]) != row["hash"]:
+                    return ChainReport(False, count, int(row["n"]))
+                prev = row["hash"]
+        return ChainReport(True, count, None)

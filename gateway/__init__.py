@@ -1,0 +1,19 @@
+"""The community gateway: devices on the LAN in, a durable outbox, the backend's broker out.
+
+Runs on a Raspberry Pi with only anju's core dependencies (paho-mqtt, pydantic, PyYAML).
+"""
+
+from gateway.config import GatewayConfig, load_gateway_config
+from gateway.outbox import Outbox
+from gateway.service import Gateway
+from gateway.validate import Accepted, Rejected, decode_device_message
+
+__all__ = [
+    "Accepted",
+    "Gateway",
+    "GatewayConfig",
+    "Outbox",
+    "Rejected",
+    "decode_device_message",
+    "load_gateway_config",
+]

@@ -1,0 +1,204 @@
+"""Decode and validate what devices publish on the community LAN (PROTOCOL.md section 1).
+
+Pure functions of the topic, the payload and the set of known devices: no I/O, no clock (the
+caller passes its receive time). Anything invalid becomes a ``Rejected`` with a reason that is
+used as a metric label; valid items in the same payload are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Container
+from dataclasses import dataclass
+from typing import Any, Final
+
+from anju.contract import (
+    DEV_CHANNELS,
+    DEVICE_ID_RE,
+    EVENT_TYPE_RE,
+    MAX_PAYLOAD_BYTES,
+    MAX_STRING_LEN,
+    METRIC_RE,
+)
+from anju.uplink import Kind
+
+REASONS: Final = (
+    "bad_topic",
+    "too_large",
+    "bad_json",
+    "bad_shape",
+    "bad_ts",
+    "bad_metric",
+    "bad_event",
+    "unknown_device",
+)
+
+# Timestamps outside this window cannot be right: before 2020 or after 2100.
+MIN_TS_MS: Final = 1_577_836_800_000
+MAX_TS_MS: Final = 4_102_444_800_000
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A valid item, ready to be stored in the outbox."""
+
+    device_id: str
+    kind: Kind
+    ts: int
+    gateway_timed: bool
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An invalid item with the reason (a metric label) and a human detail."""
+
+    device_id: str | None
+    reason: str
+    detail: str
+
+
+Item = Accepted | Rejected
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number")
+
+
+def _parse_json(payload: bytes) -> Any:
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Invalid("bad_json", f"not UTF-8: {exc.reason}") from exc
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise _Invalid("bad_json", str(exc)[:120]) from exc
+
+
+def _ts(obj: dict[str, Any], rx_ms: int) -> tuple[int, bool]:
+    if "ts" not in obj or obj["ts"] is None:
+        return rx_ms, True
+    ts = obj["ts"]
+    if isinstance(ts, bool) or not isinstance(ts, int):
+        raise _Invalid("bad_ts", f"ts must be integer milliseconds, got {type(ts).__name__}")
+    if not MIN_TS_MS <= ts <= MAX_TS_MS:
+        raise _Invalid("bad_ts", f"ts {ts} is not a plausible time in milliseconds")
+    return ts, False
+
+
+def _metric_value(name: str, v: Any) -> bool | int | float | str:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int):
+        if abs(v) > 2**53:
+            raise _Invalid("bad_metric", f"{name}: integer out of range")
+        return v
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise _Invalid("bad_metric", f"{name}: not a finite number")
+        return v
+    if isinstance(v, str):
+        if len(v) > MAX_STRING_LEN:
+            raise _Invalid("bad_metric", f"{name}: string longer than {MAX_STRING_LEN}")
+        return v
+    raise _Invalid("bad_metric", f"{name}: {type(v).__name__} is not a number, bool or string")
+
+
+def _telemetry(obj: Any, rx_ms: int) -> tuple[int, bool, dict[str, Any]]:
+    if not isinstance(obj, dict):
+        raise _Invalid("bad_shape", "telemetry item is not an object")
+    metrics = obj.get("metrics")
+    if not isinstance(metrics, dict):
+        raise _Invalid("bad_shape", "telemetry without a metrics object")
+    clean: dict[str, Any] = {}
+    for name, value in metrics.items():
+        if not METRIC_RE.match(name):
+            raise _Invalid("bad_metric", f"metric name {name[:64]!r} is not allowed")
+        clean[name] = _metric_value(name, value)
+    ts, gt = _ts(obj, rx_ms)
+    return ts, gt, {"m": clean}
+
+
+def _event(obj: Any, rx_ms: int) -> tuple[int, bool, dict[str, Any]]:
+    if not isinstance(obj, dict):
+        raise _Invalid("bad_shape", "event is not an object")
+    et = obj.get("type")
+    if not isinstance(et, str) or not EVENT_TYPE_RE.match(et):
+        raise _Invalid("bad_event", f"event type {str(et)[:64]!r} is not allowed")
+    data = obj.get("data", {})
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise _Invalid("bad_event", "event data is not an object")
+    ts, gt = _ts(obj, rx_ms)
+    return ts, gt, {"e": et, "x": data}
+
+
+def _status(obj: Any, rx_ms: int) -> tuple[int, bool, dict[str, Any]]:
+    if not isinstance(obj, dict) or not isinstance(obj.get("online"), bool):
+        raise _Invalid("bad_shape", "status needs a boolean 'online'")
+    status: dict[str, Any] = {"online": obj["online"]}
+    fw = obj.get("fw")
+    if isinstance(fw, str) and len(fw) <= MAX_STRING_LEN:
+        status["fw"] = fw
+    batt = obj.get("battery_pct")
+    if isinstance(batt, int | float) and not isinstance(batt, bool) and 0 <= batt <= 100:
+        status["battery_pct"] = batt
+    return rx_ms, True, {"s": status}
+
+
+_DECODERS: Final = {
+    "telemetry": ("t", _telemetry),
+    "event": ("e", _event),
+    "status": ("s", _status),
+}
+
+
+def parse_topic(topic: str) -> tuple[str, str] | None:
+    """(device_id, channel) of ``anju/dev/{device_id}/{channel}``, or None."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != "anju" or parts[1] != "dev" or parts[3] not in DEV_CHANNELS:
+        return None
+    if not DEVICE_ID_RE.match(parts[2]):
+        return None
+    return parts[2], parts[3]
+
+
+def decode_device_message(
+    topic: str, payload: bytes, *, known: Container[str], rx_ms: int
+) -> list[Item]:
+    """Every item of one LAN message, each either Accepted or Rejected."""
+    parsed = parse_topic(topic)
+    if parsed is None:
+        return [Rejected(None, "bad_topic", f"topic {topic[:128]!r} does not match the contract")]
+    device_id, channel = parsed
+    if device_id not in known:
+        return [Rejected(device_id, "unknown_device", f"{device_id} is not in this gateway's list")]
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return [Rejected(device_id, "too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")]
+    if channel == "status" and payload == b"":
+        return []  # a retained status being cleared
+    try:
+        doc = _parse_json(payload)
+    except _Invalid as exc:
+        return [Rejected(device_id, exc.reason, exc.detail)]
+    kind, decoder = _DECODERS[channel]
+    items = doc if channel == "telemetry" and isinstance(doc, list) else [doc]
+    out: list[Item] = []
+    for obj in items:
+        try:
+            ts, gt, body = decoder(obj, rx_ms)
+        except _Invalid as exc:
+            out.append(Rejected(device_id, exc.reason, exc.detail))
+            continue
+        out.append(Accepted(device_id, kind, ts, gt, body))  # type: ignore[arg-type]
+    return out
