@@ -53,7 +53,9 @@ class GatewayLink:
         self.notes: deque[str] = deque(maxlen=100)
         self.sent: dict[str, int] = {"telemetry": 0, "event": 0, "status": 0}
         self.dropped: dict[str, int] = {"telemetry": 0, "event": 0, "status": 0}
-        self._pending: list[mqtt.MQTTMessageInfo] = []
+        self._pending: set[int] = set()  # mids of QoS 1 messages not yet acknowledged
+        self._acked: set[int] = set()  # filled by the network thread
+        self._acked_lock = threading.Lock()
         self._status_wanted = threading.Event()
         self._connected = threading.Event()
         self._failing = False
@@ -69,6 +71,7 @@ class GatewayLink:
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
 
     @property
     def connected(self) -> bool:
@@ -98,14 +101,16 @@ class GatewayLink:
         if info.rc == mqtt.MQTT_ERR_SUCCESS or queued:
             self.sent[channel] += 1
             if qos == 1:
-                self._pending.append(info)
+                self._pending.add(info.mid)
             return True
         self.dropped[channel] += 1
         return False
 
     def prune(self) -> int:
         """Forget acknowledged messages; return how many are still waiting."""
-        self._pending = [i for i in self._pending if not i.is_published()]
+        with self._acked_lock:
+            acked, self._acked = self._acked, set()
+        self._pending -= acked
         return len(self._pending)
 
     def close(self, *, timeout_s: float = 2.0) -> None:
@@ -138,6 +143,17 @@ class GatewayLink:
         self._connected.set()
         self._status_wanted.set()
         self.notes.append(f"{self.gateway_id}: connected to {self.url}")
+
+    def _on_publish(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        with self._acked_lock:
+            self._acked.add(mid)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if not self._failing:

@@ -63,8 +63,9 @@ def run_simulation(
     Device time is ``start_ms + elapsed * time_scale`` (``start_ms`` defaults to the wall clock
     now). ``duration_s`` and the scenario's ``at`` times are device seconds; without
     ``duration_s`` the simulation runs until ``stop`` is set (a scenario's own ``duration_s``
-    is advice for the caller: pass it on to stop when the scenario is over). Connection failures are retried in the background and never
-    raise; messages that cannot be sent are counted in ``SimSummary.dropped``.
+    is advice for the caller: pass it on to stop when the scenario is over). Connection
+    failures are retried in the background and never raise; messages that cannot be sent are
+    counted in ``SimSummary.dropped``.
     """
     if time_scale <= 0 or tick_s <= 0:
         raise ValueError(f"time_scale and tick_s must be positive ({time_scale}, {tick_s})")

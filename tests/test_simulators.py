@@ -6,12 +6,14 @@ closed loopback port to check that connection failures are survived and counted.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -69,7 +71,7 @@ def check_elevator_report(e: Elevator, metrics: dict[str, object]) -> None:
     assert metrics["direction"] in ("up", "down", "none")
 
 
-def telemetry(messages: list[Message]) -> list[dict[str, object]]:
+def telemetry(messages: list[Message]) -> list[dict[str, Any]]:
     return [p["metrics"] for ch, p in messages if ch == "telemetry"]
 
 
@@ -100,7 +102,7 @@ def test_elevator_long_run_is_physically_possible(seed: int) -> None:
     counts = [m["run_count"] for m in reports]
     assert counts == sorted(counts) and counts[-1] > counts[0] + 50
     # Moving reports every second, idle every two (ALERTS.md reporting intervals).
-    gaps = [b["ts"] - a["ts"] for (ca, a), (cb, b) in zip(msgs, msgs[1:], strict=False)
+    gaps = [b["ts"] - a["ts"] for (ca, a), (cb, b) in itertools.pairwise(msgs)
             if ca == cb == "telemetry" and a["metrics"]["moving"] and b["metrics"]["moving"]]
     assert gaps and max(gaps) <= 1000
 
@@ -220,7 +222,7 @@ def test_water_pressure_cycles_and_drops() -> None:
     w = WaterPressure("w-1", {}, rng=random.Random(2), start_ms=T0)
     values = [m["pressure_mpa"] for m in telemetry(w.step(T0 + 3_600_000))]
     assert len(values) >= 350
-    assert 0.26 <= min(values) and max(values) <= 0.37
+    assert min(values) >= 0.26 and max(values) <= 0.37
     assert max(values) - min(values) > 0.05  # the jockey pump cycles
     w.inject("pressure_drop", {"mpa": 0.05}, T0 + 3_600_000)
     assert telemetry(w.step(T0 + 3_700_000))[-1]["pressure_mpa"] < 0.1
