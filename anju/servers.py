@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import glob
+import hashlib
 import os
 import pwd
 import shutil
@@ -185,13 +186,26 @@ class PrivatePostgres:
             ) from exc
         return pw.pw_uid, pw.pw_gid, _die_with_parent
 
+    def _pgdata(self, uid: int | None, gid: int | None) -> Path:
+        """Where the cluster lives. As root, the ``postgres`` user must reach it: when a
+        folder on the way is closed to others (``/root``, pytest's temporary folders), the
+        cluster goes to a folder of its own under /var/tmp, named after ``data_dir``."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if uid is None or gid is None:
+            return self.data_dir / "pgdata"
+        home = self.data_dir.resolve()
+        if not all(os.stat(p).st_mode & 0o001 for p in [home, *home.parents]):
+            digest = hashlib.sha256(str(home).encode()).hexdigest()[:12]
+            home = Path("/var/tmp") / f"anju-pg-{digest}"
+            home.mkdir(mode=0o700, exist_ok=True)
+            (self.data_dir / "PGDATA-IS-ELSEWHERE").write_text(f"{home / 'pgdata'}\n")
+        os.chown(home, uid, gid)
+        return home / "pgdata"
+
     def start(self) -> PrivatePostgres:
         bindir = find_pg_bin()
         uid, gid, pre = self._run_as()
-        pgdata = self.data_dir / "pgdata"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if uid is not None and gid is not None:
-            os.chown(self.data_dir, uid, gid)
+        pgdata = self.pgdata = self._pgdata(uid, gid)
         if not (pgdata / "PG_VERSION").exists():
             if pgdata.exists():
                 shutil.rmtree(pgdata)  # a half-made cluster from an interrupted initdb
@@ -283,3 +297,11 @@ class PrivatePostgres:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def destroy(self) -> None:
+        """Stop, and delete the cluster (for throw-away test servers)."""
+        self.stop()
+        pgdata: Path | None = getattr(self, "pgdata", None)
+        if pgdata is not None:
+            shutil.rmtree(pgdata.parent if pgdata.parent != self.data_dir else pgdata,
+                          ignore_errors=True)

@@ -66,6 +66,8 @@ class Gateway:
         self.known = frozenset(cfg.devices)
         self.recent_rejects: OrderedDict[str, deque[tuple[int, str, bytes]]] = OrderedDict()
         self._wake = threading.Event()
+        self.lan_ready = threading.Event()  # subscribed to the devices' topics
+        self.uplink_ready = threading.Event()  # subscribed to the backend's confirmations
         self._lock = threading.Lock()
         self._inflight: set[int] = set()
         self._up_connected = False
@@ -78,12 +80,14 @@ class Gateway:
         self.lan = _client(cfg.lan, f"anju-{gw}-lan", v5=False)
         self.lan.on_connect = self._on_lan_connect
         self.lan.on_message = self._on_lan_message
+        self.lan.on_subscribe = lambda *_: self.lan_ready.set()
 
         self.up = _client(cfg.uplink, gw, v5=True)
         self.up.will_set(self._state_topic, json.dumps({"online": False}), qos=1, retain=True)
         self.up.on_connect = self._on_up_connect
         self.up.on_disconnect = self._on_up_disconnect
         self.up.on_message = self._on_up_message
+        self.up.on_subscribe = lambda *_: self.uplink_ready.set()
 
     # ---- LAN side -------------------------------------------------------------------------
 
@@ -171,6 +175,7 @@ class Gateway:
         self._wake.set()
 
     def _on_up_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        self.uplink_ready.clear()
         with self._lock:
             self._up_connected = False
             self._inflight.clear()

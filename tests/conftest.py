@@ -24,7 +24,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePostgr
     except ServerError as exc:
         pytest.fail(f"cannot start PostgreSQL for the tests: {exc}", pytrace=False)
     yield pg
-    pg.stop()
+    pg.destroy()
 
 
 @pytest.fixture
