@@ -303,5 +303,6 @@ class PrivatePostgres:
         self.stop()
         pgdata: Path | None = getattr(self, "pgdata", None)
         if pgdata is not None:
-            shutil.rmtree(pgdata.parent if pgdata.parent != self.data_dir else pgdata,
-                          ignore_errors=True)
+            shutil.rmtree(
+                pgdata.parent if pgdata.parent != self.data_dir else pgdata, ignore_errors=True
+            )

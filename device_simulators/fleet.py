@@ -66,9 +66,7 @@ def build_model(
     if device.kind == WaterPressure.kind:
         return WaterPressure(device.id, params, rng=rng, start_ms=start_ms, interval_s=t.other_s)
     if device.kind == AccessController.kind:
-        return AccessController(
-            device.id, params, rng=rng, start_ms=start_ms, interval_s=t.other_s
-        )
+        return AccessController(device.id, params, rng=rng, start_ms=start_ms, interval_s=t.other_s)
     return None
 
 

@@ -81,15 +81,19 @@ def run_simulation(
     timeline = scenario.timeline() if scenario is not None else []
     for act in timeline:
         if act.device not in fleet.models:
-            say(f"scenario: {act.device} is not simulated here; its {act.action} at "
-                f"t={act.at:g}s will be skipped")
+            say(
+                f"scenario: {act.device} is not simulated here; its {act.action} at "
+                f"t={act.at:g}s will be skipped"
+            )
 
     links = {gw: GatewayLink(gw, url) for gw, url in lan.items() if gw in known}
     by_gateway: dict[str, list[str]] = {gw: [] for gw in links}
     for dev_id, gw in fleet.gateway_of.items():
         by_gateway[gw].append(dev_id)
-    say(f"simulating {len(fleet.models)} devices on {len(links)} gateways "
-        f"(seed {seed}, time x{time_scale:g})")
+    say(
+        f"simulating {len(fleet.models)} devices on {len(links)} gateways "
+        f"(seed {seed}, time x{time_scale:g})"
+    )
 
     applied = 0
     sim_s = 0.0
@@ -187,6 +191,8 @@ def _progress(sim_s: float, links: Mapping[str, GatewayLink]) -> str:
     sent = _total(links, "sent")
     dropped = sum(_total(links, "dropped").values())
     up = sum(1 for link in links.values() if link.connected)
-    return (f"t={sim_s:.0f}s, {up}/{len(links)} gateways connected, sent "
-            f"{sent['telemetry']} telemetry, {sent['event']} events, {sent['status']} status, "
-            f"{dropped} dropped")
+    return (
+        f"t={sim_s:.0f}s, {up}/{len(links)} gateways connected, sent "
+        f"{sent['telemetry']} telemetry, {sent['event']} events, {sent['status']} status, "
+        f"{dropped} dropped"
+    )

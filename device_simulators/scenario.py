@@ -66,9 +66,7 @@ class Scenario(_Strict):
     def _actions_fit(self) -> Scenario:
         last = max((a.at for a in self.actions), default=0.0)
         if self.duration_s is not None and last > self.duration_s:
-            raise ValueError(
-                f"duration_s {self.duration_s} ends before the last action at {last}"
-            )
+            raise ValueError(f"duration_s {self.duration_s} ends before the last action at {last}")
         return self
 
     def timeline(self) -> list[ScenarioAction]:
@@ -93,8 +91,10 @@ class Scenario(_Strict):
             allowed = cls.actions | GENERIC_ACTIONS
             if act.action not in allowed:
                 out.append(
-                    (("actions", i, "action"),
-                     f"a {kind} has no action {act.action!r}; expected one of {sorted(allowed)}")
+                    (
+                        ("actions", i, "action"),
+                        f"a {kind} has no action {act.action!r}; expected one of {sorted(allowed)}",
+                    )
                 )
         for i, exp in enumerate(self.expect):
             if exp.device not in kinds:

@@ -30,9 +30,24 @@ GW = "gw-jx-nh-0001-a"
 ELEV = "jx-nh-0001-elev-03"
 SMOKE = "jx-nh-0001-smoke-3-1201"
 PAYLOAD_KEYS = {
-    "id", "type", "severity", "state", "title", "device_id", "device_kind", "community_id",
-    "community_name", "district", "building", "location", "occurred_at", "raised_at",
-    "updated_at", "evidence", "audiences", "acks",
+    "id",
+    "type",
+    "severity",
+    "state",
+    "title",
+    "device_id",
+    "device_kind",
+    "community_id",
+    "community_name",
+    "district",
+    "building",
+    "location",
+    "occurred_at",
+    "raised_at",
+    "updated_at",
+    "evidence",
+    "audiences",
+    "acks",
 }
 
 
@@ -58,8 +73,8 @@ class Subscriber:
         return [(t, p) for t, p in self.got if p["type"] == alert_type]
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
+async def eventually(check: Callable[[], bool], within: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
@@ -67,7 +82,9 @@ async def eventually(check: Callable[[], bool], timeout: float = 20.0, what: str
 
 
 @asynccontextmanager
-async def running_backend(db_url: str, broker: PrivateMosquitto, city: Path) -> AsyncIterator[Backend]:
+async def running_backend(
+    db_url: str, broker: PrivateMosquitto, city: Path
+) -> AsyncIterator[Backend]:
     settings = BackendSettings(
         database_url=db_url, mqtt_url=broker.url, registry=city, api_port=free_port()
     )
@@ -89,8 +106,9 @@ async def running_gateway(cfg: GatewayConfig) -> AsyncIterator[Gateway]:
     thread = threading.Thread(target=gw.run, args=(stop,), name="gateway-under-test")
     thread.start()
     try:
-        await eventually(lambda: gw.lan_ready.is_set() and gw.uplink_ready.is_set(), 15,
-                         "the gateway to connect")
+        await eventually(
+            lambda: gw.lan_ready.is_set() and gw.uplink_ready.is_set(), 15, "the gateway to connect"
+        )
         yield gw
     finally:
         stop.set()
@@ -111,7 +129,10 @@ def publish(c: mqtt.Client, topic: str, payload: Any, qos: int = 1) -> None:
 
 
 async def test_device_to_department_end_to_end(
-    db_url: str, broker: PrivateMosquitto, lan_broker: PrivateMosquitto, city_file: Path,
+    db_url: str,
+    broker: PrivateMosquitto,
+    lan_broker: PrivateMosquitto,
+    city_file: Path,
     tmp_path: Path,
 ) -> None:
     market_nh = Subscriber(broker.port, "anju/alerts/market_supervision/330402/#")
@@ -149,31 +170,53 @@ async def test_device_to_department_end_to_end(
             publish(dev, f"anju/dev/{ELEV}/telemetry", {"metrics": {"floor": {"x": 1}}})
             publish(dev, "anju/dev/intruder-01/event", {"type": "alarm"})
             t0 = int(time.time() * 1000) - 60_000
-            stuck = {"moving": False, "door": "closed", "passenger": True,
-                     "in_door_zone": False, "floor": 7}
-            publish(dev, f"anju/dev/{ELEV}/telemetry",
-                    {"ts": t0, "metrics": {**stuck, "moving": True, "floor": 6}})
-            publish(dev, f"anju/dev/{ELEV}/telemetry",
-                    [{"ts": t0 + 1000, "metrics": stuck}, {"ts": t0 + 31_000, "metrics": stuck}])
-            publish(dev, f"anju/dev/{SMOKE}/event", {"ts": t0 + 40_000, "type": "alarm", "data": {}})
-            publish(dev, f"anju/dev/{SMOKE}/status", {"online": True, "fw": "2.1", "battery_pct": 91})
+            stuck = {
+                "moving": False,
+                "door": "closed",
+                "passenger": True,
+                "in_door_zone": False,
+                "floor": 7,
+            }
+            publish(
+                dev,
+                f"anju/dev/{ELEV}/telemetry",
+                {"ts": t0, "metrics": {**stuck, "moving": True, "floor": 6}},
+            )
+            publish(
+                dev,
+                f"anju/dev/{ELEV}/telemetry",
+                [{"ts": t0 + 1000, "metrics": stuck}, {"ts": t0 + 31_000, "metrics": stuck}],
+            )
+            publish(
+                dev, f"anju/dev/{SMOKE}/event", {"ts": t0 + 40_000, "type": "alarm", "data": {}}
+            )
+            publish(
+                dev, f"anju/dev/{SMOKE}/status", {"online": True, "fw": "2.1", "battery_pct": 91}
+            )
 
             await eventually(lambda: bool(market_nh.of_type("elevator.trapped")), what="trapped")
             await eventually(lambda: bool(fire_nh.of_type("fire.alarm")), what="fire alarm")
             await eventually(lambda: len(prop.got) >= 2 and len(maint.got) >= 1, what="companies")
-            await eventually(lambda: gw.outbox.depth().events + gw.outbox.depth().telemetry == 0,
-                             what="the outbox to empty")
+            await eventually(
+                lambda: gw.outbox.depth().events + gw.outbox.depth().telemetry == 0,
+                what="the outbox to empty",
+            )
 
             [(topic, trapped)] = market_nh.of_type("elevator.trapped")
             assert topic == "anju/alerts/market_supervision/330402/jx-nh-0001/elevator.trapped"
             assert set(trapped) == PAYLOAD_KEYS
             assert (trapped["severity"], trapped["state"], trapped["device_id"]) == (
-                "critical", "raised", ELEV)
+                "critical",
+                "raised",
+                ELEV,
+            )
             assert trapped["evidence"]["stopped_s"] == 30.0
             assert trapped["occurred_at"].endswith("+08:00")
             assert {(a["audience"], a["scope"]) for a in trapped["audiences"]} == {
-                ("market_supervision", "330402"), ("maintenance", "org-otis-jx"),
-                ("property", "org-greentown-jx"), ("community", "jx-nh-0001"),
+                ("market_supervision", "330402"),
+                ("maintenance", "org-otis-jx"),
+                ("property", "org-greentown-jx"),
+                ("community", "jx-nh-0001"),
             }
             [(ftopic, fire)] = fire_nh.of_type("fire.alarm")
             assert ftopic == "anju/alerts/fire/330402/jx-nh-0001/fire.alarm"
@@ -187,7 +230,8 @@ async def test_device_to_department_end_to_end(
             # The gateway counted each kind of garbage.
             def rejected(reason: str) -> float:
                 v = gw.metrics.registry.get_sample_value(
-                    "anju_gateway_rejected_total", {"reason": reason})
+                    "anju_gateway_rejected_total", {"reason": reason}
+                )
                 return v or 0.0
 
             assert rejected("bad_json") == 1
@@ -196,13 +240,23 @@ async def test_device_to_department_end_to_end(
             assert rejected("unknown_device") == 1
 
             # Redelivery of records already committed is dropped, and acknowledged again.
-            body = record_body(device_id=ELEV, kind="t", ts=t0, rx=t0, gateway_timed=False,
-                               payload={"m": {"floor": 99}})
+            body = record_body(
+                device_id=ELEV,
+                kind="t",
+                ts=t0,
+                rx=t0,
+                gateway_timed=False,
+                payload={"m": {"floor": 99}},
+            )
             async with aiomqtt.Client("127.0.0.1", broker.port) as c:
                 await c.publish(up_topic(GW), encode_batch(GW, [(1, gw.boot_id, body)]), qos=1)
             await eventually(
-                lambda: (backend.metrics.registry.get_sample_value("anju_ingest_duplicates_total")
-                         or 0) >= 1, what="the duplicate to be counted")
+                lambda: (
+                    (backend.metrics.registry.get_sample_value("anju_ingest_duplicates_total") or 0)
+                    >= 1
+                ),
+                what="the duplicate to be counted",
+            )
         finally:
             dev.loop_stop()
             dev.disconnect()

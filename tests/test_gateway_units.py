@@ -50,7 +50,11 @@ def test_array_keeps_good_items_and_rejects_bad_ones() -> None:
         ]
     )
     assert reasons(decode("anju/dev/elev-1/telemetry", payload)) == [
-        "ok", "bad_metric", "bad_metric", "bad_metric", "ok",
+        "ok",
+        "bad_metric",
+        "bad_metric",
+        "bad_metric",
+        "ok",
     ]
 
 
@@ -93,11 +97,22 @@ def test_valid_metrics_survive_the_round_trip_to_the_backend(metrics: dict[str, 
     payload = json.dumps({"ts": 1764122400123, "metrics": metrics}).encode()
     [item] = decode("anju/dev/elev-1/telemetry", payload)
     assert isinstance(item, Accepted)
-    body = record_body(device_id=item.device_id, kind=item.kind, ts=item.ts, rx=RX,
-                       gateway_timed=item.gateway_timed, payload=item.payload)
+    body = record_body(
+        device_id=item.device_id,
+        kind=item.kind,
+        ts=item.ts,
+        rx=RX,
+        gateway_timed=item.gateway_timed,
+        payload=item.payload,
+    )
     gw, [rec] = decode_batch(up_topic("gw-1"), encode_batch("gw-1", [(7, "boot-1", body)]))
-    assert (gw, rec.seq, rec.boot_id, rec.device_id, rec.ts) == ("gw-1", 7, "boot-1", "elev-1",
-                                                                1764122400123)
+    assert (gw, rec.seq, rec.boot_id, rec.device_id, rec.ts) == (
+        "gw-1",
+        7,
+        "boot-1",
+        "elev-1",
+        1764122400123,
+    )
     assert rec.metrics == metrics
 
 

@@ -39,15 +39,19 @@ def _line_of(text: str, needle: str) -> int:
         ('district: "330411"', 'district: "330499"', "unknown district '330499'"),
         ("property: org-vanke-jx", "property: org-nobody", "unknown property organisation"),
         ("gateway: gw-jx-xz-0001-a, building", "gateway: gw-nowhere, building", "unknown gateway"),
-        ("kind: smoke_detector, gateway: gw-jx-xz", "kind: toaster, gateway: gw-jx-xz",
-         "unknown device kind 'toaster'"),
-        ("maintenance: org-otis-jx,", "maintenance: org-greentown-jx,",
-         "unknown maintenance organisation"),
+        (
+            "kind: smoke_detector, gateway: gw-jx-xz",
+            "kind: toaster, gateway: gw-jx-xz",
+            "unknown device kind 'toaster'",
+        ),
+        (
+            "maintenance: org-otis-jx,",
+            "maintenance: org-greentown-jx,",
+            "unknown maintenance organisation",
+        ),
     ],
 )
-def test_unknown_references_name_the_line(
-    tmp_path: Path, old: str, new: str, message: str
-) -> None:
+def test_unknown_references_name_the_line(tmp_path: Path, old: str, new: str, message: str) -> None:
     assert old in GOOD
     text = GOOD.replace(old, new, 1)
     with pytest.raises(RegistryError) as err:

@@ -27,8 +27,9 @@ class Feeder:
 
     def _rec(self, dev: str, kind: Any, ts: int, **kw: Any) -> list[Change]:
         self.seq += 1
-        rec = Record(gateway_id="gw", boot_id="b", seq=self.seq, device_id=dev, kind=kind,
-                     ts=ts, rx=ts, **kw)
+        rec = Record(
+            gateway_id="gw", boot_id="b", seq=self.seq, device_id=dev, kind=kind, ts=ts, rx=ts, **kw
+        )
         out = self.engine.feed(rec, ts + 5)
         self.changes += out
         return out

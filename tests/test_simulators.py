@@ -102,8 +102,11 @@ def test_elevator_long_run_is_physically_possible(seed: int) -> None:
     counts = [m["run_count"] for m in reports]
     assert counts == sorted(counts) and counts[-1] > counts[0] + 50
     # Moving reports every second, idle every two (ALERTS.md reporting intervals).
-    gaps = [b["ts"] - a["ts"] for (ca, a), (cb, b) in itertools.pairwise(msgs)
-            if ca == cb == "telemetry" and a["metrics"]["moving"] and b["metrics"]["moving"]]
+    gaps = [
+        b["ts"] - a["ts"]
+        for (ca, a), (cb, b) in itertools.pairwise(msgs)
+        if ca == cb == "telemetry" and a["metrics"]["moving"] and b["metrics"]["moving"]
+    ]
     assert gaps and max(gaps) <= 1000
 
 
@@ -297,12 +300,22 @@ def test_demo_scenario_content() -> None:
 
 
 BAD_SCENARIOS = {
-    "unknown key": ("name: x\nactions:\n  - {at: 1, device: d-1, action: smoke}\n"
-                    "  - {at: 2, device: d-1, action: smoke, colour: red}\n", 4, "colour"),
-    "negative time": ("name: x\nactions:\n  - {at: -5, device: d-1, action: smoke}\n",
-                      3, "actions.0.at"),
-    "bad alert type": ("name: x\nexpect:\n\n  - {type: Trapped!, device: d-1}\n",
-                       4, "expect.0.type"),
+    "unknown key": (
+        "name: x\nactions:\n  - {at: 1, device: d-1, action: smoke}\n"
+        "  - {at: 2, device: d-1, action: smoke, colour: red}\n",
+        4,
+        "colour",
+    ),
+    "negative time": (
+        "name: x\nactions:\n  - {at: -5, device: d-1, action: smoke}\n",
+        3,
+        "actions.0.at",
+    ),
+    "bad alert type": (
+        "name: x\nexpect:\n\n  - {type: Trapped!, device: d-1}\n",
+        4,
+        "expect.0.type",
+    ),
     "not yaml": ("name: x\nactions: [\n", None, "not valid YAML"),
 }
 
@@ -341,8 +354,10 @@ def test_scenario_checked_against_the_registry(tmp_path: Path) -> None:
 
 def test_scenario_must_fit_its_duration(tmp_path: Path) -> None:
     path = tmp_path / "short.yaml"
-    path.write_text("name: s\nduration_s: 5\nactions:\n  - {at: 9, device: d, action: smoke}\n",
-                    encoding="utf-8")
+    path.write_text(
+        "name: s\nduration_s: 5\nactions:\n  - {at: 9, device: d, action: smoke}\n",
+        encoding="utf-8",
+    )
     with pytest.raises(ConfigError, match="ends before the last action"):
         load_scenario(path)
 
