@@ -107,9 +107,12 @@ def format_alert(p: dict[str, Any], colour: bool) -> str:
         f"{p.get('community_name', '')} {p.get('location') or ('bldg ' + str(p.get('building')))}"
     )
     ev = p.get("evidence", {})
-    extra = " confirmed" if ev.get("confirmed") else ""
+    extra = " (confirmed)" if ev.get("confirmed") else ""
+    state = str(p.get("state", ""))
+    if state == "raised" and p.get("updated_at") != p.get("raised_at"):
+        state = "updated"
     return (
-        f"{time.strftime('%H:%M:%S')}  {c}{sev.upper():8}{reset} {p.get('state', ''):12} "
+        f"{time.strftime('%H:%M:%S')}  {c}{sev.upper():8}{reset} {state:12} "
         f"{p.get('type', ''):22} {p.get('title', '')}{extra}\n"
         f"          {p.get('device_id', '')} · {where} · occurred {p.get('occurred_at', '')}\n"
         f"          → {auds}"
@@ -136,6 +139,10 @@ class _AlertView:
             key = (p["id"], p["state"], p["updated_at"])
         except (ValueError, KeyError, TypeError):
             return
+        self.show(p, key)
+
+    def show(self, p: dict[str, Any], key: tuple[str, str, str] | None = None) -> None:
+        key = key or (p["id"], p["state"], p["updated_at"])
         with self.lock:
             if key in self.seen:
                 return
@@ -146,6 +153,20 @@ class _AlertView:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def _show_open_alerts(url: str, view: _AlertView) -> None:
+    """Alerts still open from an earlier run of the same data folder are shown first."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            alerts = json.loads(r.read())
+    except (OSError, ValueError):
+        return
+    if alerts:
+        print(f"-- {len(alerts)} alerts still open from an earlier run --", flush=True)
+        for p in reversed(alerts):
+            view.show(p)
+        print("-- live --", flush=True)
 
 
 def run_demo(opts: DemoOptions) -> int:
@@ -231,6 +252,7 @@ def run_demo(opts: DemoOptions) -> int:
             file=sys.stderr,
             flush=True,
         )
+        _show_open_alerts(f"http://127.0.0.1:{api_port}/api/alerts?open_only=true", view)
         if opts.simulators:
             sim = ["simulate", "--registry", str(registry_path)]
             for gw_id, url in lan.items():

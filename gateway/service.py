@@ -18,6 +18,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
+from prometheus_client import start_http_server
 
 from anju.uplink import ack_topic, encode_batch, record_body, state_topic, up_topic
 from gateway.config import GatewayConfig, LinkConfig
@@ -219,6 +220,11 @@ class Gateway:
         lan, up = self.cfg.lan.address(), self.cfg.uplink.address()
         self.up.connect_async(up.host, up.port, keepalive=self.cfg.uplink.keepalive_s)
         self.lan.connect_async(lan.host, lan.port, keepalive=self.cfg.lan.keepalive_s)
+        metrics_server = None
+        if self.cfg.metrics_port is not None:
+            metrics_server, _thread = start_http_server(
+                self.cfg.metrics_port, addr="127.0.0.1", registry=self.metrics.registry
+            )
         self.up.loop_start()
         self.lan.loop_start()
         log.info(
@@ -251,4 +257,6 @@ class Gateway:
             self.up.disconnect()
             self.up.loop_stop()
             self.outbox.close()
+            if metrics_server is not None:
+                metrics_server.shutdown()
             log.info("gateway %s stopped", self.cfg.gateway_id)

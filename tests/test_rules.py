@@ -166,3 +166,10 @@ def test_routing_of_the_two_alerts() -> None:
         ("property", "org-vanke-jx"),
         ("community", "jx-xz-0001"),
     ]
+
+
+def test_a_repeated_trigger_from_the_same_detector_is_not_republished() -> None:
+    f = Feeder()
+    f.event(SMOKE_A, 0, "alarm")
+    assert f.tel(SMOKE_A, 1, smoke=True) == []
+    assert f.event(SMOKE_A, 5, "alarm") == []

@@ -151,7 +151,11 @@ def fire_alarm(dev: DeviceInfo, st: DeviceState, inp: Input) -> list[Decision]:
         evidence["confirmed_by"] = sorted({t[2] for t in others})
     out: list[Decision] = []
     if FIRE_ALARM in st.open:
-        out.append(Update(FIRE_ALARM, evidence))
+        # Already alarmed: only a confirmation is news (no republish per repeated trigger).
+        if confirmed:
+            out.append(
+                Update(FIRE_ALARM, {"confirmed": True, "confirmed_by": evidence["confirmed_by"]})
+            )
     else:
         out.append(Raise(FIRE_ALARM, Severity.CRITICAL, "火警 Fire alarm", inp.ts, evidence))
     if confirmed:
