@@ -46,6 +46,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             simulators=not args.no_simulators,
             duration_s=args.duration,
             db_url=args.db,
+            time_scale=args.time_scale,
         )
     )
 
@@ -143,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-simulators", action="store_true", help="start no simulated devices")
     d.add_argument("--duration", type=float, help="stop after this many seconds")
     d.add_argument("--db", help="use this PostgreSQL instead of a private one")
+    d.add_argument(
+        "--time-scale", type=float, default=1.0, help="simulated device time runs this much faster"
+    )
     d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("backend", help="the backend service").add_subparsers(

@@ -39,6 +39,7 @@ class DemoOptions:
     simulators: bool = True
     duration_s: float | None = None
     db_url: str | None = None
+    time_scale: float = 1.0
 
 
 class _Children:
@@ -258,7 +259,7 @@ def run_demo(opts: DemoOptions) -> int:
             for gw_id, url in lan.items():
                 sim += ["--lan", f"{gw_id}={url}"]
             scenario = opts.scenario or SAMPLE_SCENARIO
-            sim += ["--scenario", str(scenario.resolve())]
+            sim += ["--scenario", str(scenario.resolve()), "--time-scale", str(opts.time_scale)]
             children.start("simulators", _anju(*sim))
 
         deadline = None if opts.duration_s is None else time.monotonic() + opts.duration_s
