@@ -1,12 +1,14 @@
 """The ``anju`` command line.
 
-Each sub-command imports only what it needs, so that ``anju gateway`` runs on a Raspberry Pi
-without the backend's dependencies.
+Each package registers its own sub-commands (``gateway.cli``, ``backend.cli``,
+``device_simulators.cli``) and imports its dependencies only when a command runs, so that
+``anju gateway`` works on a Raspberry Pi without the backend's dependencies.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -24,7 +26,8 @@ def _logging(level: str) -> None:
     )
 
 
-def _stop_on_signals() -> threading.Event:
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT, for the thread-based commands."""
     stop = threading.Event()
 
     def handler(_sig: int, _frame: object) -> None:
@@ -51,74 +54,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
-def cmd_backend_run(args: argparse.Namespace) -> int:
-    from backend.config import BackendSettings
-    from backend.service import run_backend
-
-    overrides = {
-        k: v
-        for k, v in {
-            "database_url": args.db,
-            "mqtt_url": args.mqtt,
-            "registry": args.registry,
-            "api_host": args.api_host,
-            "api_port": args.api_port,
-            "api_token": args.api_token,
-        }.items()
-        if v is not None
-    }
-    try:
-        settings = BackendSettings(**overrides)
-    except ValueError as exc:
-        raise AnjuError(f"backend settings: {exc}") from exc
-    run_backend(settings)
-    return 0
-
-
-def cmd_gateway_run(args: argparse.Namespace) -> int:
-    from gateway import Gateway, load_gateway_config
-
-    cfg = load_gateway_config(Path(args.config))
-    stop = _stop_on_signals()
-    Gateway(cfg).run(stop)
-    return 0
-
-
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from anju.registry import load_registry
-    from device_simulators import load_scenario, run_simulation
-
-    lan: dict[str, str] = {}
-    for item in args.lan:
-        gw, sep, url = item.partition("=")
-        if not sep:
-            raise AnjuError(f"--lan {item!r}: expected GATEWAY_ID=mqtt://host:port")
-        lan[gw] = url
-    registry = load_registry(args.registry)
-    scenario = load_scenario(Path(args.scenario)) if args.scenario else None
-    stop = _stop_on_signals()
-    summary = run_simulation(
-        registry,
-        lan,
-        scenario=scenario,
-        duration_s=args.duration,
-        seed=args.seed,
-        time_scale=args.time_scale,
-        stop=stop,
-        log=lambda line: print(line, file=sys.stderr, flush=True),
-    )
-    print(summary, file=sys.stderr)
-    return 0
-
-
-def cmd_db_migrate(args: argparse.Namespace) -> int:
-    from backend.db.migrate import migrate
-
-    applied = migrate(args.db)
-    print(f"applied: {', '.join(applied)}" if applied else "the schema is up to date")
-    return 0
-
-
 def cmd_registry_check(args: argparse.Namespace) -> int:
     from anju.registry import CityIndex, load_registry
 
@@ -130,7 +65,23 @@ def cmd_registry_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from anju import bench
+
+    names = bench.available()
+    if args.name not in names:
+        known = ", ".join(names) or "none yet"
+        raise AnjuError(f"no benchmark called {args.name!r}; available: {known}")
+    figures = bench.load(args.name)(quick=args.quick)
+    print(json.dumps(figures) if args.json else bench.table(args.name, figures))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    import backend.cli
+    import device_simulators.cli
+    import gateway.cli
+
     p = argparse.ArgumentParser(
         prog="anju", description="安居 anju: community IoT gateway and backend"
     )
@@ -149,38 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.set_defaults(func=cmd_demo)
 
-    b = sub.add_parser("backend", help="the backend service").add_subparsers(
-        dest="sub", required=True
-    )
-    br = b.add_parser("run", help="run the backend (settings also from ANJU_* variables)")
-    br.add_argument("--db")
-    br.add_argument("--mqtt")
-    br.add_argument("--registry")
-    br.add_argument("--api-host")
-    br.add_argument("--api-port", type=int)
-    br.add_argument("--api-token")
-    br.set_defaults(func=cmd_backend_run)
+    gateway.cli.register(sub)
+    backend.cli.register(sub)
+    device_simulators.cli.register(sub)
 
-    g = sub.add_parser("gateway", help="the community gateway").add_subparsers(
-        dest="sub", required=True
-    )
-    gr = g.add_parser("run", help="run a gateway")
-    gr.add_argument("--config", required=True, help="gateway YAML")
-    gr.set_defaults(func=cmd_gateway_run)
-
-    s = sub.add_parser("simulate", help="simulated devices publishing to LAN brokers")
-    s.add_argument("--registry", required=True)
-    s.add_argument("--lan", action="append", default=[], help="GATEWAY_ID=mqtt://host:port")
-    s.add_argument("--scenario")
-    s.add_argument("--duration", type=float)
-    s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--time-scale", type=float, default=1.0)
-    s.set_defaults(func=cmd_simulate)
-
-    db = sub.add_parser("db", help="database").add_subparsers(dest="sub", required=True)
-    dm = db.add_parser("migrate", help="apply schema migrations")
-    dm.add_argument("--db", required=True)
-    dm.set_defaults(func=cmd_db_migrate)
+    bn = sub.add_parser("bench", help="benchmarks: gateway, ingest, alerts, simulate")
+    bn.add_argument("name")
+    bn.add_argument("--json", action="store_true", help="print one JSON object")
+    bn.add_argument("--quick", action="store_true", help="a small run that checks it works")
+    bn.set_defaults(func=cmd_bench)
 
     r = sub.add_parser("registry", help="registries").add_subparsers(dest="sub", required=True)
     rc = r.add_parser("check", help="validate a registry file")

@@ -101,6 +101,20 @@ def encode_batch(gateway_id: str, rows: list[tuple[int, str, str]]) -> bytes:
     return f'{{"v":1,"gw":"{gateway_id}","recs":[{",".join(parts)}]}}'.encode()
 
 
+def encode_ack(seqs: list[int]) -> bytes:
+    """The backend's confirmation that these records are committed."""
+    return json.dumps({"seqs": seqs}, separators=(",", ":")).encode()
+
+
+def decode_ack(payload: bytes) -> list[int]:
+    """Sequence numbers in a confirmation; ValueError when malformed."""
+    try:
+        doc = json.loads(payload)
+        return [int(s) for s in doc["seqs"]]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed confirmation: {exc}") from exc
+
+
 def _int(v: Any, name: str) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise UplinkDecodeError("bad_record", f"{name} is not an integer")

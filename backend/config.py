@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from anju.errors import ConfigError
 from anju.mqtturl import parse_mqtt_url
 
 
@@ -28,7 +29,10 @@ class BackendSettings(BaseSettings):
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt(cls, v: str) -> str:
-        parse_mqtt_url(v)
+        try:
+            parse_mqtt_url(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return v
 
     @field_validator("database_url")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import aiomqtt
 
 from anju.contract import alert_topic
-from anju.uplink import ack_topic
+from anju.uplink import ack_topic, encode_ack
 from backend.metrics import BackendMetrics
 from backend.store import AlertStore, Pending
 
@@ -72,4 +72,4 @@ class Delivery:
 
 async def publish_acks(client: aiomqtt.Client, acks: dict[str, list[int]]) -> None:
     for gw, seqs in acks.items():
-        await client.publish(ack_topic(gw), json.dumps({"seqs": seqs}).encode(), qos=1)
+        await client.publish(ack_topic(gw), encode_ack(seqs), qos=1)

@@ -59,7 +59,8 @@ class Backend:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        await asyncio.to_thread(migrate, s.database_url)
+        if not await self._migrate_when_reachable(stop):
+            return
         pool = AsyncConnectionPool(s.database_url, min_size=1, max_size=8, open=False)
         await pool.open(wait=True, timeout=30)
         try:
@@ -108,6 +109,21 @@ class Backend:
                     t.cancel()
         finally:
             await pool.close()
+
+    async def _migrate_when_reachable(self, stop: asyncio.Event) -> bool:
+        """Apply migrations, waiting (with backoff) for the database; False if stopped first."""
+        delays = backoff(0.5, 10.0)
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(migrate, self.settings.database_url)
+                return True
+            except psycopg.OperationalError as exc:
+                delay = next(delays)
+                first = str(exc).strip().splitlines()[0]
+                log.warning("waiting for the database (%s); again in %.1f s", first, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+        return False
 
     # ---- MQTT -----------------------------------------------------------------------------
 

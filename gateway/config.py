@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from anju.contract import DEVICE_ID_RE
+from anju.errors import ConfigError
 from anju.mqtturl import MqttUrl, parse_mqtt_url
 from anju.yamlfile import load_model
 
@@ -25,7 +26,10 @@ class LinkConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        parse_mqtt_url(v)
+        try:
+            parse_mqtt_url(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return v
 
     def address(self) -> MqttUrl:

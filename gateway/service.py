@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import start_http_server
 
-from anju.uplink import ack_topic, encode_batch, record_body, state_topic, up_topic
+from anju.uplink import ack_topic, decode_ack, encode_batch, record_body, state_topic, up_topic
 from gateway.config import GatewayConfig, LinkConfig
 from gateway.metrics import GatewayMetrics
 from gateway.outbox import EVENTS, TELEMETRY, Outbox
@@ -185,9 +185,8 @@ class Gateway:
 
     def _on_up_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            doc = json.loads(msg.payload)
-            seqs = [int(s) for s in doc["seqs"]]
-        except (ValueError, KeyError, TypeError):
+            seqs = decode_ack(msg.payload)
+        except ValueError:
             log.warning("ignored a malformed confirmation on %s", msg.topic)
             return
         n = self.outbox.confirm(seqs)

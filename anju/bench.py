@@ -1,0 +1,64 @@
+"""``anju bench NAME``: benchmarks that print a table, or one JSON object with ``--json``.
+
+Each benchmark lives with the code it measures and exposes ``run(quick: bool) -> dict``; the
+dict's keys are the figures (numbers, or an object of numbers). ``quick`` runs a small version
+that checks the benchmark works (the tests use it); figures come from full runs only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import platform
+from collections.abc import Callable
+from typing import Any, Final
+
+BENCHES: Final = {
+    "gateway": ("gateway.bench", "gateway throughput, replay and memory (issue 3)"),
+    "ingest": ("backend.bench_ingest", "end-to-end ingest and queries (issue 4)"),
+    "alerts": ("backend.alerting.bench", "alert latency under load, rule throughput (issue 5)"),
+    "simulate": ("device_simulators.bench", "simulated devices per core (issue 6)"),
+}
+
+
+def available() -> dict[str, str]:
+    """Benchmarks whose module exists, with their descriptions."""
+    out = {}
+    for name, (module, desc) in BENCHES.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if found:
+            out[name] = desc
+    return out
+
+
+def load(name: str) -> Callable[..., dict[str, Any]]:
+    module, _desc = BENCHES[name]
+    fn: Callable[..., dict[str, Any]] = importlib.import_module(module).run
+    return fn
+
+
+def table(name: str, figures: dict[str, Any]) -> str:
+    rows: list[tuple[str, str]] = []
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            for k, v in value.items():
+                rows.append((f"{key}.{k}", _fmt(v)))
+        else:
+            rows.append((key, _fmt(value)))
+    width = max((len(k) for k, _ in rows), default=10)
+    head = f"anju bench {name}  ({platform.node()}, Python {platform.python_version()})"
+    lines = [head, "-" * len(head)]
+    lines += [f"{k:<{width}}  {v}" for k, v in rows]
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return json.dumps(v) if not isinstance(v, str) else v

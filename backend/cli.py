@@ -1,0 +1,64 @@
+"""``anju backend ...`` and ``anju db ...`` sub-commands (only argparse at import time)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from anju.errors import AnjuError
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from backend.config import BackendSettings
+    from backend.service import run_backend
+
+    overrides = {
+        k: v
+        for k, v in {
+            "database_url": args.db,
+            "mqtt_url": args.mqtt,
+            "registry": args.registry,
+            "api_host": args.api_host,
+            "api_port": args.api_port,
+            "api_token": args.api_token,
+        }.items()
+        if v is not None
+    }
+    try:
+        settings = BackendSettings(**overrides)
+    except ValueError as exc:
+        raise AnjuError(f"backend settings: {exc}") from exc
+    run_backend(settings)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from backend.db.migrate import migrate
+
+    try:
+        applied = migrate(args.db)
+    except psycopg.OperationalError as exc:
+        raise AnjuError(f"cannot reach the database: {str(exc).strip()}") from exc
+    print(f"applied: {', '.join(applied)}" if applied else "the schema is up to date")
+    return 0
+
+
+def register(sub: Any) -> None:
+    b = sub.add_parser("backend", help="the backend service").add_subparsers(
+        dest="sub", required=True
+    )
+    br = b.add_parser("run", help="run the backend (settings also from ANJU_* variables)")
+    br.add_argument("--db")
+    br.add_argument("--mqtt")
+    br.add_argument("--registry")
+    br.add_argument("--api-host")
+    br.add_argument("--api-port", type=int)
+    br.add_argument("--api-token")
+    br.set_defaults(func=cmd_run)
+
+    db = sub.add_parser("db", help="database").add_subparsers(dest="sub", required=True)
+    dm = db.add_parser("migrate", help="apply schema migrations")
+    dm.add_argument("--db", required=True)
+    dm.set_defaults(func=cmd_migrate)
