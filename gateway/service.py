@@ -185,7 +185,7 @@ class Gateway:
 
     def _on_up_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            seqs = decode_ack(msg.payload)
+            seqs = decode_ack(bytes(msg.payload))
         except ValueError:
             log.warning("ignored a malformed confirmation on %s", msg.topic)
             return
