@@ -65,6 +65,21 @@ def cmd_registry_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_registry_acl(args: argparse.Namespace) -> int:
+    from anju.acl import write_broker_files
+    from anju.registry import load_registry
+
+    files = write_broker_files(load_registry(args.file), Path(args.out))
+    for f in files:
+        print(f)
+    print(
+        "Hash the passwords in place before use: mosquitto_passwd -U FILE.passwd "
+        "(keep a copy of the clear-text passwords for the gateways and subscribers first).",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from anju import bench
 
@@ -114,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     rc = r.add_parser("check", help="validate a registry file")
     rc.add_argument("file")
     rc.set_defaults(func=cmd_registry_check)
+    ra = r.add_parser("acl", help="Mosquitto ACL and password files for every broker")
+    ra.add_argument("file")
+    ra.add_argument("--out", required=True, help="folder for the .acl and .passwd files")
+    ra.set_defaults(func=cmd_registry_acl)
     return p
 
 

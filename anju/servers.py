@@ -106,10 +106,20 @@ def find_pg_bin() -> Path:
 class PrivateMosquitto:
     """A Mosquitto broker of our own: persistence in ``data_dir``, anonymous, loopback only."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, name: str = "mosquitto") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        name: str = "mosquitto",
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.name = name
+        self.password_file = password_file
+        self.acl_file = acl_file
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -122,7 +132,7 @@ class PrivateMosquitto:
         conf = self.data_dir / "mosquitto.conf"
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            f"allow_anonymous {'false' if self.password_file else 'true'}",
             "persistence true",
             f"persistence_location {self.data_dir}/",
             "autosave_interval 5",
@@ -134,6 +144,10 @@ class PrivateMosquitto:
             "log_type warning",
             "log_type notice",
         ]
+        if self.password_file is not None:
+            lines.append(f"password_file {self.password_file}")
+        if self.acl_file is not None:
+            lines.append(f"acl_file {self.acl_file}")
         if os.geteuid() == 0:
             lines.append("user root")  # otherwise it drops to 'mosquitto', who cannot write here
         conf.write_text("\n".join(lines) + "\n")
