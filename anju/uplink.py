@@ -15,12 +15,29 @@ A batch is ``{"v": 1, "gw": "<gateway id>", "recs": [record, ...]}`` and a recor
 
 ``seq`` is per gateway, strictly increasing and never reused (it survives restarts in the
 outbox); (gateway, boot, seq) identifies a record, so the backend drops redelivered duplicates.
+A record may carry ``"tq"``, a time-quality flag: ``"device_clock"`` (the device's ``ts`` was
+impossible and was replaced by the gateway's receive time, ``gt`` is then true) or
+``"gateway_clock"`` (the gateway's own clock was never confirmed while the record waited; its
+times may be wrong).
+
+Compression: a batch whose first byte is ``0x01`` is the same JSON compressed with zlib
+(``COMPRESSED`` + ``zlib.compress(json)``). JSON never starts with that byte, so both forms
+travel on the same topic and ``decode_batch`` accepts either. Decompressed size is capped at
+``MAX_BATCH_BYTES``.
+
+Remote configuration (backend -> gateway, on the backend's broker):
+
+- ``anju/gw/{gw}/config``         retained, QoS 1: ``{"version": N, "config": {...}}``, keys of
+  the gateway's configuration file to change (merged over the current file).
+- ``anju/gw/{gw}/config/result``  gateway, retained, QoS 1:
+  ``{"version": N, "ok": bool, "error": str | null, "ts": ms}``.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -30,6 +47,10 @@ UPLINK_PREFIX: Final = "anju/gw"
 UP_SUBSCRIPTION: Final = f"{UPLINK_PREFIX}/+/up"
 STATE_SUBSCRIPTION: Final = f"{UPLINK_PREFIX}/+/state"
 _UP_TOPIC_RE: Final = re.compile(r"^anju/gw/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})/up$")
+
+COMPRESSED: Final = b"\x01"
+MAX_BATCH_BYTES: Final = 32 * 1024 * 1024
+COMPRESS_ABOVE: Final = 1024
 
 Kind = Literal["t", "e", "s"]
 
@@ -44,6 +65,14 @@ def ack_topic(gateway_id: str) -> str:
 
 def state_topic(gateway_id: str) -> str:
     return f"{UPLINK_PREFIX}/{gateway_id}/state"
+
+
+def config_topic(gateway_id: str) -> str:
+    return f"{UPLINK_PREFIX}/{gateway_id}/config"
+
+
+def config_result_topic(gateway_id: str) -> str:
+    return f"{UPLINK_PREFIX}/{gateway_id}/config/result"
 
 
 def gateway_of_up_topic(topic: str) -> str | None:
@@ -67,6 +96,7 @@ class Record:
     event_type: str | None = None
     data: dict[str, Any] | None = None
     status: dict[str, Any] | None = None
+    time_flag: str | None = None
 
 
 class UplinkDecodeError(ValueError):
@@ -86,11 +116,14 @@ def record_body(
     rx: int,
     gateway_timed: bool,
     payload: dict[str, Any],
+    time_flag: str | None = None,
 ) -> str:
     """The JSON of a record without its sequence and boot (they are added when sent)."""
     body: dict[str, Any] = {"d": device_id, "k": kind, "ts": ts, "rx": rx}
     if gateway_timed:
         body["gt"] = True
+    if time_flag is not None:
+        body["tq"] = time_flag
     body.update(payload)
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
@@ -99,6 +132,26 @@ def encode_batch(gateway_id: str, rows: list[tuple[int, str, str]]) -> bytes:
     """Batch of (seq, boot, body) rows, splicing the stored bodies without re-encoding them."""
     parts = [f'{{"seq":{seq},"b":"{boot}",{body[1:]}' for seq, boot, body in rows]
     return f'{{"v":1,"gw":"{gateway_id}","recs":[{",".join(parts)}]}}'.encode()
+
+
+def compress_batch(payload: bytes, *, above: int = COMPRESS_ABOVE) -> bytes:
+    """The compressed form of an encoded batch, when it is larger than ``above`` bytes."""
+    if len(payload) <= above:
+        return payload
+    return COMPRESSED + zlib.compress(payload, 1)
+
+
+def _decompress(payload: bytes) -> bytes:
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(payload[1:], MAX_BATCH_BYTES)
+    except zlib.error as exc:
+        raise UplinkDecodeError("bad_compression", str(exc)) from exc
+    if d.unconsumed_tail or not d.eof:
+        raise UplinkDecodeError(
+            "bad_compression", f"truncated, or more than {MAX_BATCH_BYTES} bytes decompressed"
+        )
+    return out
 
 
 def encode_ack(seqs: list[int]) -> bytes:
@@ -111,7 +164,7 @@ def decode_ack(payload: bytes) -> list[int]:
     try:
         doc = json.loads(payload)
         return [int(s) for s in doc["seqs"]]
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed confirmation: {exc}") from exc
 
 
@@ -126,6 +179,8 @@ def decode_batch(topic: str, payload: bytes) -> tuple[str, list[Record]]:
     gw = gateway_of_up_topic(topic)
     if gw is None:
         raise UplinkDecodeError("bad_topic", topic)
+    if payload[:1] == COMPRESSED:
+        payload = _decompress(payload)
     try:
         doc = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -172,6 +227,7 @@ def decode_batch(topic: str, payload: bytes) -> tuple[str, list[Record]]:
                 ts=_int(r.get("ts"), "ts"),
                 rx=_int(r.get("rx"), "rx"),
                 gateway_timed=bool(r.get("gt", False)),
+                time_flag=r["tq"] if isinstance(r.get("tq"), str) else None,
                 **extra,
             )
         )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from anju.contract import DEVICE_ID_RE
 from anju.errors import ConfigError
@@ -21,6 +23,8 @@ class LinkConfig(_Strict):
     username: str | None = None
     password: str | None = None
     ca_file: Path | None = None
+    cert_file: Path | None = Field(None, description="client certificate (mutual TLS)")
+    key_file: Path | None = None
     keepalive_s: int = Field(30, ge=5, le=600)
 
     @field_validator("url")
@@ -32,25 +36,74 @@ class LinkConfig(_Strict):
             raise ValueError(str(exc)) from None
         return v
 
+    @model_validator(mode="after")
+    def _pair(self) -> LinkConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
     def address(self) -> MqttUrl:
         return parse_mqtt_url(self.url)
+
+
+class UplinkConfig(LinkConfig):
+    compress: bool = Field(True, description="zlib-compress batches larger than 1 KiB")
+    backoff_base_s: float = Field(1.0, gt=0, le=60)
+    backoff_cap_s: float = Field(60.0, gt=0, le=3600)
+    connect_timeout_s: float = Field(15.0, gt=0, le=300)
 
 
 class OutboxConfig(_Strict):
     path: Path
     resend_after_s: float = Field(10.0, gt=0)
     batch_max: int = Field(500, ge=1, le=10_000)
-    window: int = Field(5_000, ge=1, description="records sent but not yet confirmed, at most")
+    window: int = Field(5_000, ge=1, description="telemetry sent but not yet confirmed, at most")
+    events_window: int = Field(1_000, ge=1, description="events in flight, at most (own window)")
+    replay_rate: float = Field(
+        2_000, ge=0, description="telemetry readings sent per second at most; 0 = no limit"
+    )
+    max_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024 * 1024, description="disk budget of the SQLite file"
+    )
+    commit_max: int = Field(500, ge=1, le=10_000, description="LAN messages per commit, at most")
+    queue_max: int = Field(
+        5_000, ge=10, description="LAN messages waiting for a commit; when full, intake waits"
+    )
+
+
+class ClockConfig(_Strict):
+    sync: Literal["kernel", "plausible", "assume"] = "plausible"
+    not_before: dt.date = Field(
+        dt.date(2025, 1, 1), description="a wall clock earlier than this is wrong"
+    )
+    hold_max_s: float = Field(
+        600.0, gt=0, description="telemetry waits this long for the clock, then goes flagged"
+    )
+
+    def not_before_ms(self) -> int:
+        day = dt.datetime.combine(self.not_before, dt.time(), tzinfo=dt.UTC)
+        return int(day.timestamp() * 1000)
+
+
+class RemoteConfigPolicy(_Strict):
+    enabled: bool = True
+    apply_timeout_s: float = Field(
+        30.0, gt=0, le=600, description="a new configuration must reach the broker in this time"
+    )
 
 
 class GatewayConfig(_Strict):
     gateway_id: str
     lan: LinkConfig
-    uplink: LinkConfig
+    uplink: UplinkConfig
     outbox: OutboxConfig
     devices: list[str] = Field(description="ids of the devices behind this gateway")
     heartbeat_s: float = Field(30.0, gt=0)
     metrics_port: int | None = Field(None, ge=0, le=65535)
+    status_every_s: float = Field(2.0, gt=0, description="status file next to the outbox")
+    clock: ClockConfig = ClockConfig.model_validate({})
+    remote_config: RemoteConfigPolicy = RemoteConfigPolicy.model_validate({})
+    config_version: int = Field(0, ge=0, description="set by remote configuration")
 
     @field_validator("gateway_id")
     @classmethod
@@ -58,6 +111,13 @@ class GatewayConfig(_Strict):
         if not DEVICE_ID_RE.match(v):
             raise ValueError("gateway id must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
         return v
+
+    def status_path(self) -> Path:
+        return status_path_for(self.outbox.path)
+
+
+def status_path_for(outbox: Path) -> Path:
+    return outbox.with_name(outbox.name + ".status.json")
 
 
 def load_gateway_config(path: Path) -> GatewayConfig:

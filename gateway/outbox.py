@@ -1,23 +1,35 @@
-"""The gateway's store-and-forward outbox: SQLite in WAL mode.
+"""The gateway's store-and-forward outbox: one SQLite file in WAL mode, ``synchronous=FULL``.
 
-A record is committed to disk (``synchronous=FULL``) before the gateway acknowledges it to the
-device, and leaves the outbox only when the backend has confirmed that it is committed to the
-database. Two lanes: events and statuses (lane 0) always go before the telemetry backlog (lane 1).
-Records handed to the uplink but not confirmed within ``resend_after_ms`` are handed out again;
-the backend drops the duplicates by (gateway, boot, seq).
+- **Durable before accepted.** LAN messages are appended in groups, one transaction per group;
+  the caller acknowledges them to the LAN broker only after ``append`` returns (the commit is
+  on disk). A redelivered QoS 1 message (MQTT DUP flag) whose packet id and digest are already
+  stored is not stored twice (table ``lan_seen``).
+- **Leaves only when confirmed.** ``confirm`` deletes records the backend has committed.
+- **Two lanes.** Events and statuses (lane 0) are read before telemetry (lane 1).
+- **Bounded.** When the pages in use exceed ``max_bytes`` the oldest telemetry is deleted until
+  the file is under 95 % of the budget; events are never deleted. Every deleted reading is
+  counted (``dropped_telemetry`` in table ``meta``, kept across restarts).
+- **Clock.** Records stored while the gateway's clock was not known to be right carry
+  ``untimed = 1``, the kernel boot id and ``clk_off`` (wall minus monotonic at receipt).
+  ``restamp`` corrects their times once the clock is set; ``release_untimed`` flags them.
+
+Thread-safe: one connection behind a lock. The sender keeps its own cursors (what it has read),
+so reading does not write.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 EVENTS: Final = 0
 TELEMETRY: Final = 1
+LANE_NAMES: Final = ("events", "telemetry")
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS records (
@@ -29,87 +41,294 @@ CREATE TABLE IF NOT EXISTS records (
     sent_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS records_lane_seq ON records (lane, seq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS lan_seen (mid INTEGER PRIMARY KEY, digest BLOB NOT NULL);
 """
+_COLUMNS: Final = {
+    "untimed": "INTEGER NOT NULL DEFAULT 0",
+    "kboot": "TEXT",
+    "clk_off": "INTEGER",
+}
+Row = tuple[int, str, str]  # (seq, boot, body)
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One LAN message's valid items: (lane, body) pairs; ``mid``/``digest`` for QoS 1."""
+
+    items: Sequence[tuple[int, str]]
+    mid: int = 0
+    digest: bytes | None = None
+    dup: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClockStamp:
+    """The gateway's clock when a group was received."""
+
+    trusted: bool
+    kernel_boot: str
+    offset_ms: int  # wall clock minus monotonic clock
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    seqs: list[int]
+    duplicates: int  # redelivered LAN messages already stored
+    dropped: int  # telemetry deleted to stay within the disk budget
 
 
 @dataclass(frozen=True, slots=True)
 class OutboxDepth:
     events: int
     telemetry: int
-    unconfirmed: int
     oldest_created_ms: int | None
+    dropped_telemetry: int
+    untimed: int
 
 
 class Outbox:
-    """Thread-safe: the LAN callback appends, the sender takes, the uplink callback confirms."""
-
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, max_bytes: int | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.max_bytes = max_bytes
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA journal_size_limit=8388608")
         self._db.executescript(_SCHEMA)
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(records)")}
+        for name, decl in _COLUMNS.items():
+            if name not in have:
+                self._db.execute(f"ALTER TABLE records ADD COLUMN {name} {decl}")
+        self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        counts = dict(self._db.execute("SELECT lane, count(*) FROM records GROUP BY lane"))
+        self._depth = [int(counts.get(EVENTS, 0)), int(counts.get(TELEMETRY, 0))]
+        self._untimed = int(
+            self._db.execute("SELECT count(*) FROM records WHERE untimed = 1").fetchone()[0]
+        )
+        self._dropped = self._meta("dropped_telemetry")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def append(self, boot: str, items: Sequence[tuple[int, str]], now_ms: int) -> list[int]:
-        """Store (lane, body) items durably in one transaction; return their sequence numbers."""
+    # ---- appending ------------------------------------------------------------------------
+
+    def append(
+        self,
+        boot: str,
+        messages: Sequence[Incoming] | Sequence[tuple[int, str]],
+        now_ms: int,
+        clock: ClockStamp | None = None,
+    ) -> AppendResult:
+        """Store every message's items in one committed transaction."""
+        msgs = [m if isinstance(m, Incoming) else Incoming([m]) for m in messages]
+        untimed = 0 if clock is None or clock.trusted else 1
+        kboot = None if clock is None else clock.kernel_boot
+        off = None if clock is None else clock.offset_ms
         seqs: list[int] = []
+        dups = 0
+        added = [0, 0]
+        db = self._db
+        with self._lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for m in msgs:
+                    if m.digest is not None:
+                        if m.dup:
+                            row = db.execute(
+                                "SELECT digest FROM lan_seen WHERE mid = ?", (m.mid,)
+                            ).fetchone()
+                            if row is not None and bytes(row[0]) == m.digest:
+                                dups += 1
+                                continue
+                        db.execute(
+                            "INSERT OR REPLACE INTO lan_seen (mid, digest) VALUES (?, ?)",
+                            (m.mid, m.digest),
+                        )
+                    for lane, body in m.items:
+                        cur = db.execute(
+                            "INSERT INTO records (lane, boot, body, created_ms, untimed, kboot,"
+                            " clk_off) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (lane, boot, body, now_ms, untimed, kboot, off),
+                        )
+                        assert cur.lastrowid is not None
+                        seqs.append(cur.lastrowid)
+                        added[lane] += 1
+                dropped = self._enforce_budget()
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            self._depth[EVENTS] += added[EVENTS]
+            self._depth[TELEMETRY] += added[TELEMETRY] - dropped
+            self._untimed += untimed * len(seqs)
+            self._dropped += dropped
+        return AppendResult(seqs, dups, dropped)
+
+    def used_bytes(self) -> int:
+        """Bytes of the database's pages in use (the budget's measure; the WAL is extra)."""
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        return int(pages - free) * self._page_size
+
+    def _enforce_budget(self) -> int:
+        """Inside the append transaction: delete the oldest telemetry while over budget."""
+        if self.max_bytes is None or self.used_bytes() <= self.max_bytes:
+            return 0
+        target = int(self.max_bytes * 0.95)
+        dropped = 0
+        while (used := self.used_bytes()) > target:
+            n = self._depth[TELEMETRY] - dropped
+            if n <= 0:
+                break  # only events left: they are never dropped
+            per_row = max(64, used // max(1, sum(self._depth)))
+            chunk = max(64, min(n, (used - target) // per_row + 1))
+            cur = self._db.execute(
+                "DELETE FROM records WHERE seq IN (SELECT seq FROM records WHERE lane = 1 "
+                "ORDER BY seq LIMIT ?)",
+                (chunk,),
+            )
+            dropped += cur.rowcount
+            if cur.rowcount == 0:
+                break
+        if dropped:
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES ('dropped_telemetry', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
+                (dropped,),
+            )
+        return dropped
+
+    # ---- reading and confirming -----------------------------------------------------------
+
+    def read(self, lane: int, after_seq: int, limit: int) -> list[Row]:
+        """Up to ``limit`` records of a lane after ``after_seq``, oldest first (no writes)."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT seq, boot, body FROM records WHERE lane = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (lane, after_seq, limit),
+            ).fetchall()
+
+    def read_seqs(self, seqs: Sequence[int]) -> list[Row]:
+        """The records among ``seqs`` that are still here (for resending)."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT seq, boot, body FROM records WHERE seq IN "
+                "(SELECT value FROM json_each(?)) ORDER BY lane, seq",
+                (json.dumps(list(seqs)),),
+            ).fetchall()
+
+    def confirm(self, seqs: Sequence[int]) -> int:
+        """The backend has committed these records: delete them. Returns how many were here.
+
+        Deleting does not need to reach the disk at once: a lost delete only means a
+        duplicate resend, which the backend drops. So this runs with ``synchronous=NORMAL``.
+        """
+        if not seqs:
+            return 0
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                lanes = self._db.execute(
+                    "DELETE FROM records WHERE seq IN (SELECT value FROM json_each(?)) "
+                    "RETURNING lane, untimed",
+                    (json.dumps(list(seqs)),),
+                ).fetchall()
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
+            for lane, untimed in lanes:
+                self._depth[lane] -= 1
+                self._untimed -= untimed
+        return len(lanes)
+
+    # ---- the clock ------------------------------------------------------------------------
+
+    def has_untimed(self) -> bool:
+        return self._untimed > 0
+
+    def restamp(self, kernel_boot: str, offset_ms: int) -> int:
+        """The clock is now right: correct the times of records received earlier in this kernel
+        boot (their wall time was off by ``offset_ms - clk_off``). Returns how many."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for lane, body in items:
-                    cur = self._db.execute(
-                        "INSERT INTO records (lane, boot, body, created_ms) VALUES (?, ?, ?, ?)",
-                        (lane, boot, body, now_ms),
-                    )
-                    assert cur.lastrowid is not None
-                    seqs.append(cur.lastrowid)
+                n = self._db.execute(
+                    "UPDATE records SET untimed = 0, body = json_set(body,"
+                    " '$.rx', json_extract(body, '$.rx') + (? - clk_off),"
+                    " '$.ts', CASE WHEN json_extract(body, '$.gt') THEN"
+                    " json_extract(body, '$.ts') + (? - clk_off)"
+                    " ELSE json_extract(body, '$.ts') END)"
+                    " WHERE untimed = 1 AND kboot = ?",
+                    (offset_ms, offset_ms, kernel_boot),
+                ).rowcount
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return seqs
+            self._untimed -= n
+        return n
 
-    def take(self, limit: int, now_ms: int, resend_after_ms: int) -> list[tuple[int, str, str]]:
-        """Up to ``limit`` (seq, boot, body) rows to send, events first; marks them as sent."""
-        stale = now_ms - resend_after_ms
-        rows: list[tuple[int, str, str]] = []
+    def release_untimed(self, flag: str = "gateway_clock") -> int:
+        """Give up correcting: mark untimed records' times as unverified (``tq``) and let them
+        go (used when the kernel rebooted before the clock was set, or after ``hold_max_s``)."""
         with self._lock:
-            for lane in (EVENTS, TELEMETRY):
-                if len(rows) >= limit:
-                    break
-                rows.extend(
-                    self._db.execute(
-                        "SELECT seq, boot, body FROM records WHERE lane = ? "
-                        "AND (sent_ms IS NULL OR sent_ms < ?) ORDER BY seq LIMIT ?",
-                        (lane, stale, limit - len(rows)),
-                    ).fetchall()
-                )
-            if rows:
-                self._db.executemany(
-                    "UPDATE records SET sent_ms = ? WHERE seq = ?", [(now_ms, r[0]) for r in rows]
-                )
-        return rows
+            n = self._db.execute(
+                "UPDATE records SET untimed = 0, body = json_set(body, '$.tq', ?) "
+                "WHERE untimed = 1",
+                (flag,),
+            ).rowcount
+            self._untimed -= n
+        return n
 
-    def confirm(self, seqs: Iterable[int]) -> int:
-        """The backend has committed these records: drop them. Returns how many were here."""
-        with self._lock:
-            cur = self._db.executemany("DELETE FROM records WHERE seq = ?", [(s,) for s in seqs])
-            return cur.rowcount
+    # ---- status ---------------------------------------------------------------------------
 
-    def unsend_all(self) -> None:
-        """The link dropped: everything handed out but unconfirmed is to be sent again."""
+    def _meta(self, key: str) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def get_meta(self, key: str) -> int:
         with self._lock:
-            self._db.execute("UPDATE records SET sent_ms = NULL WHERE sent_ms IS NOT NULL")
+            return self._meta(key)
+
+    def set_meta(self, key: str, value: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
     def depth(self) -> OutboxDepth:
+        """Counts kept in memory, plus the oldest record's time (one indexed row)."""
         with self._lock:
-            ev, tel, unc, oldest = self._db.execute(
-                "SELECT coalesce(sum(lane = 0), 0), coalesce(sum(lane = 1), 0), "
-                "coalesce(sum(sent_ms IS NOT NULL), 0), min(created_ms) FROM records"
-            ).fetchone()
-        return OutboxDepth(int(ev), int(tel), int(unc), oldest)
+            row = self._db.execute("SELECT created_ms FROM records ORDER BY seq LIMIT 1").fetchone()
+            return OutboxDepth(
+                events=self._depth[EVENTS],
+                telemetry=self._depth[TELEMETRY],
+                oldest_created_ms=int(row[0]) if row else None,
+                dropped_telemetry=self._dropped,
+                untimed=self._untimed,
+            )
+
+
+def read_depth(path: Path) -> OutboxDepth:
+    """Depth of an outbox file, read-only (for ``anju gateway status`` beside a running gateway)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        counts = dict(db.execute("SELECT lane, count(*) FROM records GROUP BY lane"))
+        oldest = db.execute("SELECT created_ms FROM records ORDER BY seq LIMIT 1").fetchone()
+        dropped = db.execute("SELECT value FROM meta WHERE key = 'dropped_telemetry'").fetchone()
+        untimed = db.execute("SELECT count(*) FROM records WHERE untimed = 1").fetchone()
+    finally:
+        db.close()
+    return OutboxDepth(
+        events=int(counts.get(EVENTS, 0)),
+        telemetry=int(counts.get(TELEMETRY, 0)),
+        oldest_created_ms=int(oldest[0]) if oldest else None,
+        dropped_telemetry=int(dropped[0]) if dropped else 0,
+        untimed=int(untimed[0]),
+    )

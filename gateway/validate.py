@@ -48,6 +48,7 @@ class Accepted:
     ts: int
     gateway_timed: bool
     payload: dict[str, Any]
+    time_flag: str | None = None  # "device_clock": the device's ts was impossible, replaced
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,15 +85,36 @@ def _parse_json(payload: bytes) -> Any:
         raise _Invalid("bad_json", str(exc)[:120]) from exc
 
 
-def _ts(obj: dict[str, Any], rx_ms: int) -> tuple[int, bool]:
-    if "ts" not in obj or obj["ts"] is None:
-        return rx_ms, True
-    ts = obj["ts"]
+@dataclass(frozen=True, slots=True)
+class TimeFix:
+    """A device timestamp as it will be stored: the time, and a flag when it was replaced."""
+
+    ts: int
+    gateway_timed: bool
+    flag: str | None
+
+
+def device_time(ts: int | None, rx_ms: int, *, clock_trusted: bool) -> TimeFix:
+    """The timestamp to store for a device's ``ts``.
+
+    Missing: the gateway's receive time. Impossible (before 2020, after 2100, or more than a day
+    ahead of a trusted gateway clock): the gateway's receive time, flagged ``device_clock``,
+    instead of storing 1970 or a future date.
+    """
+    if ts is None:
+        return TimeFix(rx_ms, True, None)
+    if not MIN_TS_MS <= ts <= MAX_TS_MS or (clock_trusted and ts > rx_ms + 86_400_000):
+        return TimeFix(rx_ms, True, "device_clock")
+    return TimeFix(ts, False, None)
+
+
+def _ts(obj: dict[str, Any]) -> int | None:
+    ts = obj.get("ts")
+    if ts is None:
+        return None
     if isinstance(ts, bool) or not isinstance(ts, int):
         raise _Invalid("bad_ts", f"ts must be integer milliseconds, got {type(ts).__name__}")
-    if not MIN_TS_MS <= ts <= MAX_TS_MS:
-        raise _Invalid("bad_ts", f"ts {ts} is not a plausible time in milliseconds")
-    return ts, False
+    return ts
 
 
 def _metric_value(name: str, v: Any) -> bool | int | float | str:
@@ -113,7 +135,7 @@ def _metric_value(name: str, v: Any) -> bool | int | float | str:
     raise _Invalid("bad_metric", f"{name}: {type(v).__name__} is not a number, bool or string")
 
 
-def _telemetry(obj: Any, rx_ms: int) -> tuple[int, bool, dict[str, Any]]:
+def _telemetry(obj: Any) -> tuple[int | None, dict[str, Any]]:
     if not isinstance(obj, dict):
         raise _Invalid("bad_shape", "telemetry item is not an object")
     metrics = obj.get("metrics")
@@ -124,11 +146,10 @@ def _telemetry(obj: Any, rx_ms: int) -> tuple[int, bool, dict[str, Any]]:
         if not METRIC_RE.match(name):
             raise _Invalid("bad_metric", f"metric name {name[:64]!r} is not allowed")
         clean[name] = _metric_value(name, value)
-    ts, gt = _ts(obj, rx_ms)
-    return ts, gt, {"m": clean}
+    return _ts(obj), {"m": clean}
 
 
-def _event(obj: Any, rx_ms: int) -> tuple[int, bool, dict[str, Any]]:
+def _event(obj: Any) -> tuple[int | None, dict[str, Any]]:
     if not isinstance(obj, dict):
         raise _Invalid("bad_shape", "event is not an object")
     et = obj.get("type")
@@ -139,11 +160,10 @@ def _event(obj: Any, rx_ms: int) -> tuple[int, bool, dict[str, Any]]:
         data = {}
     if not isinstance(data, dict):
         raise _Invalid("bad_event", "event data is not an object")
-    ts, gt = _ts(obj, rx_ms)
-    return ts, gt, {"e": et, "x": data}
+    return _ts(obj), {"e": et, "x": data}
 
 
-def _status(obj: Any, rx_ms: int) -> tuple[int, bool, dict[str, Any]]:
+def _status(obj: Any) -> tuple[int | None, dict[str, Any]]:
     if not isinstance(obj, dict) or not isinstance(obj.get("online"), bool):
         raise _Invalid("bad_shape", "status needs a boolean 'online'")
     status: dict[str, Any] = {"online": obj["online"]}
@@ -153,7 +173,7 @@ def _status(obj: Any, rx_ms: int) -> tuple[int, bool, dict[str, Any]]:
     batt = obj.get("battery_pct")
     if isinstance(batt, int | float) and not isinstance(batt, bool) and 0 <= batt <= 100:
         status["battery_pct"] = batt
-    return rx_ms, True, {"s": status}
+    return None, {"s": status}
 
 
 _DECODERS: Final = {
@@ -174,7 +194,7 @@ def parse_topic(topic: str) -> tuple[str, str] | None:
 
 
 def decode_device_message(
-    topic: str, payload: bytes, *, known: Container[str], rx_ms: int
+    topic: str, payload: bytes, *, known: Container[str], rx_ms: int, clock_trusted: bool = True
 ) -> list[Item]:
     """Every item of one LAN message, each either Accepted or Rejected."""
     parsed = parse_topic(topic)
@@ -196,9 +216,10 @@ def decode_device_message(
     out: list[Item] = []
     for obj in items:
         try:
-            ts, gt, body = decoder(obj, rx_ms)
+            ts, body = decoder(obj)
         except _Invalid as exc:
             out.append(Rejected(device_id, exc.reason, exc.detail))
             continue
-        out.append(Accepted(device_id, kind, ts, gt, body))  # type: ignore[arg-type]
+        fix = device_time(ts, rx_ms, clock_trusted=clock_trusted)
+        out.append(Accepted(device_id, kind, fix.ts, fix.gateway_timed, body, fix.flag))  # type: ignore[arg-type]
     return out

@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import json
+import socket
+import zlib
 from pathlib import Path
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from anju.uplink import UplinkDecodeError, decode_batch, encode_batch, record_body, up_topic
-from gateway.outbox import EVENTS, TELEMETRY, Outbox
+from anju.errors import ConfigError
+from anju.uplink import (
+    COMPRESSED,
+    UplinkDecodeError,
+    compress_batch,
+    decode_ack,
+    decode_batch,
+    encode_ack,
+    encode_batch,
+    record_body,
+    up_topic,
+)
+from gateway.config import GatewayConfig, OutboxConfig, load_gateway_config
+from gateway.metrics import GatewayMetrics
+from gateway.outbox import EVENTS, TELEMETRY, ClockStamp, Incoming, Outbox
+from gateway.remote import RemoteRequest, RemoteResult, merge, parse_remote, save_config
+from gateway.sdnotify import Notifier
+from gateway.sender import Sender
+from gateway.status import format_status, gather_status, write_status
 from gateway.validate import Accepted, Rejected, decode_device_message
 
 KNOWN = {"elev-1", "smoke-1"}
@@ -64,7 +84,6 @@ def test_garbage_is_rejected_with_a_reason() -> None:
         ("anju/dev/elev-1/telemetry", '{"metrics": {"speed_mps": NaN}}'): "bad_json",
         ("anju/dev/elev-1/telemetry", '{"metrics": {"x": 1e999}}'): "bad_metric",
         ("anju/dev/elev-1/telemetry", '{"ts": "yesterday", "metrics": {}}'): "bad_ts",
-        ("anju/dev/elev-1/telemetry", '{"ts": 12, "metrics": {}}'): "bad_ts",
         ("anju/dev/elev-1/telemetry", "[1]"): "bad_shape",
         ("anju/dev/elev-1/event", '{"type": "Bad Type"}'): "bad_event",
         ("anju/dev/nobody/telemetry", '{"metrics": {}}'): "unknown_device",
@@ -133,26 +152,330 @@ def test_decode_batch_rejects_impersonation_and_garbage() -> None:
             raise AssertionError(f"accepted {payload!r} on {topic}")
 
 
-def test_outbox_events_first_resend_and_confirm(tmp_path: Path) -> None:
+def test_outbox_lanes_confirm_and_restart(tmp_path: Path) -> None:
     ob = Outbox(tmp_path / "o.sqlite3")
-    t = ob.append("b", [(TELEMETRY, '{"n":1}'), (TELEMETRY, '{"n":2}')], 1000)
-    e = ob.append("b", [(EVENTS, '{"n":3}')], 1001)
-    rows = ob.take(2, now_ms=2000, resend_after_ms=10_000)
-    assert [r[0] for r in rows] == [e[0], t[0]]  # the event goes first
-    assert [r[0] for r in ob.take(10, now_ms=2001, resend_after_ms=10_000)] == [t[1]]
-    assert ob.take(10, now_ms=2002, resend_after_ms=10_000) == []
-    # Unconfirmed records are handed out again after the timeout.
-    assert len(ob.take(10, now_ms=20_000, resend_after_ms=10_000)) == 3
-    assert ob.confirm([e[0], t[0]]) == 2
+    t = ob.append("b", [(TELEMETRY, '{"n":1}'), (TELEMETRY, '{"n":2}')], 1000).seqs
+    e = ob.append("b", [(EVENTS, '{"n":3}')], 1001).seqs
+    assert [r[0] for r in ob.read(EVENTS, 0, 10)] == e
+    assert [r[0] for r in ob.read(TELEMETRY, t[0], 10)] == [t[1]]
+    assert [r[0] for r in ob.read_seqs([t[1], e[0], 999])] == [e[0], t[1]]  # events first
+    assert ob.confirm([e[0], t[0], 999]) == 2
     d = ob.depth()
-    assert (d.events, d.telemetry) == (0, 1)
+    assert (d.events, d.telemetry, d.oldest_created_ms) == (0, 1, 1000)
     ob.close()
-    # Survives a restart, sequence numbers are never reused.
+    # Survives a restart; sequence numbers are never reused.
     ob2 = Outbox(tmp_path / "o.sqlite3")
-    ob2.unsend_all()
-    [(seq, _b, body)] = ob2.take(10, now_ms=30_000, resend_after_ms=10_000)
+    assert (ob2.depth().events, ob2.depth().telemetry) == (0, 1)
+    [(seq, _b, body)] = ob2.read(TELEMETRY, 0, 10)
     assert (seq, body) == (t[1], '{"n":2}')
     ob2.confirm([seq])
-    [new] = ob2.append("b2", [(EVENTS, "{}")], 31_000)
+    [new] = ob2.append("b2", [(EVENTS, "{}")], 31_000).seqs
     assert new > seq
     ob2.close()
+
+
+# ---- time ---------------------------------------------------------------------------------
+
+
+def test_impossible_device_time_is_flagged_not_stored_as_1970() -> None:
+    [t] = decode("anju/dev/elev-1/telemetry", '{"ts": 12, "metrics": {"floor": 1}}')
+    assert isinstance(t, Accepted)
+    assert (t.ts, t.gateway_timed, t.time_flag) == (RX, True, "device_clock")
+    future = RX + 2 * 86_400_000
+    [f] = decode("anju/dev/elev-1/telemetry", f'{{"ts": {future}, "metrics": {{}}}}')
+    assert isinstance(f, Accepted) and f.time_flag == "device_clock" and f.ts == RX
+    # With the gateway's own clock untrusted, a future device time cannot be judged.
+    [g] = decode_device_message(
+        "anju/dev/elev-1/telemetry",
+        f'{{"ts": {future}, "metrics": {{}}}}'.encode(),
+        known=KNOWN,
+        rx_ms=RX,
+        clock_trusted=False,
+    )
+    assert isinstance(g, Accepted) and g.time_flag is None and g.ts == future
+
+
+def test_restamp_corrects_times_recorded_before_the_clock_was_set(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.sqlite3")
+    # The Pi booted believing it was 1970 + 100 s; monotonic 5 s: offset 95 s.
+    wrong = ClockStamp(trusted=False, kernel_boot="k1", offset_ms=95_000)
+    gt = record_body(
+        device_id="d", kind="t", ts=100_000, rx=100_000, gateway_timed=True, payload={"m": {"x": 1}}
+    )
+    dev = record_body(
+        device_id="d", kind="t", ts=RX, rx=100_000, gateway_timed=False, payload={"m": {"x": 2}}
+    )
+    ob.append("b", [(TELEMETRY, gt), (TELEMETRY, dev)], 100_000, wrong)
+    other = ClockStamp(trusted=False, kernel_boot="k0", offset_ms=1)
+    ob.append("b", [(TELEMETRY, gt)], 100_000, other)
+    assert ob.has_untimed()
+    # NTP sets the clock: now wall - monotonic = RX.
+    assert ob.restamp("k1", RX) == 2
+    rows = ob.read(TELEMETRY, 0, 10)
+    first, second, third = (json.loads(r[2]) for r in rows)
+    assert (first["ts"], first["rx"]) == (100_000 + RX - 95_000,) * 2
+    assert (second["ts"], second["rx"]) == (RX, 100_000 + RX - 95_000)
+    # A record from an earlier kernel boot cannot be corrected: it goes, flagged.
+    assert ob.has_untimed() and ob.release_untimed() == 1 and not ob.has_untimed()
+    third = json.loads(ob.read(TELEMETRY, 0, 10)[2][2])
+    assert "tq" not in first and third["tq"] == "gateway_clock"
+    _gw, recs = decode_batch(up_topic("g"), encode_batch("g", rows[:1]))
+    assert recs[0].time_flag is None
+    _gw, recs = decode_batch(up_topic("g"), encode_batch("g", ob.read(TELEMETRY, 0, 10)[2:]))
+    assert recs[0].time_flag == "gateway_clock"
+    ob.close()
+
+
+# ---- the outbox ---------------------------------------------------------------------------
+
+
+def test_full_outbox_drops_oldest_telemetry_never_events(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.sqlite3", max_bytes=1024 * 1024)
+    body = '{"d":"d","k":"t","ts":1,"rx":1,"m":{"pad":"' + "x" * 200 + '"}}'
+    event = '{"d":"d","k":"e","ts":1,"rx":1,"e":"alarm","x":{"pad":"' + "y" * 200 + '"}}'
+    first_events = ob.append("b", [(EVENTS, event)] * 100, 1).seqs
+    dropped = 0
+    for _ in range(40):
+        dropped += ob.append("b", [(TELEMETRY, body)] * 500, 2).dropped
+    d = ob.depth()
+    assert dropped > 0 and d.dropped_telemetry == dropped
+    assert d.events == 100 and d.telemetry == 20_000 - dropped
+    assert ob.used_bytes() <= 1024 * 1024
+    # The oldest telemetry went; every event is still there.
+    assert [r[0] for r in ob.read(EVENTS, 0, 1000)] == first_events
+    oldest_left = ob.read(TELEMETRY, 0, 1)[0][0]
+    assert oldest_left > first_events[-1] + dropped - 1
+    # Over budget with events only: events are still accepted.
+    ob.confirm([r[0] for r in ob.read(TELEMETRY, 0, 100_000)])
+    for _ in range(30):
+        ob.append("b", [(EVENTS, event)] * 200, 3)
+    assert ob.depth().events == 6_100 and ob.depth().telemetry == 0
+    ob.close()
+    assert Outbox(tmp_path / "o.sqlite3").depth().dropped_telemetry == dropped
+
+
+def test_redelivered_lan_message_is_stored_once(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.sqlite3")
+    m = Incoming([(TELEMETRY, '{"n":1}')], mid=7, digest=b"A" * 16)
+    assert len(ob.append("b", [m], 1).seqs) == 1
+    again = Incoming([(TELEMETRY, '{"n":1}')], mid=7, digest=b"A" * 16, dup=True)
+    res = ob.append("b", [again], 2)
+    assert (res.seqs, res.duplicates) == ([], 1)
+    # The same packet id reused for a new message (no DUP flag) is a new message.
+    new = Incoming([(TELEMETRY, '{"n":1}')], mid=7, digest=b"A" * 16)
+    assert len(ob.append("b", [new], 3).seqs) == 1
+    # A DUP with another digest is another message (its first copy never arrived).
+    other = Incoming([(TELEMETRY, '{"n":2}')], mid=7, digest=b"B" * 16, dup=True)
+    assert len(ob.append("b", [other], 4).seqs) == 1
+    assert ob.depth().telemetry == 3
+    ob.close()
+
+
+# ---- the sender ---------------------------------------------------------------------------
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make_sender(tmp_path: Path, **cfg: Any) -> tuple[Outbox, Sender, list[list[int]], FakeTime]:
+    ob = Outbox(tmp_path / "o.sqlite3")
+    clock = FakeTime()
+    oc = OutboxConfig.model_validate({"path": str(tmp_path / "o.sqlite3"), **cfg})
+    s = Sender(ob, oc, "g", GatewayMetrics(), clock=clock)
+    sent: list[list[int]] = []
+    return ob, s, sent, clock
+
+
+def publisher(sent: list[list[int]]) -> Any:
+    def publish(payload: bytes) -> bool:
+        _gw, recs = decode_batch(up_topic("g"), payload)
+        sent.append([r.seq for r in recs])
+        return True
+
+    return publish
+
+
+def body_of(n: int, kind: str = "t") -> str:
+    extra = {"m": {"n": n}} if kind == "t" else {"e": "alarm", "x": {}}
+    return record_body(device_id="d", kind=kind, ts=RX, rx=RX, gateway_timed=False, payload=extra)  # type: ignore[arg-type]
+
+
+def test_sender_events_overtake_a_full_telemetry_window(tmp_path: Path) -> None:
+    ob, s, sent, clock = make_sender(tmp_path, window=100, batch_max=50, replay_rate=0)
+    tel = ob.append("b", [(TELEMETRY, body_of(i)) for i in range(1000)], 1).seqs
+    s.pump(publisher(sent))
+    assert sum(map(len, sent)) == 100 and s.inflight == 100  # the window is full
+    ev = ob.append("b", [(EVENTS, body_of(0, "e"))], 2).seqs
+    sent.clear()
+    s.pump(publisher(sent))
+    assert sent == [ev]  # the alarm goes although no telemetry was confirmed
+    # Confirmations open the window again.
+    s.on_ack(tel[:50] + ev)
+    sent.clear()
+    s.pump(publisher(sent))
+    assert sent == [tel[100:150]]
+    # Unconfirmed records go again after the timeout, oldest first.
+    clock.t += 11
+    sent.clear()
+    s.pump(publisher(sent))
+    assert sent[0] == tel[50:100]
+    ob.close()
+
+
+def test_sender_paces_telemetry(tmp_path: Path) -> None:
+    ob, s, sent, clock = make_sender(tmp_path, replay_rate=100, batch_max=500, window=100_000)
+    ob.append("b", [(TELEMETRY, body_of(i)) for i in range(1000)], 1)
+    s.pump(publisher(sent))
+    first = sum(map(len, sent))
+    assert first <= 500  # the bucket holds at most max(rate, batch_max)
+    for _ in range(10):
+        clock.t += 1.0
+        s.pump(publisher(sent))
+    assert sum(map(len, sent)) - first <= 10 * 100 + 1
+    ob.close()
+
+
+def test_sender_holds_telemetry_but_never_events(tmp_path: Path) -> None:
+    ob, s, sent, _clock = make_sender(tmp_path, replay_rate=0)
+    ob.append("b", [(TELEMETRY, body_of(1))], 1)
+    ev = ob.append("b", [(EVENTS, body_of(2, "e"))], 1).seqs
+    s.pump(publisher(sent), hold_telemetry=True)
+    assert sent == [ev]
+    ob.close()
+
+
+# ---- the wire -----------------------------------------------------------------------------
+
+
+@given(st.lists(st.integers(min_value=0, max_value=1000), max_size=300))
+def test_compressed_and_plain_batches_decode_alike(ns: list[int]) -> None:
+    rows = [(i + 1, "boot", body_of(n)) for i, n in enumerate(ns)]
+    plain = encode_batch("gw-1", rows)
+    packed = compress_batch(plain, above=0)
+    assert packed[:1] == COMPRESSED
+    assert decode_batch(up_topic("gw-1"), packed) == decode_batch(up_topic("gw-1"), plain)
+
+
+def test_compressed_garbage_and_bombs_are_rejected() -> None:
+    for payload in (COMPRESSED + b"nonsense", COMPRESSED + zlib.compress(b"{" * 10)[:-3]):
+        try:
+            decode_batch(up_topic("g"), payload)
+        except UplinkDecodeError as exc:
+            assert exc.reason in ("bad_compression", "bad_json")
+        else:
+            raise AssertionError(payload)
+    bomb = COMPRESSED + zlib.compress(b" " * (40 * 1024 * 1024))
+    try:
+        decode_batch(up_topic("g"), bomb)
+    except UplinkDecodeError as exc:
+        assert exc.reason == "bad_compression"
+    else:
+        raise AssertionError("a decompression bomb was accepted")
+
+
+@given(st.lists(st.integers(min_value=0, max_value=2**62), max_size=50))
+def test_ack_round_trip(seqs: list[int]) -> None:
+    assert decode_ack(encode_ack(seqs)) == seqs
+
+
+# ---- configuration ------------------------------------------------------------------------
+
+
+def base_config(tmp_path: Path) -> GatewayConfig:
+    return GatewayConfig.model_validate(
+        {
+            "gateway_id": "gw-1",
+            "lan": {"url": "mqtt://127.0.0.1:1883"},
+            "uplink": {"url": "mqtt://127.0.0.1:1884"},
+            "outbox": {"path": str(tmp_path / "o.sqlite3")},
+            "devices": ["elev-1"],
+        }
+    )
+
+
+def test_config_file_errors_name_the_line_and_key(tmp_path: Path) -> None:
+    f = tmp_path / "gw.yaml"
+    f.write_text(
+        "gateway_id: gw-1\nlan: {url: 'mqtt://h:1'}\nuplink: {url: 'mqtt://h:2'}\n"
+        "outbox:\n  path: /tmp/x\n  replay_rate: -5\n  disk: 3\ndevices: []\n"
+    )
+    try:
+        load_gateway_config(f)
+    except ConfigError as exc:
+        msg = str(exc)
+    else:
+        raise AssertionError("accepted")
+    assert f"{f}:6: outbox.replay_rate" in msg
+    assert f"{f}:7: outbox.disk: Extra inputs are not permitted" in msg
+
+
+def test_remote_config_is_validated_merged_and_versioned(tmp_path: Path) -> None:
+    cur = base_config(tmp_path)
+    ok = parse_remote(
+        cur, json.dumps({"version": 3, "config": {"outbox": {"replay_rate": 50}}}).encode()
+    )
+    assert isinstance(ok, RemoteRequest)
+    assert ok.config.outbox.replay_rate == 50 and ok.config.config_version == 3
+    assert ok.config.outbox.path == cur.outbox.path and ok.config.uplink == cur.uplink
+    bad = parse_remote(cur, b'{"version": 4, "config": {"outbox": {"window": 0}}}')
+    assert isinstance(bad, RemoteResult) and not bad.ok and "outbox.window" in (bad.error or "")
+    moved = parse_remote(cur, b'{"version": 5, "config": {"outbox": {"path": "/elsewhere"}}}')
+    assert isinstance(moved, RemoteResult) and "outbox.path" in (moved.error or "")
+    assert parse_remote(ok.config, b'{"version": 3, "config": {}}') is None  # not newer
+    assert parse_remote(cur, b'{"version": 6, "config": {}}', rejected_version=6) is None
+    assert isinstance(parse_remote(cur, b"nope"), RemoteResult)
+    assert merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
+
+
+def test_saved_config_loads_back(tmp_path: Path) -> None:
+    cfg = base_config(tmp_path)
+    f = tmp_path / "gw.yaml"
+    f.write_text("old")
+    new = cfg.model_copy(update={"config_version": 9})
+    save_config(f, new)
+    assert load_gateway_config(f) == new
+    assert (tmp_path / "gw.yaml.prev").read_text() == "old"
+
+
+def test_status_reads_outbox_and_notices_a_dead_gateway(tmp_path: Path) -> None:
+    cfg = base_config(tmp_path)
+    ob = Outbox(cfg.outbox.path)
+    ob.append("b", [(TELEMETRY, body_of(1)), (EVENTS, body_of(2, "e"))], 1234)
+    ob.close()
+    write_status(
+        cfg.status_path(),
+        {
+            "running": True,
+            "pid": 2**22 + 12345,
+            "updated_ms": 10_000,
+            "lan_connected": True,
+            "uplink": {"connected": True, "url": "mqtt://x:1"},
+        },
+    )
+    s = gather_status(cfg, now_ms=10_500)
+    assert s["depth"] == {"events": 1, "telemetry": 1}
+    assert s["oldest_unconfirmed_ms"] == 1234 and s["dropped_telemetry"] == 0
+    assert s["running"] is False and s["link"] == "down"  # no such process
+    assert "events 1" in format_status(s)
+
+
+def test_sd_notify_speaks_on_the_socket(tmp_path: Path, monkeypatch: Any) -> None:
+    path = str(tmp_path / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(2)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "2000000")
+    n = Notifier()
+    n.ready()
+    n.watchdog()
+    n.watchdog()  # within half a period: no second ping
+    n.stopping()
+    got = [sock.recv(256) for _ in range(3)]
+    sock.close()
+    assert got[0].startswith(b"READY=1") and got[1:] == [b"WATCHDOG=1", b"STOPPING=1"]

@@ -1,0 +1,196 @@
+"""The uplink: one MQTT 5 connection to the backend's broker, driven by a thread of our own.
+
+paho's own reconnect doubles its delay without jitter, so a thousand gateways cut off by the same
+outage would come back in lock-step. This thread connects, runs paho's ``loop`` until the link
+drops, then waits a capped full-jitter delay (``anju.backoff``) before the next attempt; the
+delays start again from the base after a successful CONNACK.
+
+Every connection starts clean (``clean_start``): the sender resends whatever is unconfirmed,
+so nothing depends on the broker keeping a session. On connect the link subscribes to the
+backend's confirmations (and the remote configuration), and publishes the retained state
+``{"online": true, ...}``; the Last Will sets ``{"online": false}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from anju.backoff import backoff
+from anju.uplink import ack_topic, config_topic, decode_ack, state_topic, up_topic
+from gateway.config import GatewayConfig
+from gateway.metrics import GatewayMetrics
+from gateway.mqttclient import configure
+
+log = logging.getLogger("anju.gateway.uplink")
+
+
+class Uplink:
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        boot_id: str,
+        metrics: GatewayMetrics,
+        *,
+        on_ack: Callable[[list[int]], None],
+        on_config: Callable[[bytes], None] | None = None,
+        on_connected: Callable[[], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.boot_id = boot_id
+        self.metrics = metrics
+        self.on_ack = on_ack
+        self.on_config = on_config
+        self.on_connected = on_connected
+        gw = cfg.gateway_id
+        self.up_topic = up_topic(gw)
+        self.state_topic = state_topic(gw)
+        self._ack_topic = ack_topic(gw)
+        self._config_topic = config_topic(gw)
+        self.ready = threading.Event()  # connected and subscribed
+        self.generation = 0  # +1 per successful connection
+        self.connected_since_ms: int | None = None
+        self.last_ack_ms: int | None = None
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._connacked = False
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=gw, protocol=mqtt.MQTTv5)
+        configure(c, cfg.uplink)
+        c.connect_timeout = cfg.uplink.connect_timeout_s
+        ob = cfg.outbox
+        # Our window bounds what we hand to paho; this only guards against a bug of ours.
+        c.max_queued_messages_set(
+            ob.window // ob.batch_max + ob.events_window + ob.window // 10 + 100
+        )
+        c.max_inflight_messages_set(50)
+        c.will_set(
+            self.state_topic, json.dumps({"online": False, "boot": boot_id}), qos=1, retain=True
+        )
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
+        self.client = c
+        self._thread = threading.Thread(target=self._loop, name=f"gw-{gw}-uplink", daemon=True)
+
+    # ---- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Say offline (a clean stop does not fire the Last Will), disconnect, join."""
+        if self.ready.is_set():
+            info = self.client.publish(
+                self.state_topic, json.dumps({"online": False, "boot": self.boot_id}), 1, True
+            )
+            deadline = time.monotonic() + 2
+            while not info.is_published() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        self._stop.set()
+        self.client.disconnect()
+        self._thread.join(10)
+
+    def _loop(self) -> None:
+        addr = self.cfg.uplink.address()
+        up = self.cfg.uplink
+        delays = backoff(up.backoff_base_s, up.backoff_cap_s)
+        while not self._stop.is_set():
+            try:
+                self.client.connect(
+                    addr.host, addr.port, keepalive=up.keepalive_s, clean_start=True
+                )
+            except (OSError, ValueError) as exc:
+                self.last_error = str(exc)
+                log.warning("uplink %s unreachable: %s", addr, exc)
+            else:
+                rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+                while not self._stop.is_set() and rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    rc = self.client.loop(timeout=0.2)
+                if self._stop.is_set():
+                    self.client.loop(timeout=0.1)  # flush the DISCONNECT
+                    break
+                self._lost(f"network loop ended ({rc.name})")
+            if self._connacked:
+                delays = backoff(up.backoff_base_s, up.backoff_cap_s)
+                self._connacked = False
+            delay = next(delays)
+            log.info("uplink: next attempt in %.1f s", delay)
+            self._stop.wait(delay)
+
+    # ---- paho callbacks (this thread) -----------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        if rc.is_failure:
+            self.last_error = f"refused: {rc}"
+            log.error("uplink broker refused the connection: %s", rc)
+            return
+        self._connacked = True
+        log.info("connected to the uplink broker %s", self.cfg.uplink.address())
+        topics = [(self._ack_topic, 1)]
+        if self.on_config is not None:
+            topics.append((self._config_topic, 1))
+        client.subscribe(topics)
+        client.publish(self.state_topic, self.state(online=True), qos=1, retain=True)
+
+    def _on_subscribe(self, *_: Any) -> None:
+        self.generation += 1
+        self.connected_since_ms = time.time_ns() // 1_000_000
+        self.last_error = None
+        self.metrics.reconnects.inc()
+        self.metrics.uplink_connected.set(1)
+        self.ready.set()
+        if self.on_connected is not None:
+            self.on_connected()
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        self._lost(str(rc))
+
+    def _lost(self, why: str) -> None:
+        if self.ready.is_set():
+            log.warning("uplink disconnected (%s); records stay in the outbox", why)
+        self.ready.clear()
+        self.connected_since_ms = None
+        self.metrics.uplink_connected.set(0)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == self._ack_topic:
+            try:
+                seqs = decode_ack(bytes(msg.payload))
+            except ValueError:
+                log.warning("ignored a malformed confirmation on %s", msg.topic)
+                return
+            self.last_ack_ms = time.time_ns() // 1_000_000
+            self.on_ack(seqs)
+        elif msg.topic == self._config_topic and self.on_config is not None and msg.payload:
+            self.on_config(bytes(msg.payload))
+
+    # ---- for the sender -------------------------------------------------------------------
+
+    def state(self, *, online: bool) -> str:
+        return json.dumps(
+            {
+                "online": online,
+                "boot": self.boot_id,
+                "ts": time.time_ns() // 1_000_000,
+                "config_version": self.cfg.config_version,
+            }
+        )
+
+    def publish(self, topic: str, payload: bytes | str, *, retain: bool = False) -> bool:
+        """Hand one message to paho (QoS 1); False when it was not taken."""
+        if not self.ready.is_set():
+            return False
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def publish_batch(self, payload: bytes) -> bool:
+        return self.publish(self.up_topic, payload)

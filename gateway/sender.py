@@ -1,0 +1,183 @@
+"""Moving records from the outbox to the uplink: windows, pacing, resends, confirmations.
+
+- Each lane has a cursor (the last sequence number read) and a window of records in flight:
+  ``outbox.events_window`` for events and statuses, ``outbox.window`` for telemetry. Events
+  have their own window so a telemetry backlog waiting for confirmations never holds back an
+  alarm, and events are read first on every turn.
+- Telemetry is paced by a token bucket of ``outbox.replay_rate`` readings per second, so a
+  thousand gateways coming back after an outage do not flatten the backend together.
+- What is in flight longer than ``outbox.resend_after_s`` is sent again (oldest first).
+- Confirmations arrive on the uplink's thread (``on_ack``) and are applied here, on the sender's
+  thread: the records are deleted from the outbox and leave the window.
+- A new uplink connection (``reset``) forgets the windows and reads both lanes from the start:
+  everything unconfirmed is sent again; the backend drops the duplicates.
+
+The windows bound what is handed to paho at any time, so paho's internal queue never grows past
+``window / batch_max + events_window`` messages.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from anju.uplink import compress_batch, encode_batch
+from gateway.config import OutboxConfig
+from gateway.metrics import GatewayMetrics
+from gateway.outbox import EVENTS, TELEMETRY, Outbox, Row
+
+Publish = Callable[[bytes], bool]
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved; rate 0 means no limit."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.at = now
+
+    def available(self, now: float) -> float:
+        if self.rate <= 0:
+            return float("inf")
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        return self.tokens
+
+    def spend(self, n: int) -> None:
+        if self.rate > 0:
+            self.tokens -= n
+
+    def wait_for(self, n: float) -> float:
+        """Seconds until ``n`` tokens are there."""
+        if self.rate <= 0 or self.tokens >= n:
+            return 0.0
+        return (n - self.tokens) / self.rate
+
+
+class Sender:
+    def __init__(
+        self,
+        outbox: Outbox,
+        cfg: OutboxConfig,
+        gateway_id: str,
+        metrics: GatewayMetrics,
+        *,
+        compress: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.outbox = outbox
+        self.cfg = cfg
+        self.gateway_id = gateway_id
+        self.metrics = metrics
+        self.compress = compress
+        self.clock = clock
+        self._cursor = [0, 0]
+        self._inflight: OrderedDict[int, tuple[float, int]] = OrderedDict()  # seq -> (t, lane)
+        self._count = [0, 0]
+        self._acks: list[int] = []
+        self._acks_lock = threading.Lock()
+        self.bucket = TokenBucket(cfg.replay_rate, max(cfg.replay_rate, cfg.batch_max), clock())
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def reset(self) -> None:
+        """A new connection: send everything unconfirmed again, from the start."""
+        self._cursor = [0, 0]
+        self._inflight.clear()
+        self._count = [0, 0]
+
+    def on_ack(self, seqs: list[int]) -> None:
+        """From the uplink's thread."""
+        with self._acks_lock:
+            self._acks.extend(seqs)
+
+    def apply_acks(self) -> int:
+        with self._acks_lock:
+            seqs, self._acks = self._acks, []
+        if not seqs:
+            return 0
+        n = self.outbox.confirm(seqs)
+        for s in seqs:
+            entry = self._inflight.pop(s, None)
+            if entry is not None:
+                self._count[entry[1]] -= 1
+        self.metrics.confirmed.inc(n)
+        return n
+
+    def _send(self, rows: list[Row], lanes: list[int], publish: Publish, *, resend: bool) -> bool:
+        payload = encode_batch(self.gateway_id, rows)
+        if self.compress:
+            payload = compress_batch(payload)
+        if not publish(payload):
+            return False
+        now = self.clock()
+        for (seq, _b, _body), lane in zip(rows, lanes, strict=True):
+            if seq in self._inflight:
+                self._inflight.move_to_end(seq)
+            else:
+                self._count[lane] += 1
+            self._inflight[seq] = (now, lane)
+        self.metrics.sent.inc(len(rows))
+        self.metrics.uplink_bytes.inc(len(payload))
+        if resend:
+            self.metrics.resent.inc(len(rows))
+        return True
+
+    def pump(self, publish: Publish, *, hold_telemetry: bool = False) -> float:
+        """Send what the windows and the pace allow. Returns how long the caller may sleep
+        before there is more to do (0.25 s when only waiting for confirmations)."""
+        self.apply_acks()
+        cfg = self.cfg
+        # Resends: the oldest in flight first.
+        stale_before = self.clock() - cfg.resend_after_s
+        stale: list[int] = []
+        for seq, (t, _lane) in self._inflight.items():
+            if t >= stale_before or len(stale) >= cfg.batch_max:
+                break
+            stale.append(seq)
+        if stale:
+            rows = self.outbox.read_seqs(stale)
+            here = {r[0] for r in rows}
+            for seq in stale:
+                if seq not in here:  # confirmed meanwhile, or dropped for the budget
+                    _t, lane = self._inflight.pop(seq)
+                    self._count[lane] -= 1
+            if rows:
+                lanes = [self._inflight[r[0]][1] for r in rows]
+                if not self._send(rows, lanes, publish, resend=True):
+                    return 0.25
+        # Events, ahead of any telemetry.
+        while self._count[EVENTS] < cfg.events_window:
+            room = min(cfg.batch_max, cfg.events_window - self._count[EVENTS])
+            rows = self.outbox.read(EVENTS, self._cursor[EVENTS], room)
+            if not rows:
+                break
+            if not self._send(rows, [EVENTS] * len(rows), publish, resend=False):
+                return 0.25
+            self._cursor[EVENTS] = rows[-1][0]
+        if hold_telemetry:
+            return 0.25
+        # Telemetry, paced.
+        while self._count[TELEMETRY] < cfg.window:
+            now = self.clock()
+            tokens = self.bucket.available(now)
+            room = min(cfg.batch_max, cfg.window - self._count[TELEMETRY])
+            if tokens < min(room, max(1.0, cfg.replay_rate / 20)):
+                return max(0.005, self.bucket.wait_for(min(room, max(1.0, cfg.replay_rate / 20))))
+            rows = self.outbox.read(TELEMETRY, self._cursor[TELEMETRY], int(min(room, tokens)))
+            if not rows:
+                break
+            if not self._send(rows, [TELEMETRY] * len(rows), publish, resend=False):
+                return 0.25
+            self.bucket.spend(len(rows))
+            self._cursor[TELEMETRY] = rows[-1][0]
+        if self._inflight:
+            first_t = next(iter(self._inflight.values()))[0]
+            return max(0.01, min(0.25, first_t + cfg.resend_after_s - self.clock()))
+        return 0.25

@@ -1,0 +1,344 @@
+"""The gateway under failure, on real servers: every record the devices sent (and the LAN broker
+acknowledged) is in PostgreSQL exactly once at the end.
+
+Real Mosquitto (LAN and uplink), real PostgreSQL, the real backend in-process; the gateway
+in-process, or as a subprocess (``python -m anju gateway run``) where it is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+import gateway as gateway_pkg
+from anju.servers import PrivateMosquitto, free_port
+from backend.config import BackendSettings
+from backend.service import Backend
+from gateway import Gateway, GatewayConfig
+
+pytestmark = pytest.mark.integration
+
+GW = "gw-jx-nh-0001-a"
+ELEV = "jx-nh-0001-elev-03"
+SMOKE = "jx-nh-0001-smoke-3-1201"
+REPO = Path(gateway_pkg.__file__).resolve().parents[1]
+
+
+async def eventually(check: Callable[[], bool], within: float = 60.0, what: str = "") -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+@asynccontextmanager
+async def running_backend(db_url: str, broker: PrivateMosquitto, city: Path) -> AsyncIterator[None]:
+    settings = BackendSettings.model_validate(
+        {"database_url": db_url, "mqtt_url": broker.url, "registry": city, "api_port": free_port()}
+    )
+    backend = Backend(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(backend.run(stop), name="backend-under-test")
+    try:
+        await asyncio.wait_for(backend.started.wait(), 30)
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+def gateway_doc(
+    lan: PrivateMosquitto, up: PrivateMosquitto, tmp: Path, **outbox: Any
+) -> dict[str, Any]:
+    return {
+        "gateway_id": GW,
+        "lan": {"url": lan.url},
+        "uplink": {"url": up.url, "backoff_base_s": 0.2, "backoff_cap_s": 1.0},
+        "outbox": {"path": str(tmp / "outbox.sqlite3"), "resend_after_s": 2, **outbox},
+        "devices": [ELEV, SMOKE],
+        "status_every_s": 0.2,
+    }
+
+
+@asynccontextmanager
+async def gateway_in_process(doc: dict[str, Any]) -> AsyncIterator[Gateway]:
+    gw = Gateway(GatewayConfig.model_validate(doc))
+    stop = threading.Event()
+    thread = threading.Thread(target=gw.run, args=(stop,), name="gateway-under-test")
+    thread.start()
+    try:
+        await eventually(gw.lan_ready.is_set, 15, "the gateway's LAN subscription")
+        yield gw
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 20)
+        assert not thread.is_alive()
+
+
+class GatewayProcess:
+    """``python -m anju gateway run --config FILE`` as a child process."""
+
+    def __init__(self, doc: dict[str, Any], tmp: Path) -> None:
+        self.config = tmp / "gateway.yaml"
+        self.config.write_text(yaml.safe_dump(doc))
+        self.status = Path(doc["outbox"]["path"] + ".status.json")
+        self.log = tmp / "gateway.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "anju", "gateway", "run", "--config", str(self.config)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+
+    def lan_ready(self) -> bool:
+        try:
+            doc = json.loads(self.status.read_text())
+        except (OSError, ValueError):
+            return False
+        assert self.proc is not None
+        return bool(doc.get("pid") == self.proc.pid and doc.get("lan_connected"))
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+class Devices:
+    """Devices on the LAN broker publishing numbered readings with QoS 1; remembers which
+    messages the broker acknowledged (PUBACK)."""
+
+    def __init__(self, lan: PrivateMosquitto) -> None:
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="devices-under-test")
+        self.c.connect("127.0.0.1", lan.port)
+        self.c.loop_start()
+        self.next_n = 0
+        self.acked: list[int] = []  # reading numbers whose message got a PUBACK
+        self.t0 = int(time.time() * 1000) - 3_600_000
+
+    def send(self, messages: int, per_message: int = 10) -> None:
+        for _ in range(messages):
+            ns = list(range(self.next_n, self.next_n + per_message))
+            self.next_n += per_message
+            payload = [{"ts": self.t0 + n, "metrics": {"n": n}} for n in ns]
+            info = self.c.publish(f"anju/dev/{ELEV}/telemetry", json.dumps(payload), qos=1)
+            info.wait_for_publish(10)
+            assert info.is_published()
+            self.acked.extend(ns)
+
+    def alarm(self) -> None:
+        body = {"ts": int(time.time() * 1000), "type": "alarm", "data": {"smoke": True}}
+        self.c.publish(f"anju/dev/{SMOKE}/event", json.dumps(body), qos=1).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def stored_numbers(db_url: str) -> list[int]:
+    with psycopg.connect(db_url) as conn:
+        try:
+            rows = conn.execute("SELECT num FROM readings WHERE metric = 'n'").fetchall()
+        except psycopg.errors.UndefinedTable:
+            return []
+    return sorted(int(r[0]) for r in rows)
+
+
+async def all_arrive_exactly_once(db_url: str, expected: list[int], within: float = 90) -> None:
+    want = sorted(expected)
+    await eventually(lambda: len(stored_numbers(db_url)) >= len(want), within, "every reading")
+    await asyncio.sleep(0.5)  # anything duplicated would have landed by now
+    got = stored_numbers(db_url)
+    assert len(got) == len(set(got)), "a reading is stored twice"
+    assert got == want
+
+
+async def test_uplink_broker_restarts_while_devices_send(
+    db_url: str,
+    broker: PrivateMosquitto,
+    lan_broker: PrivateMosquitto,
+    city_file: Path,
+    tmp_path: Path,
+) -> None:
+    doc = gateway_doc(lan_broker, broker, tmp_path)
+    async with running_backend(db_url, broker, city_file), gateway_in_process(doc) as gw:
+        await eventually(gw.uplink_ready.is_set, 15, "the uplink")
+        dev = Devices(lan_broker)
+        try:
+            await asyncio.to_thread(dev.send, 100)
+            broker.stop()
+            await asyncio.to_thread(dev.send, 100)  # the broker is down: into the outbox
+            await eventually(lambda: not gw.uplink_ready.is_set(), 10, "the link to drop")
+            broker.start()
+            await asyncio.to_thread(dev.send, 100)
+            await all_arrive_exactly_once(db_url, dev.acked)
+        finally:
+            dev.close()
+    connects = gw.metrics.registry.get_sample_value("anju_gateway_uplink_connects_total")
+    assert (connects or 0) >= 2
+
+
+async def test_backend_down_and_restarted(
+    db_url: str,
+    broker: PrivateMosquitto,
+    lan_broker: PrivateMosquitto,
+    city_file: Path,
+    tmp_path: Path,
+) -> None:
+    doc = gateway_doc(lan_broker, broker, tmp_path)
+    async with gateway_in_process(doc) as gw:
+        dev = Devices(lan_broker)
+        try:
+            async with running_backend(db_url, broker, city_file):
+                await asyncio.to_thread(dev.send, 100)
+                await eventually(lambda: len(stored_numbers(db_url)) == 1000, what="first 1000")
+            # No backend, no confirmations: the gateway keeps everything and resends.
+            await asyncio.to_thread(dev.send, 150)
+            await eventually(lambda: gw.outbox.depth().telemetry >= 1500, what="the outbox")
+            await asyncio.sleep(2.5)  # past resend_after_s: resends pile up at the broker
+            assert gw.outbox.depth().telemetry >= 1500
+            async with running_backend(db_url, broker, city_file):
+                await all_arrive_exactly_once(db_url, dev.acked)
+                await eventually(lambda: gw.outbox.depth().telemetry == 0, what="the outbox")
+        finally:
+            dev.close()
+    assert (gw.metrics.registry.get_sample_value("anju_gateway_resent_records_total") or 0) > 0
+
+
+async def test_gateway_killed_mid_burst(
+    db_url: str,
+    broker: PrivateMosquitto,
+    lan_broker: PrivateMosquitto,
+    city_file: Path,
+    tmp_path: Path,
+) -> None:
+    gwp = GatewayProcess(gateway_doc(lan_broker, broker, tmp_path), tmp_path)
+    async with running_backend(db_url, broker, city_file):
+        gwp.start()
+        dev = Devices(lan_broker)
+        try:
+            await eventually(gwp.lan_ready, 20, "the gateway process")
+            burst = asyncio.create_task(asyncio.to_thread(dev.send, 400), name="burst")
+            await eventually(lambda: len(dev.acked) >= 1500, what="half the burst")
+            gwp.kill()
+            await burst  # the LAN broker keeps the gateway's messages in its session
+            gwp.start()
+            await all_arrive_exactly_once(db_url, dev.acked)
+        finally:
+            dev.close()
+            gwp.stop()
+
+
+def tear_last_write(wal: Path) -> None:
+    """A power cut during a write: the WAL ends with half a frame (the beginning of the last
+    complete frame written again, cut in the middle), as a write that never completed."""
+    data = wal.read_bytes()
+    page = int.from_bytes(data[8:12], "big")
+    frame = 24 + page
+    n = (len(data) - 32) // frame
+    assert n >= 1, "the WAL holds no frame"
+    last = data[32 + (n - 1) * frame : 32 + n * frame]
+    with open(wal, "ab") as f:
+        f.write(last[: frame // 2])
+
+
+def power_cut(outbox: Path) -> None:
+    tear_last_write(Path(f"{outbox}-wal"))
+    Path(f"{outbox}-shm").unlink(missing_ok=True)  # shared memory does not survive a reboot
+
+
+async def test_torn_last_write_after_power_cut(
+    db_url: str,
+    broker: PrivateMosquitto,
+    lan_broker: PrivateMosquitto,
+    city_file: Path,
+    tmp_path: Path,
+) -> None:
+    doc = gateway_doc(lan_broker, broker, tmp_path)
+    gwp = GatewayProcess(doc, tmp_path)
+    outbox = Path(doc["outbox"]["path"])
+    broker.stop()  # no uplink: the outbox keeps everything, the WAL is busy
+    gwp.start()
+    dev = Devices(lan_broker)
+    try:
+        await eventually(gwp.lan_ready, 20, "the gateway process")
+        burst = asyncio.create_task(asyncio.to_thread(dev.send, 300), name="burst")
+        await eventually(lambda: len(dev.acked) >= 1500, what="half the burst")
+        gwp.kill()  # the power goes
+        await burst
+        power_cut(outbox)
+        broker.start()
+        async with running_backend(db_url, broker, city_file):
+            gwp.start()
+            await all_arrive_exactly_once(db_url, dev.acked)
+    finally:
+        dev.close()
+        gwp.stop()
+
+
+async def test_fire_alarm_overtakes_a_telemetry_replay(
+    db_url: str,
+    broker: PrivateMosquitto,
+    lan_broker: PrivateMosquitto,
+    city_file: Path,
+    tmp_path: Path,
+) -> None:
+    doc = gateway_doc(lan_broker, broker, tmp_path, replay_rate=400, batch_max=100)
+    broker.stop()  # an outage: the backlog builds up
+    async with gateway_in_process(doc) as gw:
+        dev = Devices(lan_broker)
+        try:
+            await asyncio.to_thread(dev.send, 100, 40)
+            await eventually(lambda: gw.outbox.depth().telemetry == 4000, what="the backlog")
+            broker.start()
+            async with running_backend(db_url, broker, city_file):
+                await eventually(lambda: len(stored_numbers(db_url)) > 0, what="the replay")
+                dev.alarm()
+                await all_arrive_exactly_once(db_url, dev.acked)
+        finally:
+            dev.close()
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT r.received_at FROM events e JOIN ingest_records r "
+            "USING (gateway_id, boot_id, seq) WHERE e.device_id = %s",
+            (SMOKE,),
+        ).fetchone()
+        assert row is not None, "the alarm is not in the database"
+        (after,) = conn.execute(
+            "SELECT count(*) FROM ingest_records WHERE received_at > %s", (row[0],)
+        ).fetchone() or (0,)
+    # The alarm was committed while most of the 4,000-reading backlog was still to come.
+    assert after > 2000
