@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from anju.errors import ConfigError
 from anju.mqtturl import parse_mqtt_url
+from anju.yamlfile import load_model
 
 
 class BackendSettings(BaseSettings):
@@ -19,12 +22,20 @@ class BackendSettings(BaseSettings):
     registry: Path
     client_id: str = "anju-backend"
     api_host: str = "127.0.0.1"
-    api_port: int = Field(8080, ge=0, le=65535)
-    api_token: str | None = Field(None, description="bearer token the API requires, if set")
-    queue_max: int = Field(2_000, ge=1, description="decoded batches waiting for the writer")
-    batch_max_records: int = Field(5_000, ge=1)
-    batch_wait_ms: int = Field(20, ge=0)
-    tick_ms: int = Field(250, ge=10)
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    api_token: str | None = Field(default=None, description="bearer token the API requires, if set")
+    queue_max: int = Field(
+        default=2_000, ge=1, description="decoded batches waiting for the writer"
+    )
+    batch_max_records: int = Field(default=5_000, ge=1)
+    batch_wait_ms: int = Field(default=20, ge=0)
+    tick_ms: int = Field(default=250, ge=10)
+    alerting: Path | None = Field(
+        default=None, description="alerting.yaml: parameter defaults, deadlines, tokens, webhooks"
+    )
+    state_snapshot_ms: int = Field(
+        default=1_000, ge=50, description="rule state written this often"
+    )
 
     @field_validator("mqtt_url")
     @classmethod
@@ -41,3 +52,76 @@ class BackendSettings(BaseSettings):
         if not v.startswith(("postgresql://", "postgres://")):
             raise ValueError("expected postgresql://user@host:port/database")
         return v
+
+
+# ---- the alerting configuration file (ANJU_ALERTING=path/to/alerting.yaml) -----------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TokenSpec(_Strict):
+    """An API token: who holds it, which audience and scope it sees, what it may do. Give the
+    token's SHA-256 (``sha256``, hex) rather than the token itself (``token``, development)."""
+
+    name: str
+    audience: Literal[
+        "admin",
+        "fire",
+        "market_supervision",
+        "public_security",
+        "construction",
+        "property",
+        "maintenance",
+        "community",
+    ]
+    scope: str | None = None  # district code, organisation id or community id; none for admin
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    token: str | None = None
+    resolve: bool = False  # may resolve alerts (admin always may)
+
+    @model_validator(mode="after")
+    def _check(self) -> TokenSpec:
+        if (self.sha256 is None) == (self.token is None):
+            raise ValueError("give exactly one of sha256 or token")
+        if (self.audience == "admin") != (self.scope is None):
+            raise ValueError("admin tokens have no scope; every other token needs one")
+        return self
+
+    def digest(self) -> str:
+        return self.sha256 or hashlib.sha256((self.token or "").encode()).hexdigest()
+
+
+class WebhookSpec(_Strict):
+    """A department's or company's system that receives its alerts by HTTP POST."""
+
+    name: str
+    audience: str
+    scope: str
+    url: str = Field(pattern=r"^https?://")
+    secret: str = Field(min_length=16, description="HMAC-SHA256 key")
+    max_attempts: int = Field(default=6, ge=1)
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
+class AlertingConfig(_Strict):
+    """Deployment-wide alerting settings; every default is the catalog's (docs/alerts.md)."""
+
+    params: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="parameter defaults by device kind"
+    )
+    ack_deadline_s: float = Field(default=300, gt=0)
+    fire_ack_deadline_s: float = Field(default=180, gt=0)
+    flap_cycles: int = Field(default=5, ge=1)
+    flap_window_s: float = Field(default=600, gt=0)
+    storm_count: int = Field(default=20, ge=1)
+    storm_window_s: float = Field(default=60, gt=0)
+    gateway_silent_s: float = Field(default=90, gt=0)
+    tokens: list[TokenSpec] = Field(default_factory=list)
+    webhooks: list[WebhookSpec] = Field(default_factory=list)
+
+
+def load_alerting(path: Path | None) -> AlertingConfig:
+    """The alerting file, or the defaults when there is none; errors name file and line."""
+    return AlertingConfig() if path is None else load_model(path, AlertingConfig)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 import aiomqtt
+from prometheus_client import Counter
 
 from anju.contract import alert_topic
 from anju.uplink import ack_topic, encode_ack
@@ -39,7 +40,8 @@ class Delivery:
         self.store = store
         self.metrics = metrics
         self.queue: asyncio.Queue[tuple[Pending, float | None]] = asyncio.Queue(maxsize)
-        self.listeners: list[Callable[[dict[str, object]], None]] = []
+        # Called with each payload once it is published (webhooks, live stream); must not block.
+        self.listeners: list[Callable[[Pending], None]] = []
         self._in_hand: tuple[Pending, float | None] | None = None
 
     async def enqueue(self, pending: Pending, rx_ms: int | None = None) -> None:
@@ -67,7 +69,39 @@ class Delivery:
             if rx is not None:
                 self.metrics.alert_latency.observe(max(0.0, time.time() - rx))
             for listener in self.listeners:
-                listener(pending.payload)
+                listener(pending)
+
+
+class LiveHub:
+    """Alert changes for live screens (SSE). Each client has a bounded queue; when a slow
+    client's queue is full its oldest change is dropped (counted in
+    ``anju_alert_live_dropped``): a screen can reload the list from the API, a publisher must
+    never wait for a screen."""
+
+    def __init__(self, metrics: BackendMetrics, *, per_client: int = 256) -> None:
+        self.per_client = per_client
+        self.clients: set[asyncio.Queue[dict[str, object]]] = set()
+        self.dropped = Counter(
+            "anju_alert_live_dropped",
+            "Alert changes dropped for a slow live-stream client",
+            registry=metrics.registry,
+        )
+
+    def offer(self, pending: Pending) -> None:
+        payload = pending.payload
+        for q in self.clients:
+            if q.full():
+                q.get_nowait()
+                self.dropped.inc()
+            q.put_nowait(payload)
+
+    def subscribe(self) -> asyncio.Queue[dict[str, object]]:
+        q: asyncio.Queue[dict[str, object]] = asyncio.Queue(self.per_client)
+        self.clients.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[dict[str, object]]) -> None:
+        self.clients.discard(q)
 
 
 async def publish_acks(client: aiomqtt.Client, acks: dict[str, list[int]]) -> None:

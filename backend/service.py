@@ -25,14 +25,16 @@ from anju.backoff import backoff
 from anju.mqtturl import parse_mqtt_url
 from anju.registry import CityIndex, load_registry
 from anju.uplink import STATE_SUBSCRIPTION, UP_SUBSCRIPTION, Record
-from backend.alerting import AlertBook, Change, Engine
+from backend.alerting import AlertBook, AlertDesk, Deadlines, Engine, Shared
 from backend.api import AppState, create_app
-from backend.config import BackendSettings
+from backend.api.deps import Tokens
+from backend.config import BackendSettings, load_alerting
 from backend.db.migrate import migrate
-from backend.delivery import Delivery, publish_acks
+from backend.delivery import Delivery, LiveHub, publish_acks
 from backend.ingest import Ingest
 from backend.metrics import BackendMetrics
 from backend.store import AlertStore
+from backend.webhooks import Webhooks
 
 log = logging.getLogger("anju.backend")
 
@@ -54,6 +56,8 @@ class Backend:
         self.settings = settings
         self.metrics = BackendMetrics()
         self.city = CityIndex(load_registry(settings.registry))
+        self.alerting = load_alerting(settings.alerting)
+        self.live = LiveHub(self.metrics)
         self.client: aiomqtt.Client | None = None
         self.started = asyncio.Event()
 
@@ -68,8 +72,26 @@ class Backend:
             book = AlertBook()
             for alert in await self.store.load_open(self.city):
                 book.load(alert)
-            self.engine = Engine(self.city, book)
+            cfg = self.alerting
+            shared = Shared(
+                flap_cycles=cfg.flap_cycles,
+                flap_window_ms=int(cfg.flap_window_s * 1000),
+                storm_count=cfg.storm_count,
+                storm_window_ms=int(cfg.storm_window_s * 1000),
+                gateway_silent_ms=int(cfg.gateway_silent_s * 1000),
+                deadlines=Deadlines(
+                    int(cfg.ack_deadline_s * 1000), int(cfg.fire_ack_deadline_s * 1000)
+                ),
+            )
+            self.engine = Engine(
+                self.city, book, params=cfg.params, shared=shared, now_ms=_now_ms()
+            )
+            self.engine.restore(await self.store.load_states())
             self.delivery = Delivery(self.store, self.metrics)
+            self.desk = AlertDesk(self.engine, self.store, self.delivery, self.metrics)
+            self.webhooks = Webhooks(cfg.webhooks, self.store, self.metrics)
+            self.delivery.listeners.append(self.webhooks.offer)
+            self.delivery.listeners.append(self.live.offer)
             requeued = await self.delivery.requeue_unpublished()
             self.ingest = Ingest(
                 s.database_url,
@@ -78,7 +100,15 @@ class Backend:
                 batch_max_records=s.batch_max_records,
                 batch_wait_ms=s.batch_wait_ms,
             )
-            self.app_state = AppState(self.store, self.metrics, s.api_token)
+            self.app_state = AppState(
+                self.store,
+                self.metrics,
+                s.api_token,
+                tokens=Tokens.of(cfg.tokens, s.api_token),
+                desk=self.desk,
+                live=self.live,
+                webhooks=self.webhooks,
+            )
             api = _ApiServer(
                 uvicorn.Config(
                     create_app(self.app_state),
@@ -100,6 +130,10 @@ class Backend:
                     tg.create_task(self._mqtt_sessions(), name="mqtt-session"),
                     tg.create_task(self.ingest.run(self._on_committed), name="ingest-writer"),
                     tg.create_task(self._ticks(), name="alert-timers"),
+                    tg.create_task(
+                        self.desk.snapshots(s.state_snapshot_ms / 1000), name="alert-state"
+                    ),
+                    tg.create_task(self.webhooks.run(), name="webhooks"),
                 ]
                 self.started.set()
                 await stop.wait()
@@ -107,6 +141,8 @@ class Backend:
                 api.should_exit = True
                 for t in tasks[1:]:
                     t.cancel()
+            # Everything the rules know, for the next start.
+            await self.desk.save_states(urgent_only=False)
         finally:
             await pool.close()
 
@@ -177,6 +213,7 @@ class Backend:
             self.metrics.rejected.labels("bad_state").inc()
             return
         log.info("gateway %s is %s", gw, "online" if online else "OFFLINE")
+        await self.desk.gateway_state(gw, online)
         try:
             async with self.store.pool.connection() as conn:
                 await conn.execute(
@@ -202,37 +239,16 @@ class Backend:
                 await publish_acks(client, acks)
 
     async def _evaluate(self, new: list[Record]) -> None:
-        now = _now_ms()
-        for rec in new:
-            for change in self.engine.feed(rec, now):
-                await self._keep(change, rec.rx)
+        await self.desk.evaluate(new)
 
     async def _ticks(self) -> None:
         period = self.settings.tick_ms / 1000
+        every = max(1, round(1.0 / period))  # liveness and deadlines about once a second
+        n = 0
         while True:
             await asyncio.sleep(period)
-            for change in self.engine.tick(_now_ms()):
-                await self._keep(change, None)
-
-    async def _keep(self, change: Change, rx_ms: int | None) -> None:
-        delays = backoff(0.2, 5.0)
-        while True:
-            try:
-                pending = await self.store.save(change, _now_ms())
-                break
-            except psycopg.OperationalError as exc:
-                delay = next(delays)
-                log.error("could not store alert change (%s); again in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-        self.metrics.alert_changes.labels(change.action).inc()
-        log.info(
-            "alert %s %s %s on %s",
-            change.alert.type,
-            change.action,
-            change.alert.id,
-            change.alert.device.id,
-        )
-        await self.delivery.enqueue(pending, rx_ms)
+            n += 1
+            await self.desk.tick(liveness=n % every == 0)
 
 
 def run_backend(settings: BackendSettings) -> None:

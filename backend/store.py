@@ -20,8 +20,9 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from anju.contract import AlertState, Audience, Severity
-from anju.registry import CityIndex
+from anju.registry import CityIndex, DeviceInfo
 from backend.alerting.lifecycle import Alert, Change, parse_rfc3339
+from backend.alerting.storm import pseudo_device
 
 GENESIS = "0" * 64
 _AUDIT_LOCK = 0x61756474  # "audt": one writer extends the chain at a time
@@ -121,13 +122,20 @@ class AlertStore:
 
     async def load_open(self, city: CityIndex) -> list[Alert]:
         """Open alerts, to carry on after a restart (alerts of devices no longer in the
-        registry are left as they are)."""
+        registry are left as they are). Storm summaries and gateway alerts are on pseudo
+        devices (the community, the gateway)."""
         async with self.pool.connection() as conn:
             cur = await conn.execute("SELECT payload FROM alerts WHERE state <> 'resolved'")
             rows = await cur.fetchall()
         out = []
         for (p,) in rows:
-            dev = city.devices.get(p["device_id"])
+            kind = p["device_kind"]
+            dev: DeviceInfo | None
+            if kind in ("community", "gateway"):
+                known = city.communities if kind == "community" else city.gateway_community
+                dev = pseudo_device(city, kind, p["device_id"]) if p["device_id"] in known else None
+            else:
+                dev = city.devices.get(p["device_id"])
             if dev is None:
                 continue
             out.append(
@@ -148,11 +156,54 @@ class AlertStore:
             )
         return out
 
+    async def save_states(self, docs: dict[str, dict[str, Any]]) -> None:
+        """Upsert rule-state snapshots (one statement per call)."""
+        if not docs:
+            return
+        async with self.pool.connection() as conn, conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO alert_rule_state (key, doc, updated_at) VALUES (%s, %s, now())"
+                " ON CONFLICT (key) DO UPDATE SET doc = excluded.doc, updated_at = now()",
+                [(k, Jsonb(v)) for k, v in docs.items()],
+            )
+
+    async def load_states(self) -> dict[str, dict[str, Any]]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT key, doc FROM alert_rule_state")
+            return {k: d for k, d in await cur.fetchall()}
+
+    async def get_alert(self, alert_id: str) -> dict[str, Any] | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT payload FROM alerts WHERE id = %s", (alert_id,))
+            row = await cur.fetchone()
+        return None if row is None else dict(row[0])
+
+    async def audit_of(self, alert_id: str) -> list[dict[str, Any]]:
+        """The audit entries of one alert, oldest first, with their hashes."""
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                "SELECT n, at, action, actor, entry, prev_hash, hash FROM alert_audit"
+                " WHERE alert_id = %s ORDER BY n",
+                (alert_id,),
+            )
+            rows = await cur.fetchall()
+        return [{**r, "at": r["at"].isoformat()} for r in rows]
+
     async def list_alerts(
-        self, *, open_only: bool = False, community_id: str | None = None, limit: int = 100
+        self,
+        *,
+        open_only: bool = False,
+        community_id: str | None = None,
+        limit: int = 100,
+        audience: tuple[str, str] | None = None,
     ) -> list[dict[str, Any]]:
+        """Alerts, newest first; ``audience`` (audience, scope) keeps those sent to it."""
         q = "SELECT payload FROM alerts WHERE true"
         args: list[Any] = []
+        if audience is not None:
+            q += " AND payload -> 'audiences' @> %s"
+            args.append(Jsonb([{"audience": audience[0], "scope": audience[1]}]))
         if open_only:
             q += " AND state <> 'resolved'"
         if community_id:

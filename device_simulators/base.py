@@ -2,8 +2,10 @@
 
 A model is a plain object driven by the caller's clock: ``step(now_ms)`` advances it to device
 time ``now_ms`` and returns the messages it would have published on the way, each stamped with
-the device time at which it happened. Nothing here does I/O, sleeps or reads the wall clock, so
-a model is tested by calling ``step`` with made-up times.
+the device time at which it happened. ``due_ms()`` says when the model next has something to
+do (a report, a moving car's next physics step, a scheduled arrival), so a city runner only
+steps the devices that are due. Nothing here does I/O, sleeps or reads the wall clock, so a
+model is tested by calling ``step`` with made-up times.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import math
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, TypeAlias
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 from anju.errors import AnjuError
 
@@ -24,9 +27,22 @@ Message: TypeAlias = tuple[Channel, Payload]
 MetricValue: TypeAlias = float | int | bool | str
 Params: TypeAlias = Mapping[str, str | int | float | bool]
 
-GENERIC_ACTIONS: frozenset[str] = frozenset({"event", "offline", "online"})
-"""Actions every model accepts: ``event`` (params: ``type`` and the event's data), ``offline``
-(the device falls silent and its Last Will ``{"online": false}`` is published), ``online``."""
+NEVER: Final = 2**62
+"""A due time that never comes."""
+YEAR_S: Final = 365 * 86400.0
+
+GENERIC_ACTIONS: frozenset[str] = frozenset(
+    {"event", "offline", "online", "silent", "battery", "clock_offset"}
+)
+"""Actions every model accepts:
+
+- ``event`` (params: ``type`` and the event's data): the device sends that event;
+- ``offline``: the device drops off and the broker publishes its Last Will ``{"online": false}``;
+- ``silent``: the device stops sending anything, with no Last Will (a hung firmware);
+- ``online``: back from ``offline`` or ``silent``; the retained status is published again;
+- ``battery`` (params ``pct``, and ``drain_pct_per_h`` to make it run down from there);
+- ``clock_offset`` (params ``s``): the device clock runs ``s`` seconds ahead (negative: behind).
+"""
 
 
 class SimulatorError(AnjuError):
@@ -35,6 +51,27 @@ class SimulatorError(AnjuError):
     def __init__(self, device_id: str, message: str) -> None:
         super().__init__(f"{device_id}: {message}")
         self.device_id = device_id
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    """Background behaviour that is not a scenario's fault: realistic noise, on by default.
+
+    A false alarm is a real ``alarm`` event and raises a real ``fire.alarm``; scenario tests
+    use ``Behaviour.quiet()`` so that only the scenario's faults raise alerts.
+    """
+
+    false_alarms_per_year: float = 0.2
+    """Per smoke or heat detector (steam, dust, insects). Field figures: 0.1-1 a year."""
+    camera_events_per_hour: float = 0.5
+    """Per camera: e-bikes seen at an entrance or in a corridor (no alert by themselves)."""
+    traffic: float = 1.0
+    """Multiplier for elevator calls and people at access-controlled doors."""
+
+    @classmethod
+    def quiet(cls) -> Behaviour:
+        """No false alarms and no random camera events; traffic as usual."""
+        return cls(false_alarms_per_year=0.0, camera_events_per_hour=0.0)
 
 
 def param_float(device_id: str, params: Params, key: str, default: float) -> float:
@@ -69,13 +106,22 @@ def param_str(device_id: str, params: Params, key: str, default: str) -> str:
     return value
 
 
+def next_arrival_ms(rng: random.Random, now_ms: int, per_s: float) -> int:
+    """When the next event of a Poisson process with rate ``per_s`` happens (NEVER if 0)."""
+    if per_s <= 0:
+        return NEVER
+    return now_ms + max(1, int(rng.expovariate(per_s) * 1000))
+
+
 class DeviceModel(ABC):
     """Base of all device models.
 
-    Subclasses implement ``_advance(dt_s)`` (the physics over a short step), ``metrics()`` (the
-    telemetry now) and ``_inject(action, params)`` (their own scenario actions), and set
-    ``kind``, ``actions`` and ``event_types``. Reports are periodic (``report_interval_s``) and
-    also sent at once after a change the subclass flags with ``_report_soon()``.
+    Subclasses implement ``_advance(dt_s)`` (what happened in the step that just ended at
+    ``now_ms``), ``metrics()`` (the telemetry now; an empty dict makes a heartbeat) and
+    ``_inject(action, params)`` (their own scenario actions), and set ``kind``, ``actions`` and
+    ``event_types``. They override ``_wake_ms()`` when something must happen before the next
+    report. Reports are periodic (``report_interval_s``) and also sent at once after a change
+    the subclass flags with ``_report_soon()``.
     """
 
     kind: ClassVar[str]
@@ -83,8 +129,8 @@ class DeviceModel(ABC):
     """Kind-specific scenario actions (besides GENERIC_ACTIONS)."""
     event_types: ClassVar[frozenset[str]]
     """Event types of ALERTS.md this kind may send (checked by the generic ``event`` action)."""
-    max_step_s: ClassVar[float] = 1.0
-    battery_powered: ClassVar[bool] = True
+    battery_powered: ClassVar[bool] = False
+    battery_drain_pct_per_h: ClassVar[float] = 0.0007  # about 6 % a year
 
     def __init__(
         self,
@@ -93,6 +139,7 @@ class DeviceModel(ABC):
         rng: random.Random,
         start_ms: int,
         interval_s: float = 10.0,
+        behaviour: Behaviour | None = None,
         fw: str = "1.0.0",
     ) -> None:
         if interval_s <= 0:
@@ -100,9 +147,14 @@ class DeviceModel(ABC):
         self.device_id = device_id
         self.rng = rng
         self.interval_s = interval_s
+        self.behaviour = behaviour or Behaviour()
         self.fw = fw
         self.online = True
+        self.silent = False
+        self.clock_offset_ms = 0
         self.battery_pct = rng.uniform(60.0, 100.0) if self.battery_powered else 100.0
+        self.drain_pct_per_h = self.battery_drain_pct_per_h
+        self._status_batt = round(self.battery_pct)
         self._t_ms = start_ms
         # Spread the first reports so that a city's devices do not all speak at once.
         self._next_report_ms = start_ms + int(rng.uniform(0.0, interval_s) * 1000)
@@ -110,8 +162,22 @@ class DeviceModel(ABC):
 
     @property
     def now_ms(self) -> int:
-        """The model's device time (milliseconds since the epoch)."""
+        """The model's true time (milliseconds since the epoch); its clock may be off."""
         return self._t_ms
+
+    @property
+    def stamp_ms(self) -> int:
+        """The device clock's reading now (``now_ms`` plus any clock offset)."""
+        return self._t_ms + self.clock_offset_ms
+
+    @property
+    def speaking(self) -> bool:
+        return self.online and not self.silent
+
+    @property
+    def pending(self) -> bool:
+        """Messages are waiting (caused by ``inject``) for the next ``step``."""
+        return bool(self._out)
 
     @property
     def all_actions(self) -> frozenset[str]:
@@ -130,8 +196,12 @@ class DeviceModel(ABC):
         """Seconds until the next periodic report, given the state now."""
         return self.interval_s
 
+    def due_ms(self) -> int:
+        """The earliest time at which ``step`` has something to do."""
+        return min(self._next_report_ms, self._wake_ms())
+
     def step(self, now_ms: int) -> list[Message]:
-        """Advance to device time ``now_ms``; return what was published on the way, in order.
+        """Advance to time ``now_ms``; return what was published on the way, in order.
 
         A time earlier than the model's own is ignored (the model never goes back in time).
         """
@@ -140,7 +210,7 @@ class DeviceModel(ABC):
         return out
 
     def inject(self, action: str, params: Params, now_ms: int) -> None:
-        """Apply a scenario action at device time ``now_ms``.
+        """Apply a scenario action at time ``now_ms``.
 
         The model first advances to ``now_ms``; messages the action causes come out of the next
         ``step``. Raises SimulatorError for an action this kind does not know.
@@ -156,11 +226,25 @@ class DeviceModel(ABC):
                 )
             self._emit(etype, {k: v for k, v in params.items() if k != "type"})
         elif action == "offline":
+            if self.online and not self.silent:
+                self._out.append(("status", {"online": False}))
             self.online = False
-            self._out.append(("status", {"online": False}))
+        elif action == "silent":
+            self.silent = True
         elif action == "online":
             self.online = True
+            self.silent = False
             self._out.append(("status", self.status()))
+            self._report_soon()
+        elif action == "battery":
+            self.battery_pct = param_float(self.device_id, params, "pct", self.battery_pct)
+            self.drain_pct_per_h = param_float(
+                self.device_id, params, "drain_pct_per_h", self.drain_pct_per_h
+            )
+            self._battery_changed()
+            self._report_soon()
+        elif action == "clock_offset":
+            self.clock_offset_ms = int(param_float(self.device_id, params, "s", 0.0) * 1000)
             self._report_soon()
         elif action in self.actions:
             self._inject(action, params)
@@ -175,41 +259,56 @@ class DeviceModel(ABC):
 
     @abstractmethod
     def metrics(self) -> dict[str, MetricValue]:
-        """The telemetry metrics now (ALERTS.md canonical names)."""
+        """The telemetry metrics now (ALERTS.md canonical names); {} for a bare heartbeat."""
 
     @abstractmethod
     def _advance(self, dt_s: float) -> None:
-        """Move the physics on by ``dt_s`` seconds (at most ``max_step_s``)."""
+        """What happened during the ``dt_s`` seconds that end at ``now_ms``."""
 
     @abstractmethod
     def _inject(self, action: str, params: Params) -> None:
         """Apply one of ``actions`` at the model's current time."""
 
+    def _wake_ms(self) -> int:
+        """The next time the model must run before its next report (NEVER when idle)."""
+        return NEVER
+
     def _emit(self, event_type: str, data: Payload | None = None) -> None:
-        """Send an event stamped with the current device time (nothing while offline)."""
-        if self.online:
+        """Send an event stamped with the device clock (nothing while offline or silent)."""
+        if self.speaking:
             self._out.append(
-                ("event", {"ts": self._t_ms, "type": event_type, "data": dict(data or {})})
+                ("event", {"ts": self.stamp_ms, "type": event_type, "data": dict(data or {})})
             )
 
     def _report_soon(self) -> None:
         """Send telemetry at the end of the current step (report on change)."""
         self._next_report_ms = min(self._next_report_ms, self._t_ms)
 
+    def _battery_changed(self) -> None:
+        """Republish the retained status when the whole-percent battery level changes."""
+        pct = round(self.battery_pct)
+        if self.battery_powered and pct != self._status_batt:
+            self._status_batt = pct
+            if self.speaking:
+                self._out.append(("status", self.status()))
+
     # The clock.
 
     def _run_until(self, end_ms: int) -> None:
-        max_step_ms = max(1, int(self.max_step_s * 1000))
         while True:
             if self._next_report_ms <= self._t_ms:
                 self._report()
             if self._t_ms >= end_ms:
                 return
-            stop = min(end_ms, self._next_report_ms, self._t_ms + max_step_ms)
-            self._advance((stop - self._t_ms) / 1000.0)
+            stop = min(end_ms, self._next_report_ms, max(self._t_ms + 1, self._wake_ms()))
+            dt_s = (stop - self._t_ms) / 1000.0
             self._t_ms = stop
+            self._advance(dt_s)
+            if self.battery_powered and self.drain_pct_per_h > 0:
+                self.battery_pct = max(0.0, self.battery_pct - self.drain_pct_per_h * dt_s / 3600)
+                self._battery_changed()
 
     def _report(self) -> None:
-        if self.online:
-            self._out.append(("telemetry", {"ts": self._t_ms, "metrics": self.metrics()}))
+        if self.speaking:
+            self._out.append(("telemetry", {"ts": self.stamp_ms, "metrics": self.metrics()}))
         self._next_report_ms = self._t_ms + max(1, int(self.report_interval_s() * 1000))

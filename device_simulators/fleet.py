@@ -5,17 +5,68 @@ from __future__ import annotations
 import random
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from anju.registry import Device, Registry
 from device_simulators.access import AccessController
-from device_simulators.base import DeviceModel
+from device_simulators.base import Behaviour, DeviceModel, Params
 from device_simulators.elevator import Elevator
-from device_simulators.fire import SmokeDetector, WaterPressure
+from device_simulators.fire import HeatDetector, ManualCallPoint, SmokeDetector
+from device_simulators.panel import ElectricalFire, FireDoor, FirePanel
+from device_simulators.security import Camera, EmergencyButton, Perimeter
+from device_simulators.water import WaterPressure
 
 MODEL_CLASSES: dict[str, type[DeviceModel]] = {
-    cls.kind: cls for cls in (Elevator, SmokeDetector, WaterPressure, AccessController)
+    cls.kind: cls
+    for cls in (
+        Elevator,
+        SmokeDetector,
+        HeatDetector,
+        ManualCallPoint,
+        FirePanel,
+        WaterPressure,
+        ElectricalFire,
+        FireDoor,
+        Camera,
+        AccessController,
+        EmergencyButton,
+        Perimeter,
+    )
 }
-"""The device kinds that have a simulator model, by kind."""
+"""The device kinds that have a simulator model, by kind (every kind of ALERTS.md)."""
+
+
+class _Factory(Protocol):
+    """How every model but the elevator is made."""
+
+    def __call__(
+        self,
+        device_id: str,
+        params: Params,
+        *,
+        rng: random.Random,
+        start_ms: int,
+        interval_s: float,
+        behaviour: Behaviour | None,
+    ) -> DeviceModel: ...
+
+
+_FACTORIES: dict[str, _Factory] = {
+    cls.kind: cls
+    for cls in (
+        SmokeDetector,
+        HeatDetector,
+        ManualCallPoint,
+        FirePanel,
+        WaterPressure,
+        ElectricalFire,
+        FireDoor,
+        Camera,
+        AccessController,
+        EmergencyButton,
+        Perimeter,
+    )
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +97,12 @@ def device_rng(seed: int, device_id: str) -> random.Random:
 
 
 def build_model(
-    device: Device, *, seed: int, start_ms: int, timing: Timing | None = None
+    device: Device,
+    *,
+    seed: int,
+    start_ms: int,
+    timing: Timing | None = None,
+    behaviour: Behaviour | None = None,
 ) -> DeviceModel | None:
     """The model of one registry device, or None when its kind is not simulated."""
     t = timing or Timing()
@@ -60,14 +116,14 @@ def build_model(
             start_ms=start_ms,
             moving_interval_s=t.elevator_moving_s,
             idle_interval_s=t.elevator_idle_s,
+            behaviour=behaviour,
         )
-    if device.kind == SmokeDetector.kind:
-        return SmokeDetector(device.id, params, rng=rng, start_ms=start_ms, interval_s=t.other_s)
-    if device.kind == WaterPressure.kind:
-        return WaterPressure(device.id, params, rng=rng, start_ms=start_ms, interval_s=t.other_s)
-    if device.kind == AccessController.kind:
-        return AccessController(device.id, params, rng=rng, start_ms=start_ms, interval_s=t.other_s)
-    return None
+    factory = _FACTORIES.get(device.kind)
+    if factory is None:
+        return None
+    return factory(
+        device.id, params, rng=rng, start_ms=start_ms, interval_s=t.other_s, behaviour=behaviour
+    )
 
 
 def build_fleet(
@@ -77,6 +133,7 @@ def build_fleet(
     start_ms: int,
     gateways: Collection[str] | None = None,
     timing: Timing | None = None,
+    behaviour: Behaviour | None = None,
 ) -> Fleet:
     """Models for every simulated device of ``gateways`` (all gateways when None)."""
     models: dict[str, DeviceModel] = {}
@@ -86,7 +143,9 @@ def build_fleet(
         for device in community.devices:
             if gateways is not None and device.gateway not in gateways:
                 continue
-            model = build_model(device, seed=seed, start_ms=start_ms, timing=timing)
+            model = build_model(
+                device, seed=seed, start_ms=start_ms, timing=timing, behaviour=behaviour
+            )
             if model is None:
                 skipped[device.id] = device.kind
                 continue

@@ -23,6 +23,7 @@ from anju.contract import DEVICE_ID_RE, EVENT_TYPE_RE, MAX_STRING_LEN, METRIC_RE
 from anju.errors import ConfigError
 from anju.registry import load_registry, sample_registry_path
 from device_simulators import (
+    MODEL_CLASSES,
     AccessController,
     Elevator,
     Message,
@@ -44,29 +45,39 @@ def elevator(seed: int = 1, **params: int | float) -> Elevator:
 
 
 def check_elevator_state(e: Elevator) -> None:
-    """The invariants of a real car, on the model's own state."""
+    """The invariants of a real car, on the model's own state; injected faults excepted."""
     offset_m = abs(e.position - round(e.position)) * e.floor_height_m
-    assert 0 <= e.position <= len(e.levels) - 1
-    assert e.in_door_zone == (offset_m <= e.door_zone_m)
-    if e.door_open:
+    if e.up_limit or e.down_limit:  # overtravel: past a terminal landing, on the limit switch
+        assert e.faulted and not e.moving and -0.5 < e.position < len(e.levels) - 0.5
+    else:
+        assert 0 <= e.position <= len(e.levels) - 1
+    assert e.in_door_zone == (offset_m <= e.door_zone_m) or e.up_limit or e.down_limit
+    if e.door_open and not e.door_forced_open:
         assert not e.moving and e.speed_mps == 0 and offset_m < 1e-9
+    if e.door_forced_open:
+        assert e.faulted
     if not e.moving:
         assert e.speed_mps == 0 and e.direction == 0
-    assert e.speed_mps <= e.rated_speed_mps + 1e-9
+    assert e.speed_mps <= e.speed_limit_mps + 1e-9
+    if e.speed_limit_mps <= e.rated_speed_mps:
+        assert e.speed_mps <= e.rated_speed_mps + 1e-9
 
 
 def check_elevator_report(e: Elevator, metrics: dict[str, object]) -> None:
-    """The invariants of what the car reports."""
+    """The invariants of what the car reports: never a floor outside the building, never
+    moving with the door open unless that fault was injected."""
     lowest = int(PARAMS_18["lowest_floor"])
     top = int(PARAMS_18["floors"])
     floor = metrics["floor"]
     assert isinstance(floor, int) and lowest <= floor <= top and floor != 0
-    if metrics["door"] == "open":
+    if metrics["door"] == "open" and not e.door_forced_open:
         assert metrics["moving"] is False
         assert metrics["in_door_zone"] is True
         assert metrics["speed_mps"] == 0
     if metrics["moving"] is False:
         assert metrics["speed_mps"] == 0 and metrics["direction"] == "none"
+    if metrics["up_limit"] or metrics["down_limit"]:
+        assert metrics["moving"] is False and metrics["in_door_zone"] is False
     assert metrics["door"] in ("open", "closed")
     assert metrics["direction"] in ("up", "down", "none")
 
@@ -120,11 +131,21 @@ ACTIONS = st.sampled_from(
         ("service_mode", {"mode": "inspection"}),
         ("service_mode", {"mode": "normal"}),
         ("event", {"type": "alarm_button"}),
+        ("overspeed", {"factor": 1.3}),
+        ("overtravel", {"end": "top"}),
+        ("overtravel", {"end": "bottom"}),
+        ("door_open_moving", {}),
+        ("stall", {}),
+        ("hold_door", {}),
+        ("door_cycling", {"cycles": 6}),
+        ("call", {"from": -1, "to": 18}),
+        ("traffic", {"calls_per_hour": 600}),
+        ("traffic", {"calls_per_hour": 0}),
     ]
 )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     script=st.lists(st.tuples(st.integers(0, 120_000), ACTIONS), max_size=12),
@@ -266,7 +287,7 @@ def test_sample_registry_has_the_demo_devices() -> None:
     for com in reg.communities:
         kinds = [d.kind for d in com.devices]
         assert [g.id for g in com.gateways] == [f"gw-{com.id}-a"]
-        assert kinds.count("elevator") == 2 and kinds.count("smoke_detector") == 4
+        assert kinds.count("elevator") == 2 and kinds.count("smoke_detector") >= 4
         assert kinds.count("water_pressure") == 1 and kinds.count("access_controller") == 1
         smoke_buildings = {d.building for d in com.devices if d.kind == "smoke_detector"}
         assert len(smoke_buildings) == 2
@@ -275,6 +296,8 @@ def test_sample_registry_has_the_demo_devices() -> None:
                 assert d.maintenance and {"floors", "lowest_floor", "rated_speed_mps"} <= set(
                     d.params
                 )
+    # 梅湾花园 has one of every kind, for the scenarios.
+    assert {d.kind for d in reg.communities[0].devices} == set(MODEL_CLASSES)
     nh = reg.communities[0]
     devices = {d.id: d for d in nh.devices}
     for dev_id in ("jx-nh-0001-elev-01", "jx-nh-0001-smoke-3-1201", "jx-nh-0001-smoke-3-0801"):
@@ -381,7 +404,7 @@ def test_runner_survives_an_unreachable_broker() -> None:
         log=lines.append,
         stop=threading.Event(),
     )
-    assert summary.devices == 8 and summary.gateways == 1 and summary.actions == 3
+    assert summary.devices == 19 and summary.gateways == 1 and summary.actions == 3
     assert summary.sim_s == 60
     assert summary.dropped["telemetry"] > 0 and summary.sent["telemetry"] == 0
     assert "scenario t=10s: jx-nh-0001-elev-01 trap (between_floors=True)" in lines

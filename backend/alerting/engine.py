@@ -1,21 +1,62 @@
-"""The rule engine: per-device state, rules dispatched by device kind, in order per device.
+"""The rule engine: per-device state, rules dispatched by device kind, in order per device,
+and the behaviour every rule shares (ALERTS.md): flapping held open, storm summaries,
+suppression of device alerts under a dead gateway, timers between readings.
 
-``feed`` takes records as they are committed; ``tick`` advances device time between readings so
-that a timer (trapped for 30 s) fires on time even when the device has gone quiet.
+``feed`` takes records as they are committed; ``tick`` advances device time between readings
+so that a timer (trapped for 30 s) fires on time even when the device has gone quiet, checks
+liveness and acknowledgement deadlines. Everything here is pure bookkeeping: the service
+stores and publishes the changes it returns, and persists ``snapshot()`` of the dirty states.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from anju.registry import CityIndex, DeviceInfo
 from anju.uplink import Record
-from backend.alerting.lifecycle import AlertBook, Change
-from backend.alerting.model import BuildingState, DeviceEvent, DeviceState, Input, Telemetry, Tick
+from backend.alerting import catalog
+from backend.alerting.lifecycle import Alert, AlertBook, Change, Deadlines
+from backend.alerting.model import (
+    BuildingState,
+    Clear,
+    Decision,
+    DeviceEvent,
+    DeviceState,
+    Input,
+    Raise,
+    Status,
+    Telemetry,
+    Tick,
+    Update,
+)
 from backend.alerting.rules import RULES_BY_KIND, Rule
+from backend.alerting.rules_health import GATEWAY_OFFLINE, OFFLINE, TRANSMISSION, liveness
+from backend.alerting.storm import Storms, pseudo_device
 
 log = logging.getLogger("anju.alerting")
+_HELD = "held:"  # st.since key of an alert held open because it flapped
+_FLAPS = "flaps:"  # st.mem key of recent clear times
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """Deployment-wide thresholds of the shared behaviour (ALERTS.md)."""
+
+    flap_cycles: int = catalog.FLAP_CYCLES
+    flap_window_ms: int = catalog.FLAP_WINDOW_MS
+    storm_count: int = catalog.STORM_COUNT
+    storm_window_ms: int = catalog.STORM_WINDOW_MS
+    gateway_silent_ms: int = catalog.GATEWAY_SILENT_MS
+    deadlines: Deadlines = field(default_factory=Deadlines)
+
+
+@dataclass(slots=True)
+class GatewayWatch:
+    online: bool
+    last_seen: int
 
 
 class Engine:
@@ -24,52 +65,129 @@ class Engine:
         city: CityIndex,
         book: AlertBook | None = None,
         rules: Mapping[str, tuple[Rule, ...]] = RULES_BY_KIND,
+        *,
+        params: Mapping[str, Mapping[str, float]] | None = None,
+        shared: Shared | None = None,
+        now_ms: int = 0,
     ) -> None:
         self.city = city
         self.book = book or AlertBook()
         self.rules = rules
+        self.shared = shared or Shared()
+        deploy = params or {}
+        # Registry params over the deployment's defaults per kind over the catalog's.
+        self.devices: dict[str, DeviceInfo] = {
+            d.id: replace(d, params={**deploy.get(d.kind, {}), **d.params})
+            for d in city.devices.values()
+        }
         self.states: dict[str, DeviceState] = {}
         self.buildings: dict[tuple[str, str], BuildingState] = {}
+        # Gateways are watched once heard from (a state message or a record).
+        self.gateways: dict[str, GatewayWatch] = {}
+        self.storms = Storms(self.shared.storm_count, self.shared.storm_window_ms)
+        self.dirty: set[str] = set()  # states changed since the last snapshot
+        self.urgent: set[str] = set()  # ... whose timers or open alerts changed
         self._unknown: set[str] = set()
-        for device_id, alert_type in self.book.open:
-            self.state(device_id).open.add(alert_type)
+        for (device_id, alert_type), alert in self.book.open.items():
+            if alert.device.kind == "gateway":
+                self.gateways[device_id] = GatewayWatch(False, now_ms)
+            elif alert.device.kind == "community":
+                self.storms.restore(alert)
+            elif device_id in self.devices:
+                self.state(device_id).open.add(alert_type)
+
+    # ---- state ---------------------------------------------------------------------------
 
     def state(self, device_id: str) -> DeviceState:
         st = self.states.get(device_id)
         if st is None:
             st = DeviceState()
-            dev = self.city.devices.get(device_id)
+            dev = self.devices.get(device_id)
             if dev is not None:
                 key = (dev.community_id, dev.building or "")
                 st.building = self.buildings.setdefault(key, BuildingState())
             self.states[device_id] = st
         return st
 
+    def snapshot(self, keys: set[str]) -> dict[str, dict[str, Any]]:
+        """JSON documents of the given device states (and of their buildings)."""
+        out: dict[str, dict[str, Any]] = {}
+        for device_id in keys:
+            st = self.states.get(device_id)
+            dev = self.devices.get(device_id)
+            if st is None or dev is None:
+                continue
+            out[device_id] = st.to_json()
+            if dev.building is not None:
+                out[f"building:{dev.community_id}/{dev.building}"] = st.building.to_json()
+        return out
+
+    def restore(self, docs: Mapping[str, Mapping[str, Any]]) -> None:
+        """Load states written by ``snapshot`` (after a restart). Open alert types come from
+        the book (the alerts table), not from the snapshot."""
+        for key, doc in docs.items():
+            if key.startswith("building:"):
+                community, _, building = key[len("building:") :].partition("/")
+                b = self.buildings.setdefault((community, building), BuildingState())
+                b.load_json(doc)
+            elif key in self.devices:
+                st = self.state(key)
+                open_now = set(st.open)
+                st.load_json(doc)
+                st.open = open_now | {t for t in st.open if self._held(key, t)}
+
+    def _held(self, device_id: str, alert_type: str) -> bool:
+        return self.book.is_open(device_id, alert_type)
+
+    # ---- input ---------------------------------------------------------------------------
+
     def feed(self, rec: Record, now_ms: int) -> list[Change]:
-        dev = self.city.devices.get(rec.device_id)
+        gw = self.gateways.get(rec.gateway_id)
+        changes: list[Change] = []
+        if gw is None:
+            if rec.gateway_id in self.city.gateway_community:
+                self.gateways[rec.gateway_id] = GatewayWatch(True, now_ms)
+        else:
+            gw.last_seen = now_ms
+            if not gw.online:
+                changes += self.gateway_state(rec.gateway_id, True, now_ms)
+        dev = self.devices.get(rec.device_id)
         if dev is None:
             if rec.device_id not in self._unknown:
                 self._unknown.add(rec.device_id)
                 log.warning(
                     "records from %s, which is not in the registry: no rules", rec.device_id
                 )
-            return []
+            return changes
         st = self.state(rec.device_id)
         inp: Input
         if rec.kind == "t" and rec.metrics is not None:
             if rec.ts < st.last_ts:
-                return []  # older than what the rules have seen: stored, not evaluated
+                return changes  # older than what the rules have seen: stored, not evaluated
             st.values.update(rec.metrics)
             inp = Telemetry(rec.device_id, rec.ts, rec.metrics)
         elif rec.kind == "e" and rec.event_type is not None:
             inp = DeviceEvent(rec.device_id, rec.ts, rec.event_type, rec.data or {})
+        elif rec.kind == "s" and rec.status is not None:
+            inp = Status(rec.device_id, max(rec.ts, st.last_ts), rec.status)
         else:
-            return []
-        st.last_ts = max(st.last_ts, rec.ts)
-        st.offset_ms = rec.rx - rec.ts
-        return self._run(dev, st, inp, now_ms)
+            return changes
+        st.last_rx = max(st.last_rx, rec.rx)
+        if rec.kind != "s":
+            st.last_ts = max(st.last_ts, rec.ts)
+            st.offset_ms = rec.rx - rec.ts
+            if rec.gateway_timed:
+                st.mem["gw_timed"] = 1
+            elif "gw_timed" in st.mem:
+                del st.mem["gw_timed"]
+        changes += self._run(dev, st, inp, now_ms)
+        alive = liveness(dev, st, now_ms)
+        if isinstance(alive, Clear):
+            changes += self._apply(dev, st, alive, rec.ts, now_ms)
+        return changes
 
-    def tick(self, now_ms: int) -> list[Change]:
+    def tick(self, now_ms: int, *, liveness_check: bool = True) -> list[Change]:
+        """Timers due on device time, then (optionally) liveness and deadlines."""
         changes: list[Change] = []
         for device_id, st in self.states.items():
             if not st.since:
@@ -77,24 +195,164 @@ class Engine:
             device_now = now_ms - st.offset_ms
             if device_now <= st.last_ts:
                 continue
-            dev = self.city.devices[device_id]
+            dev = self.devices[device_id]
             changes.extend(self._run(dev, st, Tick(device_id, device_now), now_ms))
+        if liveness_check:
+            changes += self._gateways_tick(now_ms)
+            changes += self._liveness(now_ms)
+            for ch in self.book.escalations(now_ms, self.shared.deadlines):
+                changes.append(ch)
         return changes
+
+    def _liveness(self, now_ms: int) -> list[Change]:
+        changes: list[Change] = []
+        for device_id, st in self.states.items():
+            if st.last_rx == 0:
+                continue
+            dev = self.devices[device_id]
+            gw = self.gateways.get(dev.gateway_id)
+            if gw is not None and not gw.online:
+                continue  # suppressed: the gateway's own alert is the root cause
+            decision = liveness(dev, st, now_ms)
+            if decision is not None:
+                changes += self._apply(dev, st, decision, now_ms - st.offset_ms, now_ms)
+        return changes
+
+    # ---- gateways ------------------------------------------------------------------------
+
+    def gateway_state(self, gateway_id: str, online: bool, now_ms: int) -> list[Change]:
+        """The gateway's retained state (heartbeat, or its Last Will)."""
+        com_id = self.city.gateway_community.get(gateway_id)
+        if com_id is None:
+            return []
+        gw = self.gateways.setdefault(gateway_id, GatewayWatch(online, now_ms))
+        gw.last_seen = now_ms
+        if online == gw.online and (online or self._gw_alert(gateway_id)):
+            return []
+        return self._gateway_changed(gateway_id, online, now_ms, "Last Will")
+
+    def _gw_alert(self, gateway_id: str) -> bool:
+        return self.book.is_open(gateway_id, GATEWAY_OFFLINE)
+
+    def _gateways_tick(self, now_ms: int) -> list[Change]:
+        out: list[Change] = []
+        for gw_id, gw in self.gateways.items():
+            if gw.online and now_ms - gw.last_seen >= self.shared.gateway_silent_ms:
+                out += self._gateway_changed(gw_id, False, now_ms, "no heartbeat")
+        return out
+
+    def _gateway_changed(self, gw_id: str, online: bool, now_ms: int, why: str) -> list[Change]:
+        gw = self.gateways[gw_id]
+        gw.online = online
+        dev = pseudo_device(self.city, "gateway", gw_id)
+        if online:
+            # Its devices' silence was the gateway's: watch them afresh from now.
+            for d in self.city.gateway_devices(gw_id):
+                st = self.states.get(d.id)
+                if st is not None and st.last_rx:
+                    st.last_rx = max(st.last_rx, now_ms)
+            ch = self.book.clear(dev, Clear(GATEWAY_OFFLINE, "gateway back"), now_ms)
+            return [ch] if ch else []
+        ev = {"reason": why, "devices": len(self.city.gateway_devices(gw_id))}
+        title = "网关离线 Gateway offline"
+        ch = self.book.raise_(dev, Raise(GATEWAY_OFFLINE, catalog.MA, title, now_ms, ev), now_ms)
+        return [ch] if ch else []
+
+    # ---- decisions -----------------------------------------------------------------------
 
     def _run(self, dev: DeviceInfo, st: DeviceState, inp: Input, now_ms: int) -> list[Change]:
         changes: list[Change] = []
+        since_before = dict(st.since) if st.since else None
         for rule in self.rules.get(dev.kind, ()):
             for decision in rule(dev, st, inp):
-                change = self.book.apply(dev, decision, now_ms, self.city.devices)
-                if change is not None:
-                    self.note(change)
-                    changes.append(change)
+                changes += self._apply(dev, st, decision, inp.ts, now_ms)
+        for key in [k for k in st.since if k.startswith(_HELD)]:
+            if inp.ts - st.since[key] >= self.shared.flap_window_ms:
+                changes += self._release(dev, st, key[len(_HELD) :], now_ms)
+        self.dirty.add(dev.id)
+        if changes or st.since != (since_before or {}):
+            self.urgent.add(dev.id)
         return changes
 
+    def _apply(
+        self, dev: DeviceInfo, st: DeviceState, d: Decision, ts: int, now_ms: int
+    ) -> list[Change]:
+        target = dev
+        if d.device_id is not None and d.device_id != dev.id:
+            other = self.devices.get(d.device_id)
+            if other is None:
+                return []
+            target, st = other, self.state(other.id)
+        if isinstance(d, Raise):
+            return self._raise(target, st, d, now_ms)
+        if isinstance(d, Update):
+            alert = self.book.open.get((target.id, d.alert_type))
+            ch = self.book.update(alert, dict(d.evidence), now_ms) if alert else None
+            return [ch] if ch else []
+        return self._clear(target, st, d, ts, now_ms)
+
+    def _raise(self, dev: DeviceInfo, st: DeviceState, d: Raise, now_ms: int) -> list[Change]:
+        st.open.add(d.alert_type)
+        if st.since.pop(_HELD + d.alert_type, None) is not None:
+            alert = self.book.open.get((dev.id, d.alert_type))
+            ch = self.book.update(alert, {"flapping": True}, now_ms) if alert else None
+            return [ch] if ch else []
+        if not self.book.is_open(dev.id, d.alert_type):
+            folded = self.storms.fold(self.city, self.book, dev, d, now_ms)
+            if folded is not None:
+                return folded
+        ch = self.book.raise_(dev, d, now_ms)
+        return [ch] if ch else []
+
+    def _clear(
+        self, dev: DeviceInfo, st: DeviceState, d: Clear, ts: int, now_ms: int
+    ) -> list[Change]:
+        if d.alert_type in catalog.LATCHING:
+            return []
+        st.open.discard(d.alert_type)
+        alert = self.book.open.get((dev.id, d.alert_type))
+        if alert is None:
+            return self.storms.member_cleared(self.book, dev, d.alert_type, now_ms)
+        key = _FLAPS + d.alert_type
+        window = [t for t in st.mem.get(key, []) if ts - t < self.shared.flap_window_ms]
+        window.append(ts)
+        st.mem[key] = window
+        if len(window) > self.shared.flap_cycles:
+            # Flapping: held open; resolved once it has stayed clear for the whole window.
+            st.since[_HELD + d.alert_type] = ts
+            ch = self.book.update(alert, {"flapping": True, "flap_cycles": len(window)}, now_ms)
+            return [ch] if ch else []
+        ch = self.book.clear(dev, d, now_ms)
+        return [ch] if ch else []
+
+    def _release(
+        self, dev: DeviceInfo, st: DeviceState, alert_type: str, now_ms: int
+    ) -> list[Change]:
+        st.since.pop(_HELD + alert_type, None)
+        st.mem.pop(_FLAPS + alert_type, None)
+        alert = self.book.open.get((dev.id, alert_type))
+        if alert is None:
+            return []
+        return [self.book.resolve(alert, now_ms, by="rules", note="clear since flapping stopped")]
+
+    # ---- people --------------------------------------------------------------------------
+
     def note(self, change: Change) -> None:
-        """Keep the devices' view of their open alerts in step with the book."""
-        st = self.state(change.alert.device.id)
-        if change.action == "resolved":
-            st.open.discard(change.alert.type)
-        else:
-            st.open.add(change.alert.type)
+        """After a person resolved an alert: the rules may raise it again."""
+        if change.action != "resolved":
+            return
+        a = change.alert
+        if a.device.kind == "community":
+            for device_id in self.storms.forget(a):
+                self.state(device_id).open.discard(a.type)
+        elif a.device.id in self.states:
+            st = self.states[a.device.id]
+            st.open.discard(a.type)
+            st.since.pop(_HELD + a.type, None)
+            self.urgent.add(a.device.id)
+
+    def open_alert(self, alert_id: str) -> Alert:
+        return self.book.get(alert_id)
+
+
+__all__ = ["OFFLINE", "TRANSMISSION", "Engine", "GatewayWatch", "Shared"]

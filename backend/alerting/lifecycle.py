@@ -8,12 +8,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Final
 
 from anju.contract import AlertState, Audience, Severity
 from anju.registry import DeviceInfo
-from backend.alerting.model import Clear, Decision, Raise, Update
-from backend.alerting.routing import audiences_for
+from backend.alerting.catalog import ACK_DEADLINE_MS, FIRE_ACK_DEADLINE_MS, LATCHING
+from backend.alerting.errors import AlertNotFound, NotAnAudience
+from backend.alerting.model import Clear, Raise
+from backend.alerting.routing import audiences_for, escalation_audiences
 
 CHINA_TZ = timezone(timedelta(hours=8))
 
@@ -94,8 +96,22 @@ class Change:
         return cls(alert, action, actor, alert.payload())
 
 
+_RANK: Final = {Severity.INFO: 0, Severity.MINOR: 1, Severity.MAJOR: 2, Severity.CRITICAL: 3}
+
+
+@dataclass(frozen=True, slots=True)
+class Deadlines:
+    """Acknowledgement deadlines of critical alerts (by ``property``), in ms."""
+
+    default_ms: int = ACK_DEADLINE_MS
+    fire_ms: int = FIRE_ACK_DEADLINE_MS
+
+    def of(self, alert_type: str) -> int:
+        return self.fire_ms if alert_type.startswith("fire.") else self.default_ms
+
+
 class AlertBook:
-    """Open alerts by (device, type)."""
+    """Open alerts by (device, type), and the changes people make to them."""
 
     def __init__(self) -> None:
         self.open: dict[tuple[str, str], Alert] = {}
@@ -108,51 +124,55 @@ class AlertBook:
     def is_open(self, device_id: str, alert_type: str) -> bool:
         return (device_id, alert_type) in self.open
 
-    def apply(
-        self, dev: DeviceInfo, decision: Decision, now_ms: int, lookup: dict[str, DeviceInfo]
-    ) -> Change | None:
-        """Apply a rule's decision; return the change, or None when nothing changed."""
-        if isinstance(decision, Raise):
-            key = (dev.id, decision.alert_type)
-            existing = self.open.get(key)
-            if existing is not None:
-                return self._update(existing, dict(decision.evidence), now_ms)
-            alert = Alert(
-                id=str(uuid7(now_ms)),
-                type=decision.alert_type,
-                severity=decision.severity,
-                state=AlertState.RAISED,
-                title=decision.title,
-                device=dev,
-                occurred_at=decision.occurred_at,
-                raised_at=now_ms,
-                updated_at=now_ms,
-                evidence=dict(decision.evidence),
-                audiences=audiences_for(decision.alert_type, decision.severity, dev),
-            )
-            self.load(alert)
-            return Change.of(alert, "raised", "rules")
-        if isinstance(decision, Update):
-            target = lookup.get(decision.device_id) if decision.device_id else dev
-            if target is None:
-                return None
-            existing = self.open.get((target.id, decision.alert_type))
-            if existing is None:
-                return None
-            return self._update(existing, dict(decision.evidence), now_ms)
-        assert isinstance(decision, Clear)
-        existing = self.open.get((dev.id, decision.alert_type))
-        if existing is None:
-            return None
-        return self.resolve(existing, now_ms, by="rules", note=decision.reason)
+    def get(self, alert_id: str) -> Alert:
+        alert = self.by_id.get(alert_id)
+        if alert is None:
+            raise AlertNotFound(alert_id, "no open alert with this id")
+        return alert
 
-    def _update(self, alert: Alert, evidence: dict[str, Any], now_ms: int) -> Change | None:
+    def raise_(self, dev: DeviceInfo, decision: Raise, now_ms: int) -> Change | None:
+        """Raise an alert, or update the open one of the same (device, type)."""
+        existing = self.open.get((dev.id, decision.alert_type))
+        if existing is not None:
+            if _RANK[decision.severity] > _RANK[existing.severity]:
+                existing.severity = decision.severity
+                existing.title = decision.title
+                extra = audiences_for(decision.alert_type, decision.severity, dev)
+                existing.audiences = list(dict.fromkeys([*existing.audiences, *extra]))
+                existing.evidence = {**existing.evidence, **decision.evidence}
+                existing.updated_at = now_ms
+                return Change.of(existing, "updated", "rules")
+            return self.update(existing, dict(decision.evidence), now_ms)
+        alert = Alert(
+            id=str(uuid7(now_ms)),
+            type=decision.alert_type,
+            severity=decision.severity,
+            state=AlertState.RAISED,
+            title=decision.title,
+            device=dev,
+            occurred_at=decision.occurred_at,
+            raised_at=now_ms,
+            updated_at=now_ms,
+            evidence=dict(decision.evidence),
+            audiences=audiences_for(decision.alert_type, decision.severity, dev),
+        )
+        self.load(alert)
+        return Change.of(alert, "raised", "rules")
+
+    def update(self, alert: Alert, evidence: dict[str, Any], now_ms: int) -> Change | None:
         merged = {**alert.evidence, **evidence}
         if merged == alert.evidence:
             return None
         alert.evidence = merged
         alert.updated_at = now_ms
         return Change.of(alert, "updated", "rules")
+
+    def clear(self, dev: DeviceInfo, decision: Clear, now_ms: int) -> Change | None:
+        """A rule's clear: resolves the open alert, except latching alarms (a person only)."""
+        existing = self.open.get((dev.id, decision.alert_type))
+        if existing is None or decision.alert_type in LATCHING:
+            return None
+        return self.resolve(existing, now_ms, by="rules", note=decision.reason)
 
     def resolve(self, alert: Alert, now_ms: int, *, by: str, note: str) -> Change:
         alert.state = AlertState.RESOLVED
@@ -165,7 +185,12 @@ class AlertBook:
 
     def acknowledge(
         self, alert: Alert, audience: Audience, *, by: str, note: str, now_ms: int
-    ) -> Change:
+    ) -> Change | None:
+        """One audience acknowledges (each on its own); None if it had already."""
+        if audience not in {a for a, _ in alert.audiences}:
+            raise NotAnAudience(alert.id, str(audience))
+        if any(a["audience"] == str(audience) for a in alert.acks):
+            return None
         alert.acks.append(
             {"audience": str(audience), "by": by, "at": rfc3339(now_ms), "note": note}
         )
@@ -173,3 +198,27 @@ class AlertBook:
             alert.state = AlertState.ACKNOWLEDGED
         alert.updated_at = now_ms
         return Change.of(alert, "acknowledged", by)
+
+    def escalations(self, now_ms: int, deadlines: Deadlines) -> list[Change]:
+        """Critical alerts not acknowledged by ``property`` within their deadline: escalated
+        and sent to ``construction`` and ``community`` as well."""
+        out = []
+        for alert in list(self.open.values()):
+            if (
+                alert.severity is not Severity.CRITICAL
+                or alert.evidence.get("escalated")
+                or any(a["audience"] == str(Audience.PROPERTY) for a in alert.acks)
+                or now_ms - alert.raised_at < deadlines.of(alert.type)
+            ):
+                continue
+            alert.state = AlertState.ESCALATED
+            extra = escalation_audiences(alert.device)
+            alert.audiences = list(dict.fromkeys([*alert.audiences, *extra]))
+            alert.evidence = {
+                **alert.evidence,
+                "escalated": True,
+                "ack_deadline_s": deadlines.of(alert.type) / 1000,
+            }
+            alert.updated_at = now_ms
+            out.append(Change.of(alert, "escalated", "deadline"))
+        return out

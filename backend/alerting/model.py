@@ -25,6 +25,15 @@ class DeviceEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Status:
+    """A device's status (``online``, ``fw``, ``battery_pct``), stamped by the gateway."""
+
+    device_id: str
+    ts: int
+    status: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Device time has advanced to ``ts`` without a reading (timers are due)."""
 
@@ -32,7 +41,7 @@ class Tick:
     ts: int
 
 
-Input = Telemetry | DeviceEvent | Tick
+Input = Telemetry | DeviceEvent | Status | Tick
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +51,7 @@ class Raise:
     title: str
     occurred_at: int
     evidence: Mapping[str, Any]
+    device_id: str | None = None  # another device (a camera raising on the elevator it watches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +67,7 @@ class Update:
 class Clear:
     alert_type: str
     reason: str
+    device_id: str | None = None
 
 
 Decision = Raise | Update | Clear
@@ -68,14 +79,49 @@ class BuildingState:
 
     fire_triggers: list[tuple[int, str, str]] = field(default_factory=list)  # (ts, source, dev)
 
+    def to_json(self) -> dict[str, Any]:
+        return {"fire_triggers": [list(t) for t in self.fire_triggers]}
+
+    def load_json(self, doc: Mapping[str, Any]) -> None:
+        self.fire_triggers[:] = [(int(t[0]), str(t[1]), str(t[2])) for t in doc["fire_triggers"]]
+
 
 @dataclass(slots=True)
 class DeviceState:
-    """What the rules remember about one device. Serialisable (a dict of plain values)."""
+    """What the rules remember about one device: plain values only, so that it can be written
+    to the database and read back after a restart (``to_json`` / ``load_json``).
+
+    - ``values``: the last value of every metric;
+    - ``since``: timers (device ms) keyed by the rule that owns them;
+    - ``mem``: small windows and counters (lists of numbers) keyed by the rule;
+    - ``open``: the alert types the rules consider active on this device.
+    """
 
     values: dict[str, Any] = field(default_factory=dict)
     since: dict[str, int] = field(default_factory=dict)
+    mem: dict[str, Any] = field(default_factory=dict)
     open: set[str] = field(default_factory=set)
     last_ts: int = 0
     offset_ms: int = 0  # gateway receive time minus device time, for timers between readings
+    last_rx: int = 0  # gateway receive time of the last record (liveness)
     building: BuildingState = field(default_factory=BuildingState)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "values": self.values,
+            "since": self.since,
+            "mem": self.mem,
+            "open": sorted(self.open),
+            "last_ts": self.last_ts,
+            "offset_ms": self.offset_ms,
+            "last_rx": self.last_rx,
+        }
+
+    def load_json(self, doc: Mapping[str, Any]) -> None:
+        self.values = dict(doc.get("values", {}))
+        self.since = {str(k): int(v) for k, v in doc.get("since", {}).items()}
+        self.mem = dict(doc.get("mem", {}))
+        self.open = set(doc.get("open", []))
+        self.last_ts = int(doc.get("last_ts", 0))
+        self.offset_ms = int(doc.get("offset_ms", 0))
+        self.last_rx = int(doc.get("last_rx", 0))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from anju.contract import Audience, Severity
+from anju.contract import FIRE_KINDS, Audience, Severity
 from anju.registry import DeviceInfo
 
 # Departments per alert family (the part of the type before the dot).
@@ -25,6 +25,7 @@ _EXTRA: Final = {
     "fire.lane_blocked": (Audience.PUBLIC_SECURITY,),
 }
 _PROPERTY_ONLY: Final = frozenset({"access.door_held_open", "access.tailgating"})
+_HEALTH_FAMILIES: Final = frozenset({"device", "gateway"})
 
 
 def audiences_for(
@@ -33,7 +34,13 @@ def audiences_for(
     """(audience, scope) pairs for an alert of ``alert_type`` raised on ``dev``."""
     out: list[tuple[Audience, str]] = []
     family = alert_type.split(".", 1)[0]
-    if alert_type not in _PROPERTY_ONLY:
+    if family in _HEALTH_FAMILIES:
+        # Device health: property, + fire for fire kinds, + maintenance for elevators.
+        if dev.kind in FIRE_KINDS:
+            out.append((Audience.FIRE, dev.district))
+        if dev.kind == "elevator" and dev.maintenance_org:
+            out.append((Audience.MAINTENANCE, dev.maintenance_org))
+    elif alert_type not in _PROPERTY_ONLY:
         for aud in (*_FAMILY_DEPARTMENTS.get(family, ()), *_EXTRA.get(alert_type, ())):
             out.append((aud, dev.district))
         if family == "elevator" and dev.maintenance_org:
@@ -42,3 +49,9 @@ def audiences_for(
     if severity is Severity.CRITICAL and alert_type not in _PROPERTY_ONLY:
         out.append((Audience.COMMUNITY, dev.community_id))
     return list(dict.fromkeys(out))
+
+
+def escalation_audiences(dev: DeviceInfo) -> list[tuple[Audience, str]]:
+    """Added when an acknowledgement deadline passes: the construction bureau of the district
+    (supervisor of property companies) and the residents' committee."""
+    return [(Audience.CONSTRUCTION, dev.district), (Audience.COMMUNITY, dev.community_id)]

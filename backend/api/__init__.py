@@ -1,16 +1,23 @@
 """The REST API (FastAPI)."""
 
+from pathlib import Path
+
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from backend.api.deps import AppState
-from backend.api.routes import alerts, health
+from backend.api.routes import alerts, health, stream, webhooks
 
 
 def create_app(state: AppState) -> FastAPI:
     app = FastAPI(title="anju", version="0.1.0", description="安居 anju backend API")
     app.state.anju = state
     app.include_router(health.router)
+    app.include_router(stream.router)  # before alerts: /api/alerts/stream is not an alert id
     app.include_router(alerts.router)
+    app.include_router(webhooks.router)
+    static = Path(__file__).parent / "static"
+    app.mount("/screen", StaticFiles(directory=static, html=True), name="screen")
     return app
 
 

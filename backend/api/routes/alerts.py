@@ -1,31 +1,109 @@
-"""Alerts: list, and the audit chain."""
+"""Alerts: list, one alert with its audit entries, acknowledge, resolve, the audit chain.
+
+Every route sees only what the caller's token may see (``deps.Principal``).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, ConfigDict, Field
 
-from backend.api.deps import AuthDep, StateDep
+from anju.contract import Audience
+from backend.alerting.errors import AlertNotFound, NotAnAudience
+from backend.api.deps import AdminDep, PrincipalDep, StateDep
 
-router = APIRouter(prefix="/api/alerts", tags=["alerts"], dependencies=[AuthDep])
+router = APIRouter(prefix="/api/alerts", tags=["alerts"])
+
+
+class AckBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    by: str = Field(min_length=1, max_length=100, description="the person acknowledging")
+    note: str = Field("", max_length=1000)
+    audience: Audience | None = Field(None, description="admin only: on behalf of")
+
+
+class ResolveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    by: str = Field(min_length=1, max_length=100)
+    note: str = Field("", max_length=1000)
 
 
 @router.get("")
 async def list_alerts(
     state: StateDep,
+    who: PrincipalDep,
     open_only: bool = False,
     community_id: str | None = None,
     limit: int = Query(100, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
-    """Alerts, newest first, with the subscriber payload of PROTOCOL.md section 2."""
+    """Alerts the caller may see, newest first, as the payload of PROTOCOL.md section 2."""
+    aud = None if who.admin else (who.audience, who.scope or "")
     return await state.store.list_alerts(
-        open_only=open_only, community_id=community_id, limit=limit
+        open_only=open_only, community_id=community_id, limit=limit, audience=aud
     )
 
 
 @router.get("/audit/verify")
-async def verify_audit(state: StateDep) -> dict[str, Any]:
-    """Recompute the hash chain of the audit log."""
+async def verify_audit(state: StateDep, who: AdminDep) -> dict[str, Any]:
+    """Recompute the hash chain of the audit log (admin)."""
     r = await state.store.verify_audit()
     return {"ok": r.ok, "entries": r.entries, "first_bad": r.first_bad}
+
+
+async def _visible(state: StateDep, who: PrincipalDep, alert_id: str) -> dict[str, Any]:
+    payload = await state.store.get_alert(alert_id)
+    if payload is None or not who.sees(payload):
+        raise HTTPException(404, f"no alert {alert_id} for {who.name}")
+    return payload
+
+
+@router.get("/{alert_id}")
+async def get_alert(state: StateDep, who: PrincipalDep, alert_id: str) -> dict[str, Any]:
+    return await _visible(state, who, alert_id)
+
+
+@router.get("/{alert_id}/audit")
+async def alert_audit(state: StateDep, who: PrincipalDep, alert_id: str) -> list[dict[str, Any]]:
+    """Every change of the alert, with the hash chain's entries."""
+    await _visible(state, who, alert_id)
+    return await state.store.audit_of(alert_id)
+
+
+@router.post("/{alert_id}/ack")
+async def acknowledge(
+    state: StateDep, who: PrincipalDep, alert_id: str, body: AckBody
+) -> dict[str, Any]:
+    """Acknowledge for the caller's audience (each audience acknowledges on its own)."""
+    await _visible(state, who, alert_id)
+    if who.admin:
+        if body.audience is None:
+            raise HTTPException(422, "admin acknowledges on behalf of an audience: give one")
+        audience = body.audience
+    else:
+        audience = Audience(who.audience)
+    assert state.desk is not None
+    try:
+        change = await state.desk.acknowledge(alert_id, audience, by=body.by, note=body.note)
+    except AlertNotFound as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except NotAnAudience as exc:
+        raise HTTPException(403, str(exc)) from exc
+    return change.payload if change else await _visible(state, who, alert_id)
+
+
+@router.post("/{alert_id}/resolve")
+async def resolve(
+    state: StateDep, who: PrincipalDep, alert_id: str, body: ResolveBody
+) -> dict[str, Any]:
+    """Resolve by a person (tokens with ``resolve: true``, and admin)."""
+    await _visible(state, who, alert_id)
+    if not who.can_resolve:
+        raise HTTPException(403, f"{who.name} may not resolve alerts")
+    assert state.desk is not None
+    try:
+        change = await state.desk.resolve(alert_id, by=f"{body.by} ({who.name})", note=body.note)
+    except AlertNotFound as exc:
+        raise HTTPException(409, str(exc)) from exc
+    return change.payload

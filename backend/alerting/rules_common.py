@@ -1,0 +1,73 @@
+"""Helpers shared by the rule families: parameters, timers, event-driven alerts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeGuard
+
+from anju.contract import Severity
+from anju.registry import DeviceInfo
+from backend.alerting.catalog import PARAM_DEFAULTS, SEVERITY
+from backend.alerting.model import Clear, Decision, DeviceEvent, DeviceState, Input, Raise
+
+Rule = Callable[[DeviceInfo, DeviceState, Input], list[Decision]]
+
+
+def param(dev: DeviceInfo, name: str) -> float:
+    """A numeric parameter: the device's registry ``params`` (with the deployment's defaults
+    already merged in by the engine), else the catalog default."""
+    v = dev.params.get(name)
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return float(v)
+    kind = PARAM_DEFAULTS.get(dev.kind, {})
+    if name in kind:
+        return float(kind[name])
+    return float(PARAM_DEFAULTS["*"][name])
+
+
+def ms(dev: DeviceInfo, name: str) -> int:
+    """A duration parameter given in seconds, in milliseconds."""
+    return int(param(dev, name) * 1000)
+
+
+def held(st: DeviceState, key: str, cond: bool, ts: int) -> int | None:
+    """Track how long ``cond`` has held: the ms since it began, or None (timer reset)."""
+    if not cond:
+        st.since.pop(key, None)
+        return None
+    start = st.since.setdefault(key, ts)
+    return ts - start
+
+
+def is_num(v: Any) -> TypeGuard[int | float]:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def raise_(
+    alert_type: str, title: str, ts: int, evidence: Mapping[str, Any], sev: Severity | None = None
+) -> Raise:
+    return Raise(alert_type, sev or SEVERITY[alert_type], title, ts, evidence)
+
+
+def on_event(
+    st: DeviceState, inp: Input, events: frozenset[str], alert_type: str, title: str
+) -> list[Decision]:
+    """Raise ``alert_type`` on any of ``events`` unless it is open already."""
+    if isinstance(inp, DeviceEvent) and inp.type in events and alert_type not in st.open:
+        return [raise_(alert_type, title, inp.ts, {"event": inp.type, **dict(inp.data)})]
+    return []
+
+
+def quiet_clear(
+    st: DeviceState, inp: Input, alert_type: str, quiet_ms: int, events: frozenset[str]
+) -> list[Decision]:
+    """Raise on ``events``, clear after ``quiet_ms`` without one (device time)."""
+    key = f"{alert_type}/last"
+    if isinstance(inp, DeviceEvent) and inp.type in events:
+        st.since[key] = inp.ts
+        return []
+    last = st.since.get(key)
+    if alert_type in st.open and last is not None and inp.ts - last >= quiet_ms:
+        st.since.pop(key, None)
+        return [Clear(alert_type, f"quiet for {quiet_ms // 1000} s")]
+    return []

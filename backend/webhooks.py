@@ -1,0 +1,177 @@
+"""Webhooks: alert changes POSTed to departments' and companies' own systems.
+
+Each configured webhook (``AlertingConfig.webhooks``) names an audience and a scope and
+receives exactly the changes published to that audience's topic, as the JSON payload of
+PROTOCOL.md section 2, with headers
+
+- ``X-Anju-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>" with the secret>``
+- ``X-Anju-Timestamp: <unix seconds>`` (receivers should refuse old timestamps: replays)
+- ``X-Anju-Delivery: <audit entry number>`` (the same change may arrive twice; de-duplicate).
+
+A 2xx answer is success. Anything else is retried with the shared backoff helper up to
+``max_attempts``; then the change goes to the dead-letter table ``webhook_dead_letters``, which
+the API lists and replays (``/api/webhooks/dead-letters``). Each webhook has its own bounded
+queue and worker, so one dead endpoint never delays another; when a queue is full the change
+goes straight to the dead letters (``anju_webhook_dead_letters{reason="queue_full"}``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import time
+from typing import Any
+
+import httpx
+from prometheus_client import Counter
+from psycopg.types.json import Jsonb
+
+from anju.backoff import backoff
+from backend.config import WebhookSpec
+from backend.metrics import BackendMetrics
+from backend.store import AlertStore, Pending
+
+log = logging.getLogger("anju.webhooks")
+QUEUE_MAX = 1_000
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def wanted(spec: WebhookSpec, payload: dict[str, Any]) -> bool:
+    return any(
+        a["audience"] == spec.audience and a["scope"] == spec.scope
+        for a in payload.get("audiences", [])
+    )
+
+
+class Webhooks:
+    def __init__(
+        self,
+        specs: list[WebhookSpec],
+        store: AlertStore,
+        metrics: BackendMetrics,
+        *,
+        base_delay_s: float = 0.5,
+    ) -> None:
+        self.specs = {s.name: s for s in specs}
+        self.store = store
+        self.base_delay_s = base_delay_s
+        self.queues: dict[str, asyncio.Queue[Pending]] = {
+            s.name: asyncio.Queue(QUEUE_MAX) for s in specs
+        }
+        r = metrics.registry
+        self.sent = Counter("anju_webhook_sent", "Webhook deliveries", ["webhook"], registry=r)
+        self.dead = Counter(
+            "anju_webhook_dead_letters", "Changes given up on", ["webhook", "reason"], registry=r
+        )
+        self._overflow: list[tuple[str, Pending]] = []
+
+    def offer(self, pending: Pending) -> None:
+        for name, spec in self.specs.items():
+            if not wanted(spec, pending.payload):
+                continue
+            q = self.queues[name]
+            if q.full():
+                self.dead.labels(name, "queue_full").inc()
+                self._overflow.append((name, pending))
+            else:
+                q.put_nowait(pending)
+
+    async def run(self) -> None:
+        if not self.specs:
+            await asyncio.Event().wait()  # nothing to do; cancelled at shutdown
+        async with httpx.AsyncClient() as client, asyncio.TaskGroup() as tg:
+            for name in self.specs:
+                tg.create_task(self._worker(client, name), name=f"webhook-{name}")
+            tg.create_task(self._overflow_writer(), name="webhook-overflow")
+
+    async def _overflow_writer(self) -> None:
+        while True:
+            await asyncio.sleep(1)
+            items, self._overflow = self._overflow, []
+            for name, p in items:
+                await self._dead_letter(name, p, 0, "queue full")
+
+    async def _worker(self, client: httpx.AsyncClient, name: str) -> None:
+        q = self.queues[name]
+        while True:
+            pending = await q.get()
+            await self.deliver(client, name, pending)
+
+    async def deliver(self, client: httpx.AsyncClient, name: str, pending: Pending) -> bool:
+        spec = self.specs[name]
+        body = json.dumps(pending.payload, ensure_ascii=False).encode()
+        delays = backoff(self.base_delay_s, 60.0)
+        error = ""
+        for attempt in range(1, spec.max_attempts + 1):
+            ts = str(int(time.time()))
+            headers = {
+                "Content-Type": "application/json",
+                "X-Anju-Signature": signature(spec.secret, ts, body),
+                "X-Anju-Timestamp": ts,
+                "X-Anju-Delivery": str(pending.n),
+            }
+            try:
+                r = await client.post(
+                    spec.url, content=body, headers=headers, timeout=spec.timeout_s
+                )
+                if 200 <= r.status_code < 300:
+                    self.sent.labels(name).inc()
+                    return True
+                error = f"HTTP {r.status_code}"
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            if attempt < spec.max_attempts:
+                await asyncio.sleep(next(delays))
+        log.warning("webhook %s: giving up on entry %d after %s", name, pending.n, error)
+        self.dead.labels(name, "attempts").inc()
+        await self._dead_letter(name, pending, spec.max_attempts, error)
+        return False
+
+    async def _dead_letter(self, name: str, p: Pending, attempts: int, error: str) -> None:
+        async with self.store.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO webhook_dead_letters (webhook, audit_n, payload, attempts, error)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (name, p.n, Jsonb(p.payload), attempts, error),
+            )
+
+    async def dead_letters(self, *, pending_only: bool = True) -> list[dict[str, Any]]:
+        q = (
+            "SELECT id, webhook, audit_n, payload, attempts, error, failed_at, replayed_at"
+            " FROM webhook_dead_letters"
+        )
+        if pending_only:
+            q += " WHERE replayed_at IS NULL"
+        async with self.store.pool.connection() as conn:
+            cur = await conn.execute((q + " ORDER BY id").encode())
+            cols = [c.name for c in cur.description or []]
+            rows = [dict(zip(cols, r, strict=True)) for r in await cur.fetchall()]
+        for r in rows:
+            r["failed_at"] = r["failed_at"].isoformat()
+            r["replayed_at"] = r["replayed_at"].isoformat() if r["replayed_at"] else None
+        return rows
+
+    async def replay(self, ids: list[int] | None = None) -> int:
+        """Queue dead letters again (all pending ones, or those ``ids``); mark them replayed.
+        Ones that fail again come back as new dead letters."""
+        async with self.store.pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE webhook_dead_letters SET replayed_at = now()"
+                " WHERE replayed_at IS NULL AND (%s::bigint[] IS NULL OR id = ANY(%s))"
+                " RETURNING webhook, audit_n, payload",
+                (ids, ids),
+            )
+            rows = await cur.fetchall()
+        n = 0
+        for name, audit_n, payload in rows:
+            if name in self.queues:
+                await self.queues[name].put(Pending(int(audit_n), payload))
+                n += 1
+        return n
