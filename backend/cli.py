@@ -1,4 +1,5 @@
-"""``anju backend ...`` and ``anju db ...`` sub-commands (only argparse at import time)."""
+"""``anju backend ...``, ``anju db ...`` and ``anju alerts ...`` sub-commands (only argparse
+at import time)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,28 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify_audit(args: argparse.Namespace) -> int:
+    """Recompute the alert audit log's hash chain; exit 1 naming the first entry that breaks."""
+    import psycopg
+
+    from backend.store import AUDIT_CHAIN_QUERY, check_chain
+
+    try:
+        with psycopg.connect(args.db) as conn, conn.cursor(name="audit_chain") as cur:
+            cur.execute(AUDIT_CHAIN_QUERY)
+            report = check_chain(cur)
+    except psycopg.OperationalError as exc:
+        raise AnjuError(f"cannot reach the database: {str(exc).strip()}") from exc
+    if report.ok:
+        print(f"audit chain ok: {report.entries} entries")
+        return 0
+    print(
+        f"audit chain BROKEN at entry {report.first_bad}: {report.reason}"
+        f" (checked {report.entries} entries)"
+    )
+    return 1
+
+
 def register(sub: Any) -> None:
     b = sub.add_parser("backend", help="the backend service").add_subparsers(
         dest="sub", required=True
@@ -62,3 +85,13 @@ def register(sub: Any) -> None:
     dm = db.add_parser("migrate", help="apply schema migrations")
     dm.add_argument("--db", required=True)
     dm.set_defaults(func=cmd_migrate)
+
+    al = sub.add_parser("alerts", help="the alerting core").add_subparsers(
+        dest="sub", required=True
+    )
+    av = al.add_parser(
+        "verify-audit",
+        help="recompute the audit log's hash chain; exit 1 and name the first altered entry",
+    )
+    av.add_argument("--db", required=True, help="postgresql://user@host:port/database")
+    av.set_defaults(func=cmd_verify_audit)

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from anju.contract import DEVICE_KINDS
 from anju.errors import ConfigError
 from anju.mqtturl import parse_mqtt_url
 from anju.yamlfile import load_model
@@ -29,12 +30,20 @@ class BackendSettings(BaseSettings):
     )
     batch_max_records: int = Field(default=5_000, ge=1)
     batch_wait_ms: int = Field(default=20, ge=0)
+    mqtt_incoming_max: int = Field(
+        default=10_000,
+        ge=100,
+        description="uplink messages aiomqtt may hold before the ingest takes them",
+    )
     tick_ms: int = Field(default=250, ge=10)
     alerting: Path | None = Field(
         default=None, description="alerting.yaml: parameter defaults, deadlines, tokens, webhooks"
     )
     state_snapshot_ms: int = Field(
-        default=1_000, ge=50, description="rule state written this often"
+        default=5_000,
+        ge=50,
+        description="rule state of every device that reported written this often (states"
+        " whose timers or open alerts changed: at once, before the gateway is acknowledged)",
     )
 
     @field_validator("mqtt_url")
@@ -109,7 +118,8 @@ class AlertingConfig(_Strict):
     """Deployment-wide alerting settings; every default is the catalog's (docs/alerts.md)."""
 
     params: dict[str, dict[str, float]] = Field(
-        default_factory=dict, description="parameter defaults by device kind"
+        default_factory=dict,
+        description='parameter defaults by device kind ("*": every kind); registry params win',
     )
     ack_deadline_s: float = Field(default=300, gt=0)
     fire_ack_deadline_s: float = Field(default=180, gt=0)
@@ -120,6 +130,15 @@ class AlertingConfig(_Strict):
     gateway_silent_s: float = Field(default=90, gt=0)
     tokens: list[TokenSpec] = Field(default_factory=list)
     webhooks: list[WebhookSpec] = Field(default_factory=list)
+
+    @field_validator("params")
+    @classmethod
+    def _kinds(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        unknown = sorted(set(v) - DEVICE_KINDS - {"*"})
+        if unknown:
+            raise ValueError(f"unknown device kind(s) {unknown}; expected one of "
+                             f"{sorted(DEVICE_KINDS)} or \"*\"")  # fmt: skip
+        return v
 
 
 def load_alerting(path: Path | None) -> AlertingConfig:

@@ -62,8 +62,10 @@ class Delivery:
                 self._in_hand = await self.queue.get()
             pending, rx = self._in_hand
             body = json.dumps(pending.payload, ensure_ascii=False).encode()
-            for topic in topics_of(pending.payload):
-                await client.publish(topic, body, qos=1)  # MqttError: kept in hand, sent again
+            # All audiences at once (each publish waits for its PUBACK); MqttError: the change
+            # is kept in hand and sent again to every audience (QoS 1: at least once).
+            topics = topics_of(pending.payload)
+            await asyncio.gather(*(client.publish(t, body, qos=1) for t in topics))
             self._in_hand = None
             await self.store.mark_published(pending.n)
             if rx is not None:
@@ -105,5 +107,6 @@ class LiveHub:
 
 
 async def publish_acks(client: aiomqtt.Client, acks: dict[str, list[int]]) -> None:
-    for gw, seqs in acks.items():
-        await client.publish(ack_topic(gw), encode_ack(seqs), qos=1)
+    await asyncio.gather(
+        *(client.publish(ack_topic(gw), encode_ack(seqs), qos=1) for gw, seqs in acks.items())
+    )

@@ -1,62 +1,63 @@
-"""Ingest: uplink batches -> bounded queue -> COPY into PostgreSQL -> acknowledgements.
+"""Ingest: uplink batches -> two bounded lanes -> COPY into PostgreSQL -> acknowledgements.
 
-Duplicates are dropped by (gateway, boot, seq) in the same transaction that stores the rows
-(``ingest_records``'s primary key), so a redelivered record is never written twice. A gateway
-is acknowledged only after the commit. When the database is away the writer keeps the flush in
-hand and retries with backoff; the queue fills, the MQTT reader waits on it, and the gateways
-keep their records until the database is back.
+Each uplink batch is split by kind into two lanes, each with its own bounded queue, writer task
+and database connection: events and statuses (the fast lane, small transactions, never behind
+telemetry) and telemetry (large COPY transactions). A writer gathers what is queued (up to
+``batch_max_records`` records or ``batch_wait_ms``), and in one transaction:
+
+1. locks its lane's ``ingest_seen`` rows of the (gateway, boot) pairs in the flush and drops the
+   records whose sequence number is already in their ranges (one read per flush, no per-row
+   lookup);
+2. COPYs the new readings (binary) or events;
+3. adds the new sequence numbers to the ranges (and, on plain PostgreSQL, marks late readings'
+   hours dirty for the rollups);
+4. commits; only then are the records handed on (rules) and the gateways acknowledged.
+
+Overflow policy. Event lane: ``submit`` waits for room (back-pressure to the MQTT reader; it is
+full only while the database is away). Telemetry lane: ``submit`` waits up to
+``telemetry_wait_ms`` for room, then sheds that batch's telemetry, unacknowledged and counted in
+``anju_ingest_shed_total{lane="telemetry"}``: the gateway still holds it and sends it again, and
+the reader stays free for the events behind it.
+
+The database going away: the writer keeps its flush, reconnects and retries with backoff;
+nothing is acknowledged meanwhile. A flush the database refuses for its content is split in
+halves until the refused record is found; that record is rejected (counted, marked seen and
+acknowledged, so that it is not sent forever) and the rest is stored.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 
 from anju.backoff import backoff
 from anju.uplink import Record, UplinkDecodeError, decode_batch
+from backend.db.migrate import StorageMode
+from backend.db.rows import Rows, build_rows, dt
+from backend.db.seqset import GapTracker, SeqSet, runs
 from backend.metrics import BackendMetrics
 
 log = logging.getLogger("anju.ingest")
 
-_STAGE = """
-CREATE TEMP TABLE IF NOT EXISTS stage_rec (gateway_id text, boot_id text, seq bigint)
-    ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_readings (
-    ts timestamptz, device_id text, metric text, num float8, txt text, flag bool, gw_timed bool,
-    gateway_id text, boot_id text, seq bigint) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_events (
-    ts timestamptz, device_id text, type text, data jsonb, gw_timed bool,
-    gateway_id text, boot_id text, seq bigint) ON COMMIT DELETE ROWS;
-"""
+OnCommitted = Callable[[list[Record], dict[str, list[int]]], Awaitable[None]]
 
-_MERGE = """
-WITH n AS (
-    INSERT INTO ingest_records (gateway_id, boot_id, seq)
-    SELECT gateway_id, boot_id, seq FROM stage_rec
-    ON CONFLICT DO NOTHING
-    RETURNING gateway_id, boot_id, seq
-), r AS (
-    INSERT INTO readings (ts, device_id, metric, num, txt, flag, gw_timed)
-    SELECT s.ts, s.device_id, s.metric, s.num, s.txt, s.flag, s.gw_timed
-    FROM stage_readings s JOIN n USING (gateway_id, boot_id, seq)
-), e AS (
-    INSERT INTO events (ts, device_id, type, data, gw_timed, gateway_id, boot_id, seq)
-    SELECT s.ts, s.device_id, s.type, s.data, s.gw_timed, s.gateway_id, s.boot_id, s.seq
-    FROM stage_events s JOIN n USING (gateway_id, boot_id, seq)
+READINGS_COPY = (
+    "COPY readings (ts, device_id, metric, num, txt, flag, gw_timed) FROM STDIN (FORMAT BINARY)"
 )
-SELECT gateway_id, boot_id, seq FROM n
-"""
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
+READINGS_TYPES = ["timestamptz", "text", "text", "float8", "text", "bool", "bool"]
+_EVENTS_COPY = (
+    "COPY events (ts, device_id, type, data, gateway_id, boot_id, seq, gw_timed)"
+    " FROM STDIN (FORMAT BINARY)"
+)
+_EVENTS_TYPES = ["timestamptz", "text", "text", "jsonb", "text", "text", "int8", "bool"]
+_KNOWN_PAIRS_MAX = 2_000_000
 
 
 @dataclass(slots=True)
@@ -66,7 +67,6 @@ class Flush:
     records: list[Record] = field(default_factory=list)
     keys: set[tuple[str, str, int]] = field(default_factory=set)
     acks: dict[str, list[int]] = field(default_factory=dict)
-    has_events: bool = False
 
     def add(self, records: list[Record]) -> None:
         for r in records:
@@ -76,11 +76,21 @@ class Flush:
                 continue
             self.keys.add(key)
             self.records.append(r)
-            if r.kind != "t":
-                self.has_events = True
+
+    def split(self) -> tuple[Flush, Flush]:
+        half = len(self.records) // 2
+        a, b = Flush(), Flush()
+        a.add(self.records[:half])
+        b.add(self.records[half:])
+        return a, b
 
 
-OnCommitted = Callable[[list[Record], dict[str, list[int]]], Awaitable[None]]
+@dataclass(slots=True)
+class Lane:
+    name: str  # "t" telemetry, "e" events and statuses
+    queue: asyncio.Queue[list[Record]]
+    batch_max: int
+    wait_s: float
 
 
 class Ingest:
@@ -92,16 +102,26 @@ class Ingest:
         queue_max: int = 2_000,
         batch_max_records: int = 5_000,
         batch_wait_ms: int = 20,
+        event_queue_max: int = 1_000,
+        event_batch_max_records: int = 500,
+        telemetry_wait_ms: int = 500,
     ) -> None:
         self.conninfo = conninfo
         self.metrics = metrics
-        self.queue: asyncio.Queue[list[Record]] = asyncio.Queue(queue_max)
-        self.batch_max = batch_max_records
-        self.batch_wait = batch_wait_ms / 1000
-        self._conn: psycopg.AsyncConnection | None = None
+        self.telemetry = Lane(
+            "t", asyncio.Queue(queue_max), batch_max_records, batch_wait_ms / 1000
+        )
+        self.events = Lane("e", asyncio.Queue(event_queue_max), event_batch_max_records, 0.0)
+        self.telemetry_wait = telemetry_wait_ms / 1000
+        self.gaps = GapTracker()
+        self._known_pairs: set[int] = set()
+        self._hand_on = asyncio.Lock()  # on_committed is called by one lane at a time
+        self.mode: StorageMode | None = None
+
+    # ---- the MQTT side -------------------------------------------------------------------
 
     async def submit(self, topic: str, payload: bytes) -> None:
-        """Decode one uplink message and queue it (waits when the queue is full)."""
+        """Decode one uplink message and queue its records by lane (see the overflow policy)."""
         try:
             _gw, records = decode_batch(topic, payload)
         except UplinkDecodeError as exc:
@@ -109,143 +129,251 @@ class Ingest:
             log.warning("rejected an uplink batch on %s: %s", topic, exc)
             return
         self.metrics.batches.inc()
-        if records:
-            await self.queue.put(records)
-            self.metrics.queue_depth.set(self.queue.qsize())
+        tele = [r for r in records if r.kind == "t"]
+        fast = [r for r in records if r.kind != "t"] if len(tele) != len(records) else []
+        if fast:
+            await self.events.queue.put(fast)
+            self.metrics.queue_depth.labels("e").set(self.events.queue.qsize())
+        if tele:
+            try:
+                self.telemetry.queue.put_nowait(tele)
+            except asyncio.QueueFull:
+                try:
+                    await asyncio.wait_for(self.telemetry.queue.put(tele), self.telemetry_wait)
+                except TimeoutError:
+                    self.metrics.shed.labels("t").inc()
+                    return
+            self.metrics.queue_depth.labels("t").set(self.telemetry.queue.qsize())
 
-    async def _gather(self) -> Flush:
+    # ---- the writers ---------------------------------------------------------------------
+
+    async def run(self, on_committed: OnCommitted) -> None:
+        """The two lanes' writers, until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._writer(self.events, on_committed), name="ingest-events")
+            tg.create_task(self._writer(self.telemetry, on_committed), name="ingest-telemetry")
+
+    async def _gather(self, lane: Lane) -> Flush:
         flush = Flush()
-        flush.add(await self.queue.get())
-        deadline = time.monotonic() + self.batch_wait
-        while len(flush.records) < self.batch_max and not flush.has_events:
+        flush.add(await lane.queue.get())
+        deadline = time.monotonic() + lane.wait_s
+        while len(flush.records) < lane.batch_max:
+            if not lane.queue.empty():
+                flush.add(lane.queue.get_nowait())
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             try:
-                flush.add(await asyncio.wait_for(self.queue.get(), remaining))
+                flush.add(await asyncio.wait_for(lane.queue.get(), remaining))
             except TimeoutError:
                 break
-        # Whatever else is already waiting goes in too, without waiting longer.
-        while len(flush.records) < self.batch_max and not self.queue.empty():
-            flush.add(self.queue.get_nowait())
-        self.metrics.queue_depth.set(self.queue.qsize())
+        self.metrics.queue_depth.labels(lane.name).set(lane.queue.qsize())
         return flush
 
-    async def run(self, on_committed: OnCommitted) -> None:
-        """The writer loop: gather, commit (retrying until it succeeds), then hand on."""
+    async def _writer(self, lane: Lane, on_committed: OnCommitted) -> None:
+        conn: psycopg.AsyncConnection | None = None
         try:
             while True:
-                flush = await self._gather()
-                new = await self._commit_with_retry(flush)
+                flush = await self._gather(lane)
+                delays = backoff(0.2, 5.0)
+                # A connection lost during a commit leaves its outcome unknown: if it did
+                # commit, the retry sees the records as duplicates, yet the rules never saw
+                # them. After such a loss the rules get the whole flush (they tolerate repeats).
+                uncertain = False
+                while True:
+                    try:
+                        if conn is None or conn.closed:
+                            conn = await self._connect()
+                        new = await self._commit_resilient(conn, lane, flush)
+                        break
+                    except psycopg.OperationalError as exc:
+                        uncertain = True
+                        self.metrics.db_errors.inc()
+                        delay = next(delays)
+                        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc
+                        log.warning(
+                            "database unavailable (%s); lane %s retries in %.1f s",
+                            first,
+                            lane.name,
+                            delay,
+                        )
+                        if conn is not None:
+                            await conn.close()
+                            conn = None
+                        await asyncio.sleep(delay)
                 self.metrics.duplicates.inc(len(flush.records) - len(new))
-                await on_committed(new, flush.acks)
+                async with self._hand_on:
+                    await on_committed(list(flush.records) if uncertain else new, flush.acks)
         finally:
-            if self._conn is not None:
-                await self._conn.close()
-                self._conn = None
+            if conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.close()
 
-    async def _connection(self) -> psycopg.AsyncConnection:
-        if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(self.conninfo)
-            await self._conn.execute(_STAGE)
-            await self._conn.commit()
-        return self._conn
+    async def _connect(self) -> psycopg.AsyncConnection:
+        conn = await psycopg.AsyncConnection.connect(self.conninfo)
+        if self.mode is None:
+            cur = await conn.execute("SELECT mode FROM anju_storage")
+            row = await cur.fetchone()
+            self.mode = StorageMode(row[0]) if row else StorageMode.PLAIN
+            await conn.rollback()
+            log.info("ingest writing to %s storage", self.mode)
+        return conn
 
-    async def _commit_with_retry(self, flush: Flush) -> list[Record]:
-        delays = backoff(0.2, 5.0)
-        while True:
-            try:
-                return await self._commit(flush)
-            except psycopg.OperationalError as exc:
-                self.metrics.db_errors.inc()
-                delay = next(delays)
-                log.warning("database unavailable (%s); retrying in %.1f s", exc, delay)
-                if self._conn is not None:
-                    await self._conn.close()
-                    self._conn = None
-                await asyncio.sleep(delay)
+    async def _commit_resilient(
+        self, conn: psycopg.AsyncConnection, lane: Lane, flush: Flush
+    ) -> list[Record]:
+        """Commit; when the database refuses the content, bisect to the refused records."""
+        try:
+            return await self._commit(conn, lane, flush)
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            if len(flush.records) <= 1:
+                for r in flush.records:
+                    log.error("database refused record %s/%s/%s: %s", *_key(r), exc)
+                    self.metrics.rejected.labels("db_refused").inc()
+                await self._commit(conn, lane, flush, only_mark=True)
+                return []
+            a, b = flush.split()
+            return await self._commit_resilient(conn, lane, a) + await self._commit_resilient(
+                conn, lane, b
+            )
 
-    async def _commit(self, flush: Flush) -> list[Record]:
-        conn = await self._connection()
+    async def _commit(
+        self, conn: psycopg.AsyncConnection, lane: Lane, flush: Flush, *, only_mark: bool = False
+    ) -> list[Record]:
         started = time.perf_counter()
+        keys = sorted({(r.gateway_id, r.boot_id) for r in flush.records})
+        gws, boots = [k[0] for k in keys], [k[1] for k in keys]
         async with conn.transaction():
             cur = conn.cursor()
-            async with cur.copy("COPY stage_rec (gateway_id, boot_id, seq) FROM STDIN") as cp:
-                for r in flush.records:
-                    await cp.write_row((r.gateway_id, r.boot_id, r.seq))
-            async with cur.copy(
-                "COPY stage_readings (ts, device_id, metric, num, txt, flag, gw_timed,"
-                " gateway_id, boot_id, seq) FROM STDIN"
-            ) as cp:
-                for r in flush.records:
-                    if r.kind != "t" or not r.metrics:
-                        continue
-                    ts = _dt(r.ts)
-                    for name, v in r.metrics.items():
-                        num = txt = flag = None
-                        if isinstance(v, bool):
-                            flag = v
-                        elif isinstance(v, int | float):
-                            num = float(v)
-                        else:
-                            txt = str(v)
-                        await cp.write_row(
-                            (
-                                ts,
-                                r.device_id,
-                                name,
-                                num,
-                                txt,
-                                flag,
-                                r.gateway_timed,
-                                r.gateway_id,
-                                r.boot_id,
-                                r.seq,
-                            )
-                        )
-            async with cur.copy(
-                "COPY stage_events (ts, device_id, type, data, gw_timed, gateway_id, boot_id,"
-                " seq) FROM STDIN"
-            ) as cp:
-                for r in flush.records:
-                    if r.kind == "e":
-                        await cp.write_row(
-                            (
-                                _dt(r.ts),
-                                r.device_id,
-                                r.event_type,
-                                json.dumps(r.data or {}),
-                                r.gateway_timed,
-                                r.gateway_id,
-                                r.boot_id,
-                                r.seq,
-                            )
-                        )
-            await cur.execute(_MERGE)
-            new_keys = {(g, b, int(s)) for g, b, s in await cur.fetchall()}
-            new = [r for r in flush.records if (r.gateway_id, r.boot_id, r.seq) in new_keys]
-            statuses = [
-                (
-                    r.device_id,
-                    bool((r.status or {}).get("online")),
-                    (r.status or {}).get("fw"),
-                    (r.status or {}).get("battery_pct"),
-                    _dt(r.rx),
-                )
-                for r in new
-                if r.kind == "s"
+            await cur.execute(
+                "INSERT INTO ingest_seen (gateway_id, boot_id, lane)"
+                " SELECT g, b, %s FROM unnest(%s::text[], %s::text[]) AS t(g, b)"
+                " ON CONFLICT DO NOTHING",
+                (lane.name, gws, boots),
+            )
+            await cur.execute(
+                "SELECT gateway_id, boot_id, seen FROM ingest_seen WHERE lane = %s AND"
+                " (gateway_id, boot_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+                " ORDER BY gateway_id, boot_id FOR UPDATE",
+                (lane.name, gws, boots),
+            )
+            seen = {
+                (g, b): SeqSet.of((rg.lower, rg.upper) for rg in mr)
+                for g, b, mr in await cur.fetchall()
+            }
+            empty = SeqSet()
+            new = [
+                r for r in flush.records if r.seq not in seen.get((r.gateway_id, r.boot_id), empty)
             ]
-            if statuses:
-                await cur.executemany(
-                    "INSERT INTO device_status (device_id, online, fw, battery_pct, updated_at)"
-                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET"
-                    " online = excluded.online, fw = coalesce(excluded.fw, device_status.fw),"
-                    " battery_pct = coalesce(excluded.battery_pct, device_status.battery_pct),"
-                    " updated_at = excluded.updated_at"
-                    " WHERE device_status.updated_at <= excluded.updated_at",
-                    statuses,
+            rows = Rows() if only_mark else await self._write(cur, lane, new)
+            copy_done = time.perf_counter()
+            by_key: dict[tuple[str, str], list[int]] = {}
+            for r in new:
+                by_key.setdefault((r.gateway_id, r.boot_id), []).append(r.seq)
+            ug: list[str] = []
+            ub: list[str] = []
+            ulo: list[int] = []
+            uhi: list[int] = []
+            for (g, b), seqs in by_key.items():
+                for lo, hi in runs(seqs):
+                    ug.append(g)
+                    ub.append(b)
+                    ulo.append(lo)
+                    uhi.append(hi)
+            if ug:
+                await cur.execute(
+                    "INSERT INTO ingest_seen AS s (gateway_id, boot_id, lane, seen)"
+                    " SELECT g, b, %s, range_agg(int8range(lo, hi))"
+                    " FROM unnest(%s::text[], %s::text[], %s::int8[], %s::int8[])"
+                    " AS t(g, b, lo, hi) GROUP BY g, b"
+                    " ON CONFLICT (gateway_id, boot_id, lane) DO UPDATE"
+                    " SET seen = s.seen + excluded.seen, updated_at = now()",
+                    (lane.name, ug, ub, ulo, uhi),
                 )
-        self.metrics.commit_seconds.observe(time.perf_counter() - started)
-        for r in new:
-            self.metrics.records.labels(r.kind).inc()
-        return new
+        finished = time.perf_counter()
+        self._after_commit(lane, rows, by_key, copy_done - started, finished - started)
+        return rows.stored
+
+    async def _write(
+        self, cur: psycopg.AsyncCursor[tuple[Any, ...]], lane: Lane, new: list[Record]
+    ) -> Rows:
+        dirty_before_ms: int | None = None
+        if lane.name == "t" and self.mode is StorageMode.PLAIN:
+            await cur.execute(
+                "SELECT extract(epoch FROM dirty_from) * 1000 FROM rollup_watermark"
+                " WHERE name = 'hourly' FOR SHARE"
+            )
+            row = await cur.fetchone()
+            dirty_before_ms = int(row[0]) if row else None
+        rows = build_rows(new, dirty_before_ms=dirty_before_ms)
+        if rows.readings:
+            async with cur.copy(READINGS_COPY) as cp:
+                cp.set_types(READINGS_TYPES)
+                for reading in rows.readings:
+                    await cp.write_row(reading)
+            pairs = [p for p in rows.pairs if hash(p) not in self._known_pairs]
+            if pairs:
+                await cur.execute(
+                    "INSERT INTO device_metrics SELECT * FROM unnest(%s::text[], %s::text[])"
+                    " ON CONFLICT DO NOTHING",
+                    ([p[0] for p in pairs], [p[1] for p in pairs]),
+                )
+        if rows.dirty:
+            await cur.execute(
+                "INSERT INTO rollup_dirty (bucket, device_id)"
+                " SELECT * FROM unnest(%s::timestamptz[], %s::text[]) ON CONFLICT DO NOTHING",
+                ([dt(h) for h, _ in rows.dirty], [d for _, d in rows.dirty]),
+            )
+        if rows.events:
+            async with cur.copy(_EVENTS_COPY) as cp:
+                cp.set_types(_EVENTS_TYPES)
+                for event in rows.events:
+                    await cp.write_row(event)
+        if rows.statuses:
+            await cur.executemany(
+                "INSERT INTO device_status (device_id, online, fw, battery_pct, updated_at)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET"
+                " online = excluded.online, fw = coalesce(excluded.fw, device_status.fw),"
+                " battery_pct = coalesce(excluded.battery_pct, device_status.battery_pct),"
+                " updated_at = excluded.updated_at"
+                " WHERE device_status.updated_at <= excluded.updated_at",
+                rows.statuses,
+            )
+        if rows.rejected:
+            for r in rows.rejected:
+                log.warning("record %s/%s/%s has a time out of range; rejected", *_key(r))
+            self.metrics.rejected.labels("bad_time").inc(len(rows.rejected))
+        return rows
+
+    def _after_commit(
+        self,
+        lane: Lane,
+        rows: Rows,
+        by_key: dict[tuple[str, str], list[int]],
+        copy_s: float,
+        commit_s: float,
+    ) -> None:
+        m = self.metrics
+        m.flushes.labels(lane.name).inc()
+        m.copy_seconds.labels(lane.name).observe(copy_s)
+        m.commit_seconds.labels(lane.name).observe(commit_s)
+        m.readings.inc(len(rows.readings))
+        for r in rows.stored:
+            m.records.labels(r.kind).inc()
+        if len(self._known_pairs) > _KNOWN_PAIRS_MAX:
+            self._known_pairs.clear()
+        self._known_pairs.update(hash(p) for p in rows.pairs)
+        if rows.newest_ms is not None:
+            m.lag.set(max(0.0, time.time() - rows.newest_ms / 1000))
+        for (g, b), seqs in by_key.items():
+            opened = self.gaps.add(g, b, seqs)
+            if opened:
+                m.gaps.inc(opened)
+        m.seq_missing.set(self.gaps.total_missing)
+
+
+def _key(r: Record) -> tuple[str, str, int]:
+    return r.gateway_id, r.boot_id, r.seq

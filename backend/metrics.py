@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+_FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
 
 class BackendMetrics:
     def __init__(self) -> None:
@@ -12,19 +14,61 @@ class BackendMetrics:
         self.records = Counter(
             "anju_ingest_records", "Records committed, by kind", ["kind"], registry=r
         )
+        self.readings = Counter(
+            "anju_ingest_readings", "Readings (metric values) committed", registry=r
+        )
+        self.flushes = Counter(
+            "anju_ingest_flushes", "Database transactions committed, by lane", ["lane"], registry=r
+        )
         self.duplicates = Counter(
             "anju_ingest_duplicates", "Redelivered records dropped", registry=r
         )
         self.rejected = Counter(
             "anju_ingest_rejected", "Uplink batches rejected, by reason", ["reason"], registry=r
         )
+        self.shed = Counter(
+            "anju_ingest_shed",
+            "Uplink batches' records not queued because the lane's queue stayed full (not"
+            " acknowledged: the gateway sends them again), by lane",
+            ["lane"],
+            registry=r,
+        )
         self.commit_seconds = Histogram(
-            "anju_ingest_commit_seconds", "Time to COPY and commit one flush", registry=r
+            "anju_ingest_commit_seconds",
+            "Time to write and commit one flush, by lane",
+            ["lane"],
+            buckets=_FAST,
+            registry=r,
+        )
+        self.copy_seconds = Histogram(
+            "anju_ingest_copy_seconds",
+            "Time spent in COPY within a flush, by lane",
+            ["lane"],
+            buckets=_FAST,
+            registry=r,
         )
         self.db_errors = Counter(
             "anju_ingest_db_errors", "Flushes retried after a database error", registry=r
         )
-        self.queue_depth = Gauge("anju_ingest_queue_depth", "Batches waiting", registry=r)
+        self.queue_depth = Gauge(
+            "anju_ingest_queue_depth", "Uplink batches waiting, by lane", ["lane"], registry=r
+        )
+        self.lag = Gauge(
+            "anju_ingest_lag_seconds",
+            "Now minus the newest device time in the last telemetry commit",
+            registry=r,
+        )
+        self.gaps = Counter(
+            "anju_ingest_gaps",
+            "Holes opened in a (gateway, boot)'s sequence numbers (a number above the highest"
+            " committed plus one; may fill later)",
+            registry=r,
+        )
+        self.seq_missing = Gauge(
+            "anju_ingest_seq_missing",
+            "Sequence numbers below the highest committed, per (gateway, boot), not committed",
+            registry=r,
+        )
         self.alert_changes = Counter(
             "anju_alert_changes", "Alert changes, by action", ["action"], registry=r
         )

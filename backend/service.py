@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -24,12 +25,15 @@ from psycopg_pool import AsyncConnectionPool
 from anju.backoff import backoff
 from anju.mqtturl import parse_mqtt_url
 from anju.registry import CityIndex, load_registry
-from anju.uplink import STATE_SUBSCRIPTION, UP_SUBSCRIPTION, Record
+from anju.uplink import STATE_SUBSCRIPTION, UP_SUBSCRIPTION
 from backend.alerting import AlertBook, AlertDesk, Deadlines, Engine, Shared
+from backend.alerting.feed import RuleFeed, StateWriter
 from backend.api import AppState, create_app
 from backend.api.deps import Tokens
 from backend.config import BackendSettings, load_alerting
+from backend.db.maintenance import run_maintenance
 from backend.db.migrate import migrate
+from backend.db.registry import RegistryRow, sync_registry
 from backend.delivery import Delivery, LiveHub, publish_acks
 from backend.ingest import Ingest
 from backend.metrics import BackendMetrics
@@ -59,7 +63,7 @@ class Backend:
         self.alerting = load_alerting(settings.alerting)
         self.live = LiveHub(self.metrics)
         self.client: aiomqtt.Client | None = None
-        self.started = asyncio.Event()
+        self.started = asyncio.Event()  # up, and subscribed to the gateways' uplink
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -68,6 +72,11 @@ class Backend:
         pool = AsyncConnectionPool(s.database_url, min_size=1, max_size=8, open=False)
         await pool.open(wait=True, timeout=30)
         try:
+            async with pool.connection() as conn:
+                await sync_registry(
+                    conn,
+                    [RegistryRow(d.id, d.community_id, d.kind) for d in self.city.devices.values()],
+                )
             self.store = AlertStore(pool)
             book = AlertBook()
             for alert in await self.store.load_open(self.city):
@@ -87,8 +96,12 @@ class Backend:
                 self.city, book, params=cfg.params, shared=shared, now_ms=_now_ms()
             )
             self.engine.restore(await self.store.load_states())
+            for device_id in self.city.devices:
+                self.engine.state(device_id)  # made now, and frozen below with the registry
             self.delivery = Delivery(self.store, self.metrics)
             self.desk = AlertDesk(self.engine, self.store, self.delivery, self.metrics)
+            self.desk.states = states = StateWriter(self.store)
+            self.feed = RuleFeed(self.desk, self._publish_acks)
             self.webhooks = Webhooks(cfg.webhooks, self.store, self.metrics)
             self.delivery.listeners.append(self.webhooks.offer)
             self.delivery.listeners.append(self.live.offer)
@@ -108,6 +121,7 @@ class Backend:
                 desk=self.desk,
                 live=self.live,
                 webhooks=self.webhooks,
+                city=self.city,
             )
             api = _ApiServer(
                 uvicorn.Config(
@@ -128,21 +142,34 @@ class Backend:
                 tasks = [
                     tg.create_task(api.serve(), name="api"),
                     tg.create_task(self._mqtt_sessions(), name="mqtt-session"),
-                    tg.create_task(self.ingest.run(self._on_committed), name="ingest-writer"),
+                    tg.create_task(self.ingest.run(self.feed.committed), name="ingest-writer"),
+                    tg.create_task(self.feed.run(), name="rules"),
+                    tg.create_task(self.feed.acknowledge(), name="rules-acks"),
+                    tg.create_task(states.run(), name="rule-state-writer"),
                     tg.create_task(self._ticks(), name="alert-timers"),
                     tg.create_task(
                         self.desk.snapshots(s.state_snapshot_ms / 1000), name="alert-state"
                     ),
                     tg.create_task(self.webhooks.run(), name="webhooks"),
+                    tg.create_task(run_maintenance(pool), name="storage-maintenance"),
                 ]
-                self.started.set()
+                # Everything built so far lives as long as the process: out of the garbage
+                # collector's way (a full collection over the registry and every device's
+                # state otherwise stalls the loop for 100-300 ms every few seconds).
+                gc.collect()
+                gc.freeze()
                 await stop.wait()
                 log.info("stopping")
                 api.should_exit = True
                 for t in tasks[1:]:
-                    t.cancel()
-            # Everything the rules know, for the next start.
-            await self.desk.save_states(urgent_only=False)
+                    if t.get_name() == "rules":
+                        self.feed.close()  # it finishes what was committed, then returns
+                    else:
+                        t.cancel()
+            # Committed records the rules have not seen yet, then everything the rules know,
+            # for the next start.
+            await self.feed.drain()
+            await self.desk.save_all()
         finally:
             await pool.close()
 
@@ -176,12 +203,16 @@ class Backend:
                     identifier=self.settings.client_id,
                     clean_session=False,
                     keepalive=30,
+                    # Bounded: beyond it aiomqtt discards (and logs); a discarded batch is
+                    # unconfirmed, so its gateway sends it again.
+                    max_queued_incoming_messages=self.settings.mqtt_incoming_max,
                 ) as client:
                     await client.subscribe(UP_SUBSCRIPTION, qos=1)
                     await client.subscribe(STATE_SUBSCRIPTION, qos=1)
                     self.client = client
                     self.app_state.mqtt_connected = True
                     self.metrics.mqtt_connected.set(1)
+                    self.started.set()  # subscribed: what gateways send now reaches the rules
                     log.info("connected to the broker %s", addr)
                     delays = backoff(0.5, 10.0)
                     async with asyncio.TaskGroup() as tg:
@@ -227,19 +258,14 @@ class Backend:
         except psycopg.Error as exc:
             log.warning("could not record the state of gateway %s: %s", gw, exc)
 
-    # ---- after a commit: acknowledge, evaluate, deliver ----------------------------------
+    # ---- after a commit and the rules (feed.RuleFeed): acknowledge ------------------------
 
-    async def _on_committed(self, new: list[Record], acks: dict[str, list[int]]) -> None:
-        # Shielded: once committed, the rules must see these records even if we are stopping.
-        await asyncio.shield(self._evaluate(new))
+    async def _publish_acks(self, acks: dict[str, list[int]]) -> None:
         client = self.client
         if client is not None:
             # Unconfirmed records come again; they are dropped as duplicates and acked then.
             with contextlib.suppress(aiomqtt.MqttError):
                 await publish_acks(client, acks)
-
-    async def _evaluate(self, new: list[Record]) -> None:
-        await self.desk.evaluate(new)
 
     async def _ticks(self) -> None:
         period = self.settings.tick_ms / 1000

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ from backend.alerting.lifecycle import Alert, Change, parse_rfc3339
 from backend.alerting.storm import pseudo_device
 
 GENESIS = "0" * 64
+AUDIT_CHAIN_QUERY = "SELECT n, entry, prev_hash, hash FROM alert_audit ORDER BY n"
 _AUDIT_LOCK = 0x61756474  # "audt": one writer extends the chain at a time
 
 
@@ -47,9 +49,30 @@ class Pending:
 
 @dataclass(frozen=True, slots=True)
 class ChainReport:
+    """The audit chain checked: ``first_bad`` is the number (``n``) of the first entry that
+    does not hold, and ``reason`` says why."""
+
     ok: bool
     entries: int
     first_bad: int | None
+    reason: str | None = None
+
+
+def check_chain(rows: Iterable[tuple[int, dict[str, Any], str, str]]) -> ChainReport:
+    """Recompute the chain over (n, entry, prev_hash, hash) rows in order of ``n``. An edited
+    entry no longer matches its hash; a deleted or inserted one breaks the link of the next
+    (its ``prev_hash`` is not the hash before it); an edited hash breaks both."""
+    prev = GENESIS
+    count = 0
+    for n, entry, prev_hash, hash_ in rows:
+        count += 1
+        if prev_hash != prev:
+            why = "its prev_hash is not the hash of the entry before it (one removed or added?)"
+            return ChainReport(False, count, int(n), why)
+        if entry_hash(prev, entry) != hash_:
+            return ChainReport(False, count, int(n), "its content does not match its hash")
+        prev = hash_
+    return ChainReport(True, count, None)
 
 
 class AlertStore:
@@ -156,15 +179,18 @@ class AlertStore:
             )
         return out
 
-    async def save_states(self, docs: dict[str, dict[str, Any]]) -> None:
-        """Upsert rule-state snapshots (one statement per call)."""
+    async def save_states(self, docs: dict[str, str]) -> None:
+        """Upsert rule-state snapshots, given as JSON text by key, in one statement. They
+        travel as one JSON object (a text parameter: no per-element array escaping)."""
         if not docs:
             return
-        async with self.pool.connection() as conn, conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO alert_rule_state (key, doc, updated_at) VALUES (%s, %s, now())"
+        body = "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in docs.items()) + "}"
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO alert_rule_state (key, doc, updated_at)"
+                " SELECT key, value, now() FROM jsonb_each(%s::jsonb)"
                 " ON CONFLICT (key) DO UPDATE SET doc = excluded.doc, updated_at = now()",
-                [(k, Jsonb(v)) for k, v in docs.items()],
+                (body,),
             )
 
     async def load_states(self) -> dict[str, dict[str, Any]]:
@@ -217,14 +243,6 @@ class AlertStore:
 
     async def verify_audit(self) -> ChainReport:
         """Recompute the chain; report the first entry whose hash does not hold."""
-        prev = GENESIS
-        count = 0
         async with self.pool.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute("SELECT n, entry, prev_hash, hash FROM alert_audit ORDER BY n")
-            async for row in cur:
-                count += 1
-                if row["prev_hash"] != prev or entry_hash(prev, row["entry"]) != row["hash"]:
-                    return ChainReport(False, count, int(row["n"]))
-                prev = row["hash"]
-        return ChainReport(True, count, None)
+            cur = await conn.execute(AUDIT_CHAIN_QUERY)
+            return check_chain([(n, e, p, h) async for n, e, p, h in cur])

@@ -2,15 +2,19 @@
 
 Every change the engine returns, or a person makes through the API, goes through ``keep``:
 stored with its audit entry (retried while the database is away), then handed to delivery.
-Rule-state snapshots are written here too: the states whose timers or open alerts changed
-right after each evaluated flush (before the gateway is acknowledged), the rest periodically.
+Rule-state snapshots are taken here too, as JSON text while the engine is locked, and stored
+by the ``StateWriter`` outside the lock: the states whose timers or open alerts changed after
+each evaluated flush (``evaluate`` returns the future the gateway's acknowledgement waits
+for), the rest periodically.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -19,9 +23,12 @@ from anju.contract import Audience
 from anju.uplink import Record
 from backend.alerting.engine import Engine
 from backend.alerting.lifecycle import Change
-from backend.delivery import Delivery
 from backend.metrics import BackendMetrics
-from backend.store import AlertStore
+
+if TYPE_CHECKING:  # (at run time: backend.store imports the alerting package)
+    from backend.alerting.feed import StateWriter
+    from backend.delivery import Delivery
+    from backend.store import AlertStore
 
 log = logging.getLogger("anju.alerting")
 
@@ -39,20 +46,23 @@ class AlertDesk:
         self.delivery = delivery
         self.metrics = metrics
         self.lock = asyncio.Lock()  # one writer of engine state at a time
+        self.states: StateWriter | None = None  # set by the service (feed.StateWriter)
 
-    async def evaluate(self, records: list[Record]) -> None:
+    async def evaluate(self, records: list[Record]) -> asyncio.Future[None]:
+        """Rules over committed records; the changes stored and queued for delivery. Returns
+        the future of the rule state's snapshot being stored."""
         async with self.lock:
             now = now_ms()
             pending = [(c, rec.rx) for rec in records for c in self.engine.feed(rec, now)]
             for change, rx in pending:
                 await self.keep(change, rx)
-            await self.save_states(urgent_only=True)
+            return self.snapshot(urgent_only=True)
 
     async def tick(self, *, liveness: bool) -> None:
         async with self.lock:
             for change in self.engine.tick(now_ms(), liveness_check=liveness):
                 await self.keep(change, None)
-            await self.save_states(urgent_only=True)
+            self.snapshot(urgent_only=True)
 
     async def gateway_state(self, gateway_id: str, online: bool) -> None:
         async with self.lock:
@@ -101,27 +111,44 @@ class AlertDesk:
         )
         await self.delivery.enqueue(pending, rx_ms)
 
-    async def save_states(self, *, urgent_only: bool) -> None:
+    def _docs(self, keys: set[str]) -> dict[str, str]:
+        return {
+            k: json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+            for k, v in self.engine.snapshot(keys).items()
+        }
+
+    def snapshot(self, *, urgent_only: bool) -> asyncio.Future[None]:
+        """Hand the changed states to the writer (call with the lock held)."""
+        assert self.states is not None, "the service sets the desk's StateWriter"
         e = self.engine
         keys = set(e.urgent) if urgent_only else e.dirty | e.urgent
-        if not keys:
-            return
-        docs = e.snapshot(keys)
-        delays = backoff(0.2, 5.0)
-        while True:
-            try:
-                await self.store.save_states(docs)
-                break
-            except psycopg.OperationalError as exc:
-                delay = next(delays)
-                log.error("could not store rule state (%s); again in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
         e.urgent -= keys
         e.dirty -= keys
+        return self.states.submit(self._docs(keys) if keys else {})
 
-    async def snapshots(self, period_s: float) -> None:
-        """Write the states changed since the last snapshot, every ``period_s``."""
+    async def snapshots(self, period_s: float, *, chunk: int = 200) -> None:
+        """Hand over the states changed since the last snapshot, every ``period_s``, a chunk
+        at a time without holding the lock, so that the rules never wait for a large
+        snapshot. Each state is serialised whole at one instant and handed over at once, so
+        the writer always ends with the newest (a state changed meanwhile is dirty again)."""
+        e = self.engine
         while True:
             await asyncio.sleep(period_s)
-            async with self.lock:
-                await self.save_states(urgent_only=False)
+            keys = list(e.dirty | e.urgent)
+            e.dirty.clear()
+            for i in range(0, len(keys), chunk):
+                part = set(keys[i : i + chunk])
+                e.urgent -= part
+                self.snapshot_keys(part)
+                await asyncio.sleep(0)
+
+    def snapshot_keys(self, keys: set[str]) -> None:
+        assert self.states is not None
+        self.states.submit(self._docs(keys))
+
+    async def save_all(self) -> None:
+        """At shutdown, after every task has stopped: every state, written now."""
+        assert self.states is not None
+        async with self.lock:
+            docs = self._docs(set(self.engine.states))
+        await self.states.write(docs)

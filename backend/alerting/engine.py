@@ -32,7 +32,8 @@ from backend.alerting.model import (
     Tick,
     Update,
 )
-from backend.alerting.rules import RULES_BY_KIND, Rule
+from backend.alerting.rules import ALL_INPUTS, INPUTS, RULES_BY_KIND, Rule
+from backend.alerting.rules_common import resolved_params
 from backend.alerting.rules_health import GATEWAY_OFFLINE, OFFLINE, TRANSMISSION, liveness
 from backend.alerting.storm import Storms, pseudo_device
 
@@ -73,11 +74,24 @@ class Engine:
         self.city = city
         self.book = book or AlertBook()
         self.rules = rules
+        # Dispatch once: the rules of each device kind that react to each kind of input, in
+        # catalog order (``rules.INPUTS``; a rule skipped for an input would have returned
+        # nothing and left the state alone).
+        self.dispatch: dict[tuple[str, type], tuple[Rule, ...]] = {
+            (kind, t): tuple(r for r in kind_rules if t in INPUTS.get(r, ALL_INPUTS))
+            for kind, kind_rules in rules.items()
+            for t in ALL_INPUTS
+        }
         self.shared = shared or Shared()
         deploy = params or {}
-        # Registry params over the deployment's defaults per kind over the catalog's.
+        # Registry params over the deployment's (its kind's over "*") over the catalog's.
         self.devices: dict[str, DeviceInfo] = {
-            d.id: replace(d, params={**deploy.get(d.kind, {}), **d.params})
+            d.id: replace(
+                d,
+                params=resolved_params(
+                    d.kind, d.params, {**deploy.get("*", {}), **deploy.get(d.kind, {})}
+                ),
+            )
             for d in city.devices.values()
         }
         self.states: dict[str, DeviceState] = {}
@@ -181,9 +195,11 @@ class Engine:
             elif "gw_timed" in st.mem:
                 del st.mem["gw_timed"]
         changes += self._run(dev, st, inp, now_ms)
-        alive = liveness(dev, st, now_ms)
-        if isinstance(alive, Clear):
-            changes += self._apply(dev, st, alive, rec.ts, now_ms)
+        if OFFLINE in st.open or TRANSMISSION in st.open:
+            # Heard again (liveness raises only from the tick; here it can only clear).
+            alive = liveness(dev, st, now_ms)
+            if isinstance(alive, Clear):
+                changes += self._apply(dev, st, alive, rec.ts, now_ms)
         return changes
 
     def tick(self, now_ms: int, *, liveness_check: bool = True) -> list[Change]:
@@ -262,15 +278,19 @@ class Engine:
 
     def _run(self, dev: DeviceInfo, st: DeviceState, inp: Input, now_ms: int) -> list[Change]:
         changes: list[Change] = []
-        since_before = dict(st.since) if st.since else None
-        for rule in self.rules.get(dev.kind, ()):
-            for decision in rule(dev, st, inp):
-                changes += self._apply(dev, st, decision, inp.ts, now_ms)
-        for key in [k for k in st.since if k.startswith(_HELD)]:
-            if inp.ts - st.since[key] >= self.shared.flap_window_ms:
-                changes += self._release(dev, st, key[len(_HELD) :], now_ms)
+        since = st.since
+        since_before = since.copy() if since else None
+        for rule in self.dispatch.get((dev.kind, inp.__class__), ()):
+            decisions = rule(dev, st, inp)
+            if decisions:
+                for decision in decisions:
+                    changes += self._apply(dev, st, decision, inp.ts, now_ms)
+        if since:
+            for key in [k for k in since if k.startswith(_HELD)]:
+                if inp.ts - since[key] >= self.shared.flap_window_ms:
+                    changes += self._release(dev, st, key[len(_HELD) :], now_ms)
         self.dirty.add(dev.id)
-        if changes or st.since != (since_before or {}):
+        if changes or (since != since_before if since_before is not None else since):
             self.urgent.add(dev.id)
         return changes
 

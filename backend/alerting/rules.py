@@ -16,6 +16,7 @@ from backend.alerting import rules_elevator as el
 from backend.alerting import rules_fire as fi
 from backend.alerting import rules_health as he
 from backend.alerting import rules_security as se
+from backend.alerting.model import DeviceEvent, Status, Telemetry, Tick
 from backend.alerting.rules_common import Rule
 
 _HEALTH: Final = (he.device_battery_low, he.device_clock_skew)
@@ -69,4 +70,29 @@ RULES_BY_KIND: Final[Mapping[str, tuple[Rule, ...]]] = {
     "perimeter": (se.security_perimeter_intrusion, se.security_tamper, *_HEALTH),
 }
 
-__all__ = ["RULES_BY_KIND", "Rule"]
+ALL_INPUTS: Final[frozenset[type]] = frozenset({Telemetry, DeviceEvent, Status, Tick})
+_EVENTS: Final[frozenset[type]] = frozenset({DeviceEvent})
+_TELEMETRY: Final[frozenset[type]] = frozenset({Telemetry})
+
+# The inputs a rule reacts to, where it is not every input: for any other input the rule
+# returns no decision and does not touch the state, so the engine does not call it. Rules with
+# timers or clear conditions on the current values (most of them) see every input, ticks
+# included.
+INPUTS: Final[Mapping[Rule, frozenset[type]]] = {
+    el.elevator_alarm_button: _EVENTS,
+    el.elevator_fault: _EVENTS,
+    el.elevator_power_loss: _TELEMETRY,
+    fi.fire_alarm: frozenset({DeviceEvent, Telemetry}),
+    fi.fire_heat_rise: _TELEMETRY,
+    fi.fire_panel_fault: _EVENTS,
+    fi.fire_panel_disabled: _EVENTS,
+    fi.fire_supervisory: _EVENTS,
+    se.security_emergency_button: _EVENTS,
+    se.security_object_thrown: _EVENTS,
+    se.security_tamper: _EVENTS,
+    se.access_duress: _EVENTS,
+    he.device_battery_low: frozenset({Telemetry, Status}),
+    he.device_clock_skew: _TELEMETRY,
+}
+
+__all__ = ["ALL_INPUTS", "INPUTS", "RULES_BY_KIND", "Rule"]

@@ -14,15 +14,30 @@ Rule = Callable[[DeviceInfo, DeviceState, Input], list[Decision]]
 
 
 def param(dev: DeviceInfo, name: str) -> float:
-    """A numeric parameter: the device's registry ``params`` (with the deployment's defaults
-    already merged in by the engine), else the catalog default."""
+    """A numeric parameter: the device's registry ``params`` (with the deployment's and the
+    catalog's defaults already merged in, as floats, by the engine: ``resolved_params``), else
+    the catalog default."""
     v = dev.params.get(name)
+    if type(v) is float:  # the engine's resolved params: the fast path
+        return v
     if isinstance(v, int | float) and not isinstance(v, bool):
         return float(v)
     kind = PARAM_DEFAULTS.get(dev.kind, {})
     if name in kind:
         return float(kind[name])
     return float(PARAM_DEFAULTS["*"][name])
+
+
+def resolved_params(
+    kind: str, registry: Mapping[str, Any], deploy: Mapping[str, float]
+) -> dict[str, Any]:
+    """A device's parameters once and for all: the registry's over the deployment's over the
+    catalog's defaults for its kind (and for every kind), numbers as floats, so that ``param``
+    is one dictionary look-up per call."""
+    merged: dict[str, Any] = {**PARAM_DEFAULTS["*"], **PARAM_DEFAULTS.get(kind, {})}
+    merged.update(deploy)
+    merged.update(registry)
+    return {k: float(v) if is_num(v) else v for k, v in merged.items()}
 
 
 def ms(dev: DeviceInfo, name: str) -> int:

@@ -3,6 +3,8 @@ electrical fire, fire doors and the cameras' fire-lane and e-bike events."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import chain
 from typing import Any, Final
 
 import numpy as np
@@ -155,11 +157,15 @@ def fire_water_pressure_low(dev: DeviceInfo, st: DeviceState, inp: Input) -> lis
 
 def rise_per_min(ts: list[int], temps: list[float]) -> float:
     """Least-squares slope of temperature over time, in degC per minute (numpy)."""
-    t = (np.asarray(ts, dtype=np.float64) - ts[0]) / 60_000.0
-    y = np.asarray(temps, dtype=np.float64)
-    tc = t - t.mean()
+    return _slope(np.asarray(ts, dtype=np.float64), np.asarray(temps, dtype=np.float64))
+
+
+def _slope(ts: np.ndarray[Any, Any], temps: np.ndarray[Any, Any]) -> float:
+    n = ts.shape[0]
+    t = (ts - ts[0]) / 60_000.0
+    tc = t - t.sum() / n
     denom = float(np.dot(tc, tc))
-    return 0.0 if denom == 0.0 else float(np.dot(tc, y - y.mean()) / denom)
+    return 0.0 if denom == 0.0 else float(np.dot(tc, temps - temps.sum() / n) / denom)
 
 
 def fire_heat_rise(dev: DeviceInfo, st: DeviceState, inp: Input) -> list[Decision]:
@@ -169,13 +175,23 @@ def fire_heat_rise(dev: DeviceInfo, st: DeviceState, inp: Input) -> list[Decisio
     if not (isinstance(inp, Telemetry) and is_num(inp.metrics.get("temperature_c"))):
         return []
     win_ms = ms(dev, "rise_window_s")
-    w: list[list[float]] = st.mem.get(HEAT_RISE, [])
-    w = [x for x in w if x[0] > inp.ts - win_ms]
-    w.append([inp.ts, float(inp.metrics["temperature_c"])])
+    w: list[Sequence[float]] = st.mem.get(HEAT_RISE, [])
+    oldest = inp.ts - win_ms
+    if w and w[-1][0] <= inp.ts:
+        # In time order (the engine evaluates a device's telemetry in order): drop the head.
+        cut = 0
+        while cut < len(w) and w[cut][0] <= oldest:
+            cut += 1
+        if cut:
+            del w[:cut]
+    else:
+        w = [x for x in w if x[0] > oldest]
+    w.append((inp.ts, float(inp.metrics["temperature_c"])))  # a tuple: not tracked by the GC
     st.mem[HEAT_RISE] = w
     if len(w) < 3 or w[-1][0] - w[0][0] < win_ms // 2:
         return []
-    rise = rise_per_min([int(x[0]) for x in w], [x[1] for x in w])
+    a = np.fromiter(chain.from_iterable(w), np.float64, 2 * len(w)).reshape(-1, 2).T.copy()
+    rise = _slope(a[0], a[1])  # rows (contiguous): times, temperatures
     limit = param(dev, "rise_c_per_min")
     if HEAT_RISE in st.open:
         elapsed = held(st, f"{HEAT_RISE}/ok", rise < limit / 2, inp.ts)

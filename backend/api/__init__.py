@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from backend.api.deps import AppState
-from backend.api.routes import alerts, health, stream, webhooks
+from backend.api.routes import alerts, health, stream, telemetry, webhooks
 
 
 def create_app(state: AppState) -> FastAPI:
@@ -16,6 +16,7 @@ def create_app(state: AppState) -> FastAPI:
     app.include_router(stream.router)  # before alerts: /api/alerts/stream is not an alert id
     app.include_router(alerts.router)
     app.include_router(webhooks.router)
+    app.include_router(telemetry.router)
     static = Path(__file__).parent / "static"
     app.mount("/screen", StaticFiles(directory=static, html=True), name="screen")
     return app

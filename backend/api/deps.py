@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Query, Request
 
+from anju.registry import CityIndex
 from backend.config import TokenSpec
 from backend.metrics import BackendMetrics
 from backend.store import AlertStore
@@ -80,6 +81,7 @@ class AppState:
     desk: AlertDesk | None = None
     live: LiveHub | None = None
     webhooks: Webhooks | None = None
+    city: CityIndex | None = None  # for telemetry scopes: which community a device is in
 
 
 def _state(request: Request) -> AppState:
