@@ -65,6 +65,7 @@ def backend_broker_access(reg: Registry) -> BrokerAccess:
             lines += [
                 f"user {g}",
                 f"topic write anju/gw/{g}/up",
+                f"topic write anju/gw/{g}/up/e",
                 f"topic readwrite anju/gw/{g}/state",
                 f"topic read anju/gw/{g}/ack",
                 f"topic read anju/gw/{g}/config",

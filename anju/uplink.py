@@ -45,8 +45,11 @@ from anju.contract import DEVICE_ID_RE
 
 UPLINK_PREFIX: Final = "anju/gw"
 UP_SUBSCRIPTION: Final = f"{UPLINK_PREFIX}/+/up"
+# Batches of events (alarms) only: their own topic, so that the backend can read them on a
+# connection of their own instead of behind a telemetry backlog on the same socket.
+UP_EVENTS_SUBSCRIPTION: Final = f"{UPLINK_PREFIX}/+/up/e"
 STATE_SUBSCRIPTION: Final = f"{UPLINK_PREFIX}/+/state"
-_UP_TOPIC_RE: Final = re.compile(r"^anju/gw/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})/up$")
+_UP_TOPIC_RE: Final = re.compile(r"^anju/gw/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})/up(?:/e)?$")
 
 COMPRESSED: Final = b"\x01"
 MAX_BATCH_BYTES: Final = 32 * 1024 * 1024
@@ -55,8 +58,9 @@ COMPRESS_ABOVE: Final = 1024
 Kind = Literal["t", "e", "s"]
 
 
-def up_topic(gateway_id: str) -> str:
-    return f"{UPLINK_PREFIX}/{gateway_id}/up"
+def up_topic(gateway_id: str, *, events: bool = False) -> str:
+    """Where a gateway publishes its batches; ``events=True`` for batches of events only."""
+    return f"{UPLINK_PREFIX}/{gateway_id}/up{'/e' if events else ''}"
 
 
 def ack_topic(gateway_id: str) -> str:

@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 from anju.backoff import backoff
 from anju.mqtturl import parse_mqtt_url
 from anju.registry import CityIndex, load_registry
-from anju.uplink import STATE_SUBSCRIPTION, UP_SUBSCRIPTION
+from anju.uplink import STATE_SUBSCRIPTION, UP_EVENTS_SUBSCRIPTION, UP_SUBSCRIPTION
 from backend.alerting import AlertBook, AlertDesk, Deadlines, Engine, Shared
 from backend.alerting.feed import RuleFeed, StateWriter
 from backend.api import AppState, create_app
@@ -63,7 +63,9 @@ class Backend:
         self.alerting = load_alerting(settings.alerting)
         self.live = LiveHub(self.metrics)
         self.client: aiomqtt.Client | None = None
-        self.started = asyncio.Event()  # up, and subscribed to the gateways' uplink
+        self.started = asyncio.Event()  # both MQTT sessions subscribed
+        self._main_subscribed = asyncio.Event()
+        self._events_subscribed = asyncio.Event()  # up, and subscribed to the gateways' uplink
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -142,6 +144,7 @@ class Backend:
                 tasks = [
                     tg.create_task(api.serve(), name="api"),
                     tg.create_task(self._mqtt_sessions(), name="mqtt-session"),
+                    tg.create_task(self._event_sessions(), name="mqtt-events"),
                     tg.create_task(self.ingest.run(self.feed.committed), name="ingest-writer"),
                     tg.create_task(self.feed.run(), name="rules"),
                     tg.create_task(self.feed.acknowledge(), name="rules-acks"),
@@ -212,7 +215,9 @@ class Backend:
                     self.client = client
                     self.app_state.mqtt_connected = True
                     self.metrics.mqtt_connected.set(1)
-                    self.started.set()  # subscribed: what gateways send now reaches the rules
+                    self._main_subscribed.set()
+                    if self._events_subscribed.is_set():
+                        self.started.set()  # subscribed: what gateways send reaches the rules
                     log.info("connected to the broker %s", addr)
                     delays = backoff(0.5, 10.0)
                     async with asyncio.TaskGroup() as tg:
@@ -224,6 +229,36 @@ class Backend:
                 self.metrics.mqtt_connected.set(0)
                 delay = next(delays)
                 log.warning("broker connection lost (%s); again in %.1f s", eg.exceptions[0], delay)
+                await asyncio.sleep(delay)
+
+    async def _event_sessions(self) -> None:
+        """Batches of events (``anju/gw/+/up/e``) on a connection of their own, so that an
+        alarm never waits behind telemetry in one socket's buffer."""
+        addr = parse_mqtt_url(self.settings.mqtt_url)
+        delays = backoff(0.5, 10.0)
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    addr.host,
+                    addr.port,
+                    username=addr.username,
+                    password=addr.password,
+                    identifier=f"{self.settings.client_id}-events",
+                    clean_session=False,
+                    keepalive=30,
+                    max_queued_incoming_messages=self.settings.mqtt_incoming_max,
+                ) as client:
+                    await client.subscribe(UP_EVENTS_SUBSCRIPTION, qos=1)
+                    self._events_subscribed.set()
+                    if self._main_subscribed.is_set():
+                        self.started.set()
+                    delays = backoff(0.5, 10.0)
+                    async for msg in client.messages:
+                        payload = msg.payload if isinstance(msg.payload, bytes) else b""
+                        await self.ingest.submit(msg.topic.value, payload)
+            except aiomqtt.MqttError as exc:
+                delay = next(delays)
+                log.warning("events connection lost (%s); again in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
 
     async def _receive(self, client: aiomqtt.Client) -> None:

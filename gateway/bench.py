@@ -54,7 +54,7 @@ class Acker:
         self.c.on_message = self._on_message
         self.c.on_subscribe = lambda *_: self.ready.set()
         self.c.connect("127.0.0.1", port)
-        self.c.subscribe("anju/gw/+/up", qos=1)
+        self.c.subscribe([("anju/gw/+/up", 1), ("anju/gw/+/up/e", 1)])
         self.c.loop_start()
         self.ready.wait(10)
 

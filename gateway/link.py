@@ -52,6 +52,7 @@ class Uplink:
         self.on_connected = on_connected
         gw = cfg.gateway_id
         self.up_topic = up_topic(gw)
+        self.up_events_topic = up_topic(gw, events=True)
         self.state_topic = state_topic(gw)
         self._ack_topic = ack_topic(gw)
         self._config_topic = config_topic(gw)
@@ -192,5 +193,5 @@ class Uplink:
         info = self.client.publish(topic, payload, qos=1, retain=retain)
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
-    def publish_batch(self, payload: bytes) -> bool:
-        return self.publish(self.up_topic, payload)
+    def publish_batch(self, payload: bytes, events_only: bool = False) -> bool:
+        return self.publish(self.up_events_topic if events_only else self.up_topic, payload)

@@ -28,7 +28,7 @@ from gateway.config import OutboxConfig
 from gateway.metrics import GatewayMetrics
 from gateway.outbox import EVENTS, TELEMETRY, Outbox, Row
 
-Publish = Callable[[bytes], bool]
+Publish = Callable[[bytes, bool], bool]  # (payload, events only) -> taken
 
 
 class TokenBucket:
@@ -114,7 +114,7 @@ class Sender:
         payload = encode_batch(self.gateway_id, rows)
         if self.compress:
             payload = compress_batch(payload)
-        if not publish(payload):
+        if not publish(payload, all(lane == EVENTS for lane in lanes)):
             return False
         now = self.clock()
         for (seq, _b, _body), lane in zip(rows, lanes, strict=True):

@@ -292,8 +292,9 @@ def make_sender(tmp_path: Path, **cfg: Any) -> tuple[Outbox, Sender, list[list[i
 
 
 def publisher(sent: list[list[int]]) -> Any:
-    def publish(payload: bytes) -> bool:
-        _gw, recs = decode_batch(up_topic("g"), payload)
+    def publish(payload: bytes, events_only: bool) -> bool:
+        _gw, recs = decode_batch(up_topic("g", events=events_only), payload)
+        assert events_only == all(r.kind != "t" for r in recs)
         sent.append([r.seq for r in recs])
         return True
 

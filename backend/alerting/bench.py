@@ -90,7 +90,10 @@ class _Probes:
         )
         self.sent[device] = rx
         self.all_in.clear()
-        await client.publish(up_topic(gw), encode_batch(gw, [(seq, self.boot, body)]), qos=1)
+        # As a gateway sends an alarm: a batch of events on its events topic.
+        await client.publish(
+            up_topic(gw, events=True), encode_batch(gw, [(seq, self.boot, body)]), qos=1
+        )
 
 
 async def _readings_committed(http: httpx.AsyncClient) -> float:
