@@ -308,12 +308,19 @@ class Ingest:
             )
             row = await cur.fetchone()
             dirty_before_ms = int(row[0]) if row else None
-        rows = build_rows(new, dirty_before_ms=dirty_before_ms)
+        if len(new) > _INLINE_RECORDS:
+            # Building a large flush's rows takes tens of milliseconds of pure Python: in a
+            # thread, so that the event loop (alarms, acks, the API) keeps its turn.
+            rows = await asyncio.to_thread(build_rows, new, dirty_before_ms=dirty_before_ms)
+        else:
+            rows = build_rows(new, dirty_before_ms=dirty_before_ms)
         if rows.readings:
             async with cur.copy(READINGS_COPY) as cp:
                 cp.set_types(READINGS_TYPES)
-                for reading in rows.readings:
+                for i, reading in enumerate(rows.readings, 1):
                     await cp.write_row(reading)
+                    if i % _YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # let the loop run between chunks
             pairs = [p for p in rows.pairs if hash(p) not in self._known_pairs]
             if pairs:
                 await cur.execute(
@@ -373,6 +380,10 @@ class Ingest:
             if opened:
                 m.gaps.inc(opened)
         m.seq_missing.set(self.gaps.total_missing)
+
+
+_INLINE_RECORDS = 200  # smaller flushes build their rows on the loop: a thread costs more
+_YIELD_EVERY = 1_000  # COPY rows written between two turns of the event loop
 
 
 def _key(r: Record) -> tuple[str, str, int]:
