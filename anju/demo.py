@@ -277,8 +277,12 @@ def run_demo(opts: DemoOptions) -> int:
             stop.wait(0.5)
     finally:
         print("anju demo: stopping…", file=sys.stderr, flush=True)
-        children.stop([n for n in children.procs if n != "backend"], timeout=4)
-        children.stop(["backend"], timeout=4)
+        # Devices first, then the backend, then the gateways: a demo that ends is not an
+        # outage, so the backend is not there to raise gateway.offline for it. (Whatever the
+        # gateways still hold stays in their outboxes for the next run.)
+        children.stop(["simulators"], timeout=3)
+        children.stop(["backend"], timeout=3)
+        children.stop([n for n in children.procs if n.startswith("gateway-")], timeout=3)
         if view is not None:
             view.close()
         for s in reversed(servers):
