@@ -8,14 +8,19 @@ entries not yet marked published), so that a lost connection or a restart never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 
 import aiomqtt
+import psycopg
+import psycopg_pool
 from prometheus_client import Counter
 
+from anju.backoff import backoff
 from anju.contract import alert_topic
 from anju.uplink import ack_topic, encode_ack
 from backend.metrics import BackendMetrics
@@ -43,15 +48,24 @@ class Delivery:
         # Called with each payload once it is published (webhooks, live stream); must not block.
         self.listeners: list[Callable[[Pending], None]] = []
         self._in_hand: tuple[Pending, float | None] | None = None
+        # Entries found unpublished in the database at start: sent first, not bounded by the
+        # queue (nothing consumes the queue yet when they are loaded).
+        self._backlog: deque[tuple[Pending, float | None]] = deque()
+        self.closing = False  # set at shutdown: a full queue no longer makes anyone wait
 
     async def enqueue(self, pending: Pending, rx_ms: int | None = None) -> None:
         # Blocks when full (back-pressure on the rules), never drops: the entry is in the DB.
-        await self.queue.put((pending, rx_ms / 1000 if rx_ms else None))
+        # While stopping it does not wait: an entry left out is sent after the restart.
+        item = (pending, rx_ms / 1000 if rx_ms else None)
+        if self.closing:
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.put_nowait(item)
+            return
+        await self.queue.put(item)
 
     async def requeue_unpublished(self) -> int:
         items = await self.store.unpublished()
-        for p in items:
-            await self.enqueue(p)
+        self._backlog.extend((p, None) for p in items)
         return len(items)
 
     async def run(self, client: aiomqtt.Client) -> None:
@@ -59,7 +73,10 @@ class Delivery:
         session (the caller re-runs this with a new client)."""
         while True:
             if self._in_hand is None:
-                self._in_hand = await self.queue.get()
+                if self._backlog:
+                    self._in_hand = self._backlog.popleft()
+                else:
+                    self._in_hand = await self.queue.get()
             pending, rx = self._in_hand
             body = json.dumps(pending.payload, ensure_ascii=False).encode()
             # All audiences at once (each publish waits for its PUBACK); MqttError: the change
@@ -67,11 +84,26 @@ class Delivery:
             topics = topics_of(pending.payload)
             await asyncio.gather(*(client.publish(t, body, qos=1) for t in topics))
             self._in_hand = None
-            await self.store.mark_published(pending.n)
+            await self._mark_published(pending.n)
             if rx is not None:
                 self.metrics.alert_latency.observe(max(0.0, time.time() - rx))
             for listener in self.listeners:
                 listener(pending)
+
+    async def _mark_published(self, n: int) -> None:
+        """Bookkeeping after delivery; a database that is away is waited for (the change was
+        delivered: at worst it is delivered again after a restart)."""
+        delays = backoff(0.2, 5.0)
+        while True:
+            try:
+                await self.store.mark_published(n)
+                return
+            except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+                delay = next(delays)
+                log.warning(
+                    "could not mark audit entry %d published (%s); again in %.1f s", n, exc, delay
+                )
+                await asyncio.sleep(delay)
 
 
 class LiveHub:

@@ -91,6 +91,8 @@ class Lane:
     queue: asyncio.Queue[list[Record]]
     batch_max: int
     wait_s: float
+    # Records of the current flush that the database refused (not for the rules).
+    refused: set[tuple[str, str, int]] = field(default_factory=set)
 
 
 class Ingest:
@@ -115,7 +117,6 @@ class Ingest:
         self.telemetry_wait = telemetry_wait_ms / 1000
         self.gaps = GapTracker()
         self._known_pairs: set[int] = set()
-        self._hand_on = asyncio.Lock()  # on_committed is called by one lane at a time
         self.mode: StorageMode | None = None
 
     # ---- the MQTT side -------------------------------------------------------------------
@@ -176,6 +177,7 @@ class Ingest:
         try:
             while True:
                 flush = await self._gather(lane)
+                lane.refused.clear()
                 delays = backoff(0.2, 5.0)
                 # A connection lost during a commit leaves its outcome unknown: if it did
                 # commit, the retry sees the records as duplicates, yet the rules never saw
@@ -203,12 +205,30 @@ class Ingest:
                             conn = None
                         await asyncio.sleep(delay)
                 self.metrics.duplicates.inc(len(flush.records) - len(new))
-                async with self._hand_on:
-                    await on_committed(list(flush.records) if uncertain else new, flush.acks)
+                to_rules = self._for_rules(lane, flush, new, uncertain=uncertain)
+                await on_committed(to_rules, flush.acks)
         finally:
             if conn is not None:
                 with contextlib.suppress(psycopg.Error):
                     await conn.close()
+
+    @staticmethod
+    def _for_rules(lane: Lane, flush: Flush, new: list[Record], *, uncertain: bool) -> list[Record]:
+        """What the rules get after a commit: the new records; after a connection lost
+        mid-commit, the whole flush (its outcome is unknown). And events come to the rules
+        even as duplicates: an event that comes again was never acknowledged, so the rules
+        may never have seen it (a backend that died between its commit and its rules). The
+        rules tolerate a repeat (one open alert per device and type)."""
+        if uncertain:
+            return [r for r in flush.records if _key(r) not in lane.refused]
+        if lane.name != "e":
+            return new
+        fresh = {_key(r) for r in new}
+        return [
+            r
+            for r in flush.records
+            if _key(r) in fresh or (r.kind == "e" and _key(r) not in lane.refused)
+        ]
 
     async def _connect(self) -> psycopg.AsyncConnection:
         conn = await psycopg.AsyncConnection.connect(self.conninfo)
@@ -233,6 +253,7 @@ class Ingest:
                 for r in flush.records:
                     log.error("database refused record %s/%s/%s: %s", *_key(r), exc)
                     self.metrics.rejected.labels("db_refused").inc()
+                    lane.refused.add(_key(r))
                 await self._commit(conn, lane, flush, only_mark=True)
                 return []
             a, b = flush.split()

@@ -163,6 +163,7 @@ class Backend:
                 gc.freeze()
                 await stop.wait()
                 log.info("stopping")
+                self.delivery.closing = True
                 api.should_exit = True
                 for t in tasks[1:]:
                     if t.get_name() == "rules":

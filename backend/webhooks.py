@@ -26,6 +26,8 @@ import time
 from typing import Any
 
 import httpx
+import psycopg
+import psycopg_pool
 from prometheus_client import Counter
 from psycopg.types.json import Jsonb
 
@@ -135,12 +137,27 @@ class Webhooks:
         return False
 
     async def _dead_letter(self, name: str, p: Pending, attempts: int, error: str) -> None:
-        async with self.store.pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO webhook_dead_letters (webhook, audit_n, payload, attempts, error)"
-                " VALUES (%s, %s, %s, %s, %s)",
-                (name, p.n, Jsonb(p.payload), attempts, error),
-            )
+        delays = backoff(0.5, 30.0)
+        while True:
+            try:
+                async with self.store.pool.connection() as conn:
+                    await conn.execute(
+                        "INSERT INTO webhook_dead_letters"
+                        " (webhook, audit_n, payload, attempts, error)"
+                        " VALUES (%s, %s, %s, %s, %s)",
+                        (name, p.n, Jsonb(p.payload), attempts, error),
+                    )
+                return
+            except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+                delay = next(delays)
+                log.warning(
+                    "webhook %s: cannot record dead letter %d (%s); again in %.1f s",
+                    name,
+                    p.n,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
 
     async def dead_letters(self, *, pending_only: bool = True) -> list[dict[str, Any]]:
         q = (

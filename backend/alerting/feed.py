@@ -84,6 +84,7 @@ class StateWriter:
 class _Flush:
     records: list[Record]
     acks: dict[str, list[int]]
+    bounded: bool = True  # holds a place in ``room`` until acknowledged
 
 
 class RuleFeed:
@@ -100,19 +101,23 @@ class RuleFeed:
         self.closing = False
         # Flushes evaluated, with their state's future, waiting to be acknowledged (bounded by
         # ``max_waiting``: a flush keeps its place in ``room`` until acknowledged).
-        self.to_ack: asyncio.Queue[tuple[asyncio.Future[None], dict[str, list[int]]]] = (
-            asyncio.Queue()
-        )
+        self.to_ack: asyncio.Queue[tuple[asyncio.Future[None], _Flush]] = asyncio.Queue()
 
     async def committed(self, new: list[Record], acks: dict[str, list[int]]) -> None:
-        lane = self.urgent if any(r.kind != "t" for r in new) else self.bulk
+        if any(r.kind != "t" for r in new):
+            # Events never wait for room behind telemetry: the ingest's events queue bounds
+            # them already.
+            self.urgent.append(_Flush(new, acks, bounded=False))
+            self.ready.set()
+            return
         try:
             await self.room.acquire()
         except asyncio.CancelledError:
-            lane.append(_Flush(new, acks))  # stopping: over the bound, ``drain`` evaluates it
+            # Stopping: over the bound, ``drain`` evaluates it.
+            self.bulk.append(_Flush(new, acks, bounded=False))
             self.ready.set()
             raise
-        lane.append(_Flush(new, acks))
+        self.bulk.append(_Flush(new, acks))
         self.ready.set()
 
     async def run(self) -> None:
@@ -137,14 +142,14 @@ class RuleFeed:
             else:
                 f = self.bulk.popleft()
                 saved = await self._evaluate_bulk(f.records)
-            self.to_ack.put_nowait((saved, f.acks))
+            self.to_ack.put_nowait((saved, f))
 
     async def _evaluate_bulk(self, records: list[Record]) -> asyncio.Future[None]:
         saved: asyncio.Future[None] | None = None
         for i in range(0, max(len(records), 1), self.chunk):
             while self.urgent:  # events that came in meanwhile go first
                 f = self.urgent.popleft()
-                self.to_ack.put_nowait((await self.desk.evaluate(f.records), f.acks))
+                self.to_ack.put_nowait((await self.desk.evaluate(f.records), f))
             saved = await self.desk.evaluate(records[i : i + self.chunk])
             await asyncio.sleep(0)  # let the MQTT reader and the ingest run
         assert saved is not None
@@ -153,12 +158,13 @@ class RuleFeed:
     async def acknowledge(self) -> None:
         """Acknowledge each flush once its rule state is stored, in evaluation order."""
         while True:
-            saved, acks = await self.to_ack.get()
+            saved, f = await self.to_ack.get()
             await saved
             try:
-                await self.ack(acks)
+                await self.ack(f.acks)
             finally:
-                self.room.release()
+                if f.bounded:
+                    self.room.release()
 
     async def drain(self) -> None:
         """At shutdown: evaluate what was committed and is still queued (not acknowledged:
