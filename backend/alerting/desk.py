@@ -134,12 +134,12 @@ class AlertDesk:
         e = self.engine
         while True:
             await asyncio.sleep(period_s)
-            keys = list(e.dirty | e.urgent)
-            e.dirty.clear()
+            # Urgent states are left to ``evaluate``, which stores them before the records
+            # behind them are acknowledged; taking them here would let that ack go out first.
+            keys = list(e.dirty - e.urgent)
+            e.dirty -= set(keys)
             for i in range(0, len(keys), chunk):
-                part = set(keys[i : i + chunk])
-                e.urgent -= part
-                self.snapshot_keys(part)
+                self.snapshot_keys(set(keys[i : i + chunk]))
                 await asyncio.sleep(0)
 
     def snapshot_keys(self, keys: set[str]) -> None:
