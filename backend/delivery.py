@@ -52,6 +52,10 @@ class Delivery:
         # queue (nothing consumes the queue yet when they are loaded).
         self._backlog: deque[tuple[Pending, float | None]] = deque()
         self.closing = False  # set at shutdown: a full queue no longer makes anyone wait
+        # Audit entries published and not yet marked so (``marks``): the next alert's
+        # publish never waits for this bookkeeping.
+        self._to_mark: list[int] = []
+        self._mark_wake = asyncio.Event()
 
     async def enqueue(self, pending: Pending, rx_ms: int | None = None) -> None:
         # Blocks when full (back-pressure on the rules), never drops: the entry is in the DB.
@@ -84,24 +88,39 @@ class Delivery:
             topics = topics_of(pending.payload)
             await asyncio.gather(*(client.publish(t, body, qos=1) for t in topics))
             self._in_hand = None
-            await self._mark_published(pending.n)
+            self._to_mark.append(pending.n)
+            self._mark_wake.set()
             if rx is not None:
                 self.metrics.alert_latency.observe(max(0.0, time.time() - rx))
             for listener in self.listeners:
                 listener(pending)
 
-    async def _mark_published(self, n: int) -> None:
-        """Bookkeeping after delivery; a database that is away is waited for (the change was
-        delivered: at worst it is delivered again after a restart)."""
-        delays = backoff(0.2, 5.0)
+    async def marks(self) -> None:
+        """Mark published entries, in batches, until cancelled (then ``flush_marks``)."""
         while True:
+            await self._mark_wake.wait()
+            self._mark_wake.clear()
+            await self.flush_marks()
+
+    async def flush_marks(self) -> None:
+        """Bookkeeping after delivery; a database that is away is waited for (the changes
+        were delivered: at worst they are delivered again after a restart)."""
+        delays = backoff(0.2, 5.0)
+        while self._to_mark:
+            ns, self._to_mark = self._to_mark, []
             try:
-                await self.store.mark_published(n)
-                return
+                await self.store.mark_published(ns)
+            except asyncio.CancelledError:
+                self._to_mark = ns + self._to_mark  # for the flush at shutdown
+                raise
             except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+                self._to_mark = ns + self._to_mark
                 delay = next(delays)
                 log.warning(
-                    "could not mark audit entry %d published (%s); again in %.1f s", n, exc, delay
+                    "could not mark %d audit entries published (%s); again in %.1f s",
+                    len(ns),
+                    exc,
+                    delay,
                 )
                 await asyncio.sleep(delay)
 

@@ -153,6 +153,7 @@ class Backend:
                     tg.create_task(
                         self.desk.snapshots(s.state_snapshot_ms / 1000), name="alert-state"
                     ),
+                    tg.create_task(self.delivery.marks(), name="delivery-marks"),
                     tg.create_task(self.webhooks.run(), name="webhooks"),
                     tg.create_task(run_maintenance(pool), name="storage-maintenance"),
                 ]
@@ -174,6 +175,8 @@ class Backend:
             # for the next start.
             await self.feed.drain()
             await self.desk.save_all()
+            with contextlib.suppress(TimeoutError):  # (else: published again after a restart)
+                await asyncio.wait_for(self.delivery.flush_marks(), 5)
         finally:
             await pool.close()
 
@@ -221,9 +224,7 @@ class Backend:
                         self.started.set()  # subscribed: what gateways send reaches the rules
                     log.info("connected to the broker %s", addr)
                     delays = backoff(0.5, 10.0)
-                    async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._receive(client), name="mqtt-receive")
-                        tg.create_task(self.delivery.run(client), name="alert-delivery")
+                    await self._receive(client)
             except* aiomqtt.MqttError as eg:
                 self.client = None
                 self.app_state.mqtt_connected = False
@@ -233,8 +234,9 @@ class Backend:
                 await asyncio.sleep(delay)
 
     async def _event_sessions(self) -> None:
-        """Batches of events (``anju/gw/+/up/e``) on a connection of their own, so that an
-        alarm never waits behind telemetry in one socket's buffer."""
+        """Batches of events (``anju/gw/+/up/e``) and the alerts they raise on a connection
+        of their own, so that neither an alarm nor its alert's PUBACK ever waits behind
+        telemetry in one socket's buffer."""
         addr = parse_mqtt_url(self.settings.mqtt_url)
         delays = backoff(0.5, 10.0)
         while True:
@@ -254,13 +256,18 @@ class Backend:
                     if self._main_subscribed.is_set():
                         self.started.set()
                     delays = backoff(0.5, 10.0)
-                    async for msg in client.messages:
-                        payload = msg.payload if isinstance(msg.payload, bytes) else b""
-                        await self.ingest.submit(msg.topic.value, payload)
-            except aiomqtt.MqttError as exc:
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self._receive_events(client), name="mqtt-events-receive")
+                        tg.create_task(self.delivery.run(client), name="alert-delivery")
+            except* aiomqtt.MqttError as eg:
                 delay = next(delays)
-                log.warning("events connection lost (%s); again in %.1f s", exc, delay)
+                log.warning("events connection lost (%s); again in %.1f s", eg.exceptions[0], delay)
                 await asyncio.sleep(delay)
+
+    async def _receive_events(self, client: aiomqtt.Client) -> None:
+        async for msg in client.messages:
+            payload = msg.payload if isinstance(msg.payload, bytes) else b""
+            await self.ingest.submit(msg.topic.value, payload)
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for msg in client.messages:

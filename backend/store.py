@@ -34,9 +34,13 @@ def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
+def canonical(entry: dict[str, Any]) -> str:
+    """The text an audit entry's hash covers."""
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def entry_hash(prev_hash: str, entry: dict[str, Any]) -> str:
-    canon = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256((prev_hash + canon).encode()).hexdigest()
+    return hashlib.sha256((prev_hash + canonical(entry)).encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,53 +92,60 @@ class AlertStore:
             "actor": change.actor,
             "payload": p,
         }
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK,))
-            await conn.execute(
-                "INSERT INTO alerts (id, type, device_id, community_id, district, severity, state,"
-                " occurred_at, raised_at, updated_at, resolved_at, payload)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
-                " severity = excluded.severity, updated_at = excluded.updated_at,"
-                " resolved_at = excluded.resolved_at, payload = excluded.payload",
-                (
-                    a.id,
-                    a.type,
-                    a.device.id,
-                    a.device.community_id,
-                    a.device.district,
-                    str(a.severity),
-                    p["state"],
-                    _dt(a.occurred_at),
-                    _dt(a.raised_at),
-                    _dt(a.updated_at),
-                    _dt(a.resolved_at) if a.resolved_at else None,
-                    Jsonb(p),
-                ),
-            )
-            cur = await conn.execute("SELECT hash FROM alert_audit ORDER BY n DESC LIMIT 1")
-            row = await cur.fetchone()
-            prev = row[0] if row else GENESIS
-            cur = await conn.execute(
-                "INSERT INTO alert_audit (alert_id, at, action, actor, entry, prev_hash, hash)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING n",
-                (
-                    a.id,
-                    _dt(now_ms),
-                    change.action,
-                    change.actor,
-                    Jsonb(entry),
-                    prev,
-                    entry_hash(prev, entry),
-                ),
-            )
+        # One round trip (pipeline mode): the chain's lock, the alert's row, and the audit
+        # entry whose hash the database computes from the previous entry's (the same
+        # sha256(prev_hash + canonical entry) as ``entry_hash``), then the commit. On an
+        # alarm's path every round trip also waits for its turn on a busy event loop.
+        async with self.pool.connection() as conn, conn.pipeline():
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK,))
+                await conn.execute(
+                    "INSERT INTO alerts (id, type, device_id, community_id, district, severity,"
+                    " state, occurred_at, raised_at, updated_at, resolved_at, payload)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
+                    " severity = excluded.severity, updated_at = excluded.updated_at,"
+                    " resolved_at = excluded.resolved_at, payload = excluded.payload",
+                    (
+                        a.id,
+                        a.type,
+                        a.device.id,
+                        a.device.community_id,
+                        a.device.district,
+                        str(a.severity),
+                        p["state"],
+                        _dt(a.occurred_at),
+                        _dt(a.raised_at),
+                        _dt(a.updated_at),
+                        _dt(a.resolved_at) if a.resolved_at else None,
+                        Jsonb(p),
+                    ),
+                )
+                cur = await conn.execute(
+                    "INSERT INTO alert_audit (alert_id, at, action, actor, entry, prev_hash, hash)"
+                    " SELECT %s, %s, %s, %s, %s, prev,"
+                    " encode(sha256(convert_to(prev || %s, 'UTF8')), 'hex')"
+                    " FROM (SELECT coalesce((SELECT hash FROM alert_audit ORDER BY n DESC"
+                    " LIMIT 1), %s) AS prev) AS last RETURNING n",
+                    (
+                        a.id,
+                        _dt(now_ms),
+                        change.action,
+                        change.actor,
+                        Jsonb(entry),
+                        canonical(entry),
+                        GENESIS,
+                    ),
+                )
             n_row = await cur.fetchone()
         assert n_row is not None
         return Pending(int(n_row[0]), p)
 
-    async def mark_published(self, n: int) -> None:
+    async def mark_published(self, ns: list[int]) -> None:
         async with self.pool.connection() as conn:
-            await conn.execute("UPDATE alert_audit SET published = true WHERE n = %s", (n,))
+            await conn.execute(
+                "UPDATE alert_audit SET published = true WHERE n = ANY(%s::int8[])", (ns,)
+            )
 
     async def unpublished(self) -> list[Pending]:
         async with self.pool.connection() as conn:
