@@ -119,6 +119,9 @@ class Ingest:
         self.gaps = GapTracker()
         self._known_pairs: set[int] = set()
         self.mode: StorageMode | None = None
+        # The loop whose writer takes the events lane, when it is not the caller's (the
+        # backend's alarm lane runs it on a thread of its own).
+        self.events_loop: asyncio.AbstractEventLoop | None = None
 
     # ---- the MQTT side -------------------------------------------------------------------
 
@@ -134,7 +137,7 @@ class Ingest:
         tele = [r for r in records if r.kind == "t"]
         fast = [r for r in records if r.kind != "t"] if len(tele) != len(records) else []
         if fast:
-            await self.events.queue.put(fast)
+            await self._put_fast(fast)
             self.metrics.queue_depth.labels("e").set(self.events.queue.qsize())
         if tele:
             try:
@@ -147,13 +150,26 @@ class Ingest:
                     return
             self.metrics.queue_depth.labels("t").set(self.telemetry.queue.qsize())
 
+    async def _put_fast(self, records: list[Record]) -> None:
+        loop = self.events_loop
+        if loop is None or loop is asyncio.get_running_loop():
+            await self.events.queue.put(records)
+        else:
+            # Waits for room like a local put (the queue belongs to the other loop).
+            put = asyncio.run_coroutine_threadsafe(self.events.queue.put(records), loop)
+            await asyncio.wrap_future(put)
+
     # ---- the writers ---------------------------------------------------------------------
 
     async def run(self, on_committed: OnCommitted) -> None:
         """The two lanes' writers, until cancelled."""
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._writer(self.events, on_committed), name="ingest-events")
-            tg.create_task(self._writer(self.telemetry, on_committed), name="ingest-telemetry")
+            tg.create_task(self.run_lane("e", on_committed), name="ingest-events")
+            tg.create_task(self.run_lane("t", on_committed), name="ingest-telemetry")
+
+    async def run_lane(self, lane: str, on_committed: OnCommitted) -> None:
+        """One lane's writer ("e": events and statuses, "t": telemetry), until cancelled."""
+        await self._writer(self.events if lane == "e" else self.telemetry, on_committed)
 
     async def _gather(self, lane: Lane) -> Flush:
         flush = Flush()

@@ -79,3 +79,10 @@ class BackendMetrics:
             registry=r,
         )
         self.mqtt_connected = Gauge("anju_mqtt_connected", "1 while connected", registry=r)
+        self.loop_lag = Histogram(
+            "anju_loop_lag_seconds",
+            "How late the event loop ran a task due now (what every step of an alarm's path"
+            " may wait for)",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1),
+            registry=r,
+        )

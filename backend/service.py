@@ -14,8 +14,9 @@ import gc
 import json
 import logging
 import signal
+import socket
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import aiomqtt
 import psycopg
@@ -25,26 +26,40 @@ from psycopg_pool import AsyncConnectionPool
 from anju.backoff import backoff
 from anju.mqtturl import parse_mqtt_url
 from anju.registry import CityIndex, load_registry
-from anju.uplink import STATE_SUBSCRIPTION, UP_EVENTS_SUBSCRIPTION, UP_SUBSCRIPTION
+from anju.uplink import STATE_SUBSCRIPTION, UP_SUBSCRIPTION
+from backend.alarm import AlarmLane
 from backend.alerting import AlertBook, AlertDesk, Deadlines, Engine, Shared
-from backend.alerting.feed import RuleFeed, StateWriter
+from backend.alerting.feed import RuleFeed
 from backend.api import AppState, create_app
 from backend.api.deps import Tokens
 from backend.config import BackendSettings, load_alerting
 from backend.db.maintenance import run_maintenance
 from backend.db.migrate import migrate
 from backend.db.registry import RegistryRow, sync_registry
-from backend.delivery import Delivery, LiveHub, publish_acks
+from backend.delivery import LiveHub, publish_acks
 from backend.ingest import Ingest
 from backend.metrics import BackendMetrics
-from backend.store import AlertStore
+from backend.store import AlertStore, Pending
 from backend.webhooks import Webhooks
 
 log = logging.getLogger("anju.backend")
+# Small packets (alerts, acks, PUBACKs) go out at once, not held back by Nagle's algorithm.
+_NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _on_loop(
+    loop: asyncio.AbstractEventLoop, f: Callable[[Pending], None]
+) -> Callable[[Pending], None]:
+    """``f``, called on ``loop`` from whichever thread calls the result."""
+
+    def call(p: Pending) -> None:
+        loop.call_soon_threadsafe(f, p)
+
+    return call
 
 
 class _ApiServer(uvicorn.Server):
@@ -100,14 +115,6 @@ class Backend:
             self.engine.restore(await self.store.load_states())
             for device_id in self.city.devices:
                 self.engine.state(device_id)  # made now, and frozen below with the registry
-            self.delivery = Delivery(self.store, self.metrics)
-            self.desk = AlertDesk(self.engine, self.store, self.delivery, self.metrics)
-            self.desk.states = states = StateWriter(self.store)
-            self.feed = RuleFeed(self.desk, self._publish_acks)
-            self.webhooks = Webhooks(cfg.webhooks, self.store, self.metrics)
-            self.delivery.listeners.append(self.webhooks.offer)
-            self.delivery.listeners.append(self.live.offer)
-            requeued = await self.delivery.requeue_unpublished()
             self.ingest = Ingest(
                 s.database_url,
                 self.metrics,
@@ -115,70 +122,102 @@ class Backend:
                 batch_max_records=s.batch_max_records,
                 batch_wait_ms=s.batch_wait_ms,
             )
-            self.app_state = AppState(
-                self.store,
+            loop = asyncio.get_running_loop()
+            self.alarm = alarm = AlarmLane(
+                s,
                 self.metrics,
-                s.api_token,
-                tokens=Tokens.of(cfg.tokens, s.api_token),
-                desk=self.desk,
-                live=self.live,
-                webhooks=self.webhooks,
-                city=self.city,
+                self.ingest,
+                socket_options=_NODELAY,
+                on_subscribed=lambda: loop.call_soon_threadsafe(self._events_up),
             )
-            api = _ApiServer(
-                uvicorn.Config(
-                    create_app(self.app_state),
-                    host=s.api_host,
-                    port=s.api_port,
-                    log_level="warning",
-                    lifespan="off",
-                )
-            )
-            log.info(
-                "backend up: %d devices, %d open alerts, %d deliveries to resend",
-                len(self.city.devices),
-                len(book.open),
-                requeued,
-            )
-            async with asyncio.TaskGroup() as tg:
-                tasks = [
-                    tg.create_task(api.serve(), name="api"),
-                    tg.create_task(self._mqtt_sessions(), name="mqtt-session"),
-                    tg.create_task(self._event_sessions(), name="mqtt-events"),
-                    tg.create_task(self.ingest.run(self.feed.committed), name="ingest-writer"),
-                    tg.create_task(self.feed.run(), name="rules"),
-                    tg.create_task(self.feed.acknowledge(), name="rules-acks"),
-                    tg.create_task(states.run(), name="rule-state-writer"),
-                    tg.create_task(self._ticks(), name="alert-timers"),
-                    tg.create_task(
-                        self.desk.snapshots(s.state_snapshot_ms / 1000), name="alert-state"
-                    ),
-                    tg.create_task(self.delivery.marks(), name="delivery-marks"),
-                    tg.create_task(self.webhooks.run(), name="webhooks"),
-                    tg.create_task(run_maintenance(pool), name="storage-maintenance"),
-                ]
-                # Everything built so far lives as long as the process: out of the garbage
-                # collector's way (a full collection over the registry and every device's
-                # state otherwise stalls the loop for 100-300 ms every few seconds).
-                gc.collect()
-                gc.freeze()
-                await stop.wait()
-                log.info("stopping")
-                self.delivery.closing = True
-                api.should_exit = True
-                for t in tasks[1:]:
-                    if t.get_name() == "rules":
-                        self.feed.close()  # it finishes what was committed, then returns
-                    else:
-                        t.cancel()
-            # Committed records the rules have not seen yet, then everything the rules know,
-            # for the next start.
-            await self.feed.drain()
-            await self.desk.save_all()
-            with contextlib.suppress(TimeoutError):  # (else: published again after a restart)
-                await asyncio.wait_for(self.delivery.flush_marks(), 5)
+            alarm.start()
+            try:
+                await self._serve(stop, pool, alarm, book)
+            finally:
+                alarm.stop()
+                # (Its failure is raised by _serve; a lane that does not stop is left.)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.wrap_future(alarm.finished), 30)
         finally:
             await pool.close()
+
+    async def _serve(
+        self, stop: asyncio.Event, pool: AsyncConnectionPool, alarm: AlarmLane, book: AlertBook
+    ) -> None:
+        s, cfg = self.settings, self.alerting
+        requeued = await asyncio.wrap_future(alarm.built)
+        self.desk = AlertDesk(self.engine, alarm.keeper, alarm.states)
+        self.delivery = alarm.delivery
+        self.feed = RuleFeed(self.desk, self._publish_acks)
+        self.webhooks = Webhooks(cfg.webhooks, self.store, self.metrics)
+        loop = asyncio.get_running_loop()
+        # Delivery runs on the alarm lane's thread; webhooks and screens on this loop.
+        for listener in (self.webhooks.offer, self.live.offer):
+            alarm.delivery.listeners.append(_on_loop(loop, listener))
+        self.app_state = AppState(
+            self.store,
+            self.metrics,
+            s.api_token,
+            tokens=Tokens.of(cfg.tokens, s.api_token),
+            desk=self.desk,
+            live=self.live,
+            webhooks=self.webhooks,
+            city=self.city,
+        )
+        api = _ApiServer(
+            uvicorn.Config(
+                create_app(self.app_state),
+                host=s.api_host,
+                port=s.api_port,
+                log_level="warning",
+                lifespan="off",
+            )
+        )
+        log.info(
+            "backend up: %d devices, %d open alerts, %d deliveries to resend",
+            len(self.city.devices),
+            len(book.open),
+            requeued,
+        )
+        alarm.go(self.desk)
+        async with asyncio.TaskGroup() as tg:
+            tasks = [
+                tg.create_task(api.serve(), name="api"),
+                tg.create_task(self._mqtt_sessions(), name="mqtt-session"),
+                tg.create_task(self.ingest.run_lane("t", self.feed.committed), name="ingest"),
+                tg.create_task(self.feed.run(), name="rules"),
+                tg.create_task(self.feed.acknowledge(), name="rules-acks"),
+                tg.create_task(self._ticks(), name="alert-timers"),
+                tg.create_task(self.desk.snapshots(s.state_snapshot_ms / 1000), name="alert-state"),
+                tg.create_task(self.webhooks.run(), name="webhooks"),
+                tg.create_task(run_maintenance(pool), name="storage-maintenance"),
+                tg.create_task(self._loop_lag(), name="loop-lag"),
+                tg.create_task(self._watch(alarm), name="alarm-lane"),
+            ]
+            # Everything built so far lives as long as the process: out of the garbage
+            # collector's way (a full collection over the registry and every device's
+            # state otherwise stalls the loop for 100-300 ms every few seconds).
+            gc.collect()
+            gc.freeze()
+            await stop.wait()
+            log.info("stopping")
+            api.should_exit = True
+            for t in tasks[1:]:
+                if t.get_name() == "rules":
+                    self.feed.close()  # it finishes what was committed, then returns
+                else:
+                    t.cancel()
+        # Committed records the rules have not seen yet; then the alarm lane stores every
+        # change and every rule state (for the next start) and stops.
+        await self.feed.drain()
+        alarm.stop()
+        await asyncio.wrap_future(alarm.finished)
+
+    @staticmethod
+    async def _watch(alarm: AlarmLane) -> None:
+        """Fails (and so stops the backend) if the alarm lane fails."""
+        await asyncio.shield(asyncio.wrap_future(alarm.finished))
+        raise RuntimeError("the alarm lane stopped")
 
     async def _migrate_when_reachable(self, stop: asyncio.Event) -> bool:
         """Apply migrations, waiting (with backoff) for the database; False if stopped first."""
@@ -210,6 +249,7 @@ class Backend:
                     identifier=self.settings.client_id,
                     clean_session=False,
                     keepalive=30,
+                    socket_options=_NODELAY,
                     # Bounded: beyond it aiomqtt discards (and logs); a discarded batch is
                     # unconfirmed, so its gateway sends it again.
                     max_queued_incoming_messages=self.settings.mqtt_incoming_max,
@@ -233,41 +273,10 @@ class Backend:
                 log.warning("broker connection lost (%s); again in %.1f s", eg.exceptions[0], delay)
                 await asyncio.sleep(delay)
 
-    async def _event_sessions(self) -> None:
-        """Batches of events (``anju/gw/+/up/e``) and the alerts they raise on a connection
-        of their own, so that neither an alarm nor its alert's PUBACK ever waits behind
-        telemetry in one socket's buffer."""
-        addr = parse_mqtt_url(self.settings.mqtt_url)
-        delays = backoff(0.5, 10.0)
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    addr.host,
-                    addr.port,
-                    username=addr.username,
-                    password=addr.password,
-                    identifier=f"{self.settings.client_id}-events",
-                    clean_session=False,
-                    keepalive=30,
-                    max_queued_incoming_messages=self.settings.mqtt_incoming_max,
-                ) as client:
-                    await client.subscribe(UP_EVENTS_SUBSCRIPTION, qos=1)
-                    self._events_subscribed.set()
-                    if self._main_subscribed.is_set():
-                        self.started.set()
-                    delays = backoff(0.5, 10.0)
-                    async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._receive_events(client), name="mqtt-events-receive")
-                        tg.create_task(self.delivery.run(client), name="alert-delivery")
-            except* aiomqtt.MqttError as eg:
-                delay = next(delays)
-                log.warning("events connection lost (%s); again in %.1f s", eg.exceptions[0], delay)
-                await asyncio.sleep(delay)
-
-    async def _receive_events(self, client: aiomqtt.Client) -> None:
-        async for msg in client.messages:
-            payload = msg.payload if isinstance(msg.payload, bytes) else b""
-            await self.ingest.submit(msg.topic.value, payload)
+    def _events_up(self) -> None:
+        self._events_subscribed.set()
+        if self._main_subscribed.is_set():
+            self.started.set()
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for msg in client.messages:
@@ -287,7 +296,7 @@ class Backend:
             self.metrics.rejected.labels("bad_state").inc()
             return
         log.info("gateway %s is %s", gw, "online" if online else "OFFLINE")
-        await self.desk.gateway_state(gw, online)
+        self.desk.gateway_state(gw, online)
         try:
             async with self.store.pool.connection() as conn:
                 await conn.execute(
@@ -310,6 +319,13 @@ class Backend:
             with contextlib.suppress(aiomqtt.MqttError):
                 await publish_acks(client, acks)
 
+    async def _loop_lag(self, period: float = 0.02) -> None:
+        """Measure how late the loop wakes a task that is due (``anju_loop_lag_seconds``)."""
+        while True:
+            due = time.perf_counter() + period
+            await asyncio.sleep(period)
+            self.metrics.loop_lag.observe(max(0.0, time.perf_counter() - due))
+
     async def _ticks(self) -> None:
         period = self.settings.tick_ms / 1000
         every = max(1, round(1.0 / period))  # liveness and deadlines about once a second
@@ -317,7 +333,7 @@ class Backend:
         while True:
             await asyncio.sleep(period)
             n += 1
-            await self.desk.tick(liveness=n % every == 0)
+            self.desk.tick(liveness=n % every == 0)
 
 
 def run_backend(settings: BackendSettings) -> None:

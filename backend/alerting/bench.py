@@ -26,6 +26,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,7 @@ from backend.alerting.bench_eval import throughput
 from backend.alerting.bench_load import background, bench_city, probe_id
 
 FIRE_TOPIC = "anju/alerts/fire/330402/#"
+NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 def _ms() -> int:
@@ -69,7 +71,7 @@ class _Probes:
         self.all_in = asyncio.Event()  # every probe sent so far has its alert
 
     async def listen(self) -> None:
-        async with aiomqtt.Client("127.0.0.1", self.port) as c:
+        async with aiomqtt.Client("127.0.0.1", self.port, socket_options=NODELAY) as c:
             await c.subscribe(FIRE_TOPIC, qos=1)
             self.ready.set()
             async for m in c.messages:
@@ -96,12 +98,31 @@ class _Probes:
         )
 
 
-async def _readings_committed(http: httpx.AsyncClient) -> float:
-    r = await http.get("/metrics")
-    for line in r.text.splitlines():
+async def _scrape(http: httpx.AsyncClient) -> tuple[float, dict[float, float]]:
+    """The backend's committed readings, and its loop-lag histogram (bound -> count)."""
+    text = (await http.get("/metrics")).text
+    readings: float | None = None
+    lag: dict[float, float] = {}
+    for line in text.splitlines():
         if line.startswith("anju_ingest_readings_total "):
-            return float(line.split()[1])
-    raise RuntimeError("the backend's /metrics has no anju_ingest_readings_total")
+            readings = float(line.split()[1])
+        elif line.startswith('anju_loop_lag_seconds_bucket{le="'):
+            le = line.split('"')[1]
+            lag[math.inf if le == "+Inf" else float(le)] = float(line.split()[1])
+    if readings is None:
+        raise RuntimeError("the backend's /metrics has no anju_ingest_readings_total")
+    return readings, lag
+
+
+def _bucket_pct(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The histogram bucket bound (ms) under which a fraction ``q`` of the observations made
+    between two scrapes fall."""
+    bounds = sorted(after)
+    total = after[math.inf] - before.get(math.inf, 0.0)
+    for b in bounds:
+        if after[b] - before.get(b, 0.0) >= q * total:
+            return b * 1000
+    return math.inf
 
 
 async def _wait_ready(http: httpx.AsyncClient, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -138,15 +159,15 @@ async def _measure(
         bg.start()
         try:
             await asyncio.sleep(p["warmup_s"])
-            r0, t0 = await _readings_committed(http), time.monotonic()
-            async with aiomqtt.Client("127.0.0.1", mqtt_port) as pub:
+            (r0, lag0), t0 = await _scrape(http), time.monotonic()
+            async with aiomqtt.Client("127.0.0.1", mqtt_port, socket_options=NODELAY) as pub:
                 for i in range(p["probes"]):
                     target = t0 + i / p["probe_rate"]
                     await asyncio.sleep(max(0.0, target - time.monotonic()))
                     com = i % p["communities"]
                     await probes.send(pub, f"gw-c{com}", probe_id(com, i // p["communities"]))
             await asyncio.sleep(max(0.0, t0 + p["measure_s"] - time.monotonic()))
-            r1, t1 = await _readings_committed(http), time.monotonic()
+            (r1, lag1), t1 = await _scrape(http), time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(probes.all_in.wait(), 15)
         finally:
@@ -165,6 +186,9 @@ async def _measure(
         "background_offered_readings_per_s": p["rate"],
         "probes": len(probes.sent),
         "probes_lost": len(probes.sent) - len(lat),
+        # The backend's event loop: how late it ran what was due (bucket bounds).
+        "backend_loop_lag_p50_ms_le": _bucket_pct(lag0, lag1, 0.50),
+        "backend_loop_lag_p99_ms_le": _bucket_pct(lag0, lag1, 0.99),
     }
 
 
@@ -201,6 +225,10 @@ def latency(*, quick: bool) -> dict[str, Any]:
         finally:
             if proc is not None:
                 stop_process(proc)
+            if os.environ.get("ANJU_BENCH_LOG"):
+                import shutil
+
+                shutil.copy(log, os.environ["ANJU_BENCH_LOG"])
             broker.stop()
             pg.destroy()
 

@@ -1,19 +1,32 @@
-"""The alert desk: where the pure engine meets storage and delivery.
+"""The alert desk: where the pure engine meets storage and delivery, from two threads.
 
-Every change the engine returns, or a person makes through the API, goes through ``keep``:
-stored with its audit entry (retried while the database is away), then handed to delivery.
-Rule-state snapshots are taken here too, as JSON text while the engine is locked, and stored
-by the ``StateWriter`` outside the lock: the states whose timers or open alerts changed after
-each evaluated flush (``evaluate`` returns the future the gateway's acknowledgement waits
-for), the rest periodically.
+Two event loops use the engine: the backend's main loop (telemetry rules, timers, gateway
+states, people acting through the API) and the alarm lane's, on a thread of its own (events
+and statuses: ``backend.alarm``). ``lock``, a ``threading.Lock``, is held while the engine
+computes and never across an ``await``: a loop waits for it at most one evaluation chunk,
+one timer pass or one snapshot chunk.
+
+Every change the engine returns, or a person makes through the API, is handed, with the lock
+still held, to the ``Keeper``, so that changes are stored in the order the engine made them.
+The keeper runs on the alarm lane's loop: it stores each change with its audit entry
+(retried while the database is away), then queues it for delivery. Rule-state snapshots are
+taken here too, as JSON text while the engine is locked, and stored by the ``StateWriter``
+(also on the alarm lane's loop): the states whose timers or open alerts changed after each
+evaluated flush, the rest periodically. ``evaluate`` returns a ``Saved``, which a caller
+awaits before acknowledging what it evaluated.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as cf
 import json
 import logging
+import threading
 import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -37,59 +50,88 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class AlertDesk:
-    def __init__(
-        self, engine: Engine, store: AlertStore, delivery: Delivery, metrics: BackendMetrics
-    ) -> None:
-        self.engine = engine
+def done_future() -> cf.Future[None]:
+    f: cf.Future[None] = cf.Future()
+    f.set_result(None)
+    return f
+
+
+class LoopInbox:
+    """Work handed to a task on one event loop from any thread: ``wake`` it after adding."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.event: asyncio.Event | None = None
+
+    def bind(self) -> None:
+        """Call on the loop that does the work, before anyone hands it any."""
+        self.loop = asyncio.get_running_loop()
+        self.event = asyncio.Event()
+
+    def wake(self) -> None:
+        loop, event = self.loop, self.event
+        assert loop is not None and event is not None, "bind() first"
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            event.set()
+        else:
+            loop.call_soon_threadsafe(event.set)
+
+    async def wait(self) -> None:
+        assert self.event is not None, "bind() first"
+        await self.event.wait()
+        self.event.clear()
+
+
+@dataclass(slots=True)
+class _Batch:
+    changes: list[tuple[Change, int | None]]
+    done: cf.Future[None] = field(default_factory=cf.Future)
+
+
+class Keeper:
+    """Stores changes in order, then queues them for delivery (on the alarm lane's loop)."""
+
+    def __init__(self, store: AlertStore, delivery: Delivery, metrics: BackendMetrics) -> None:
         self.store = store
         self.delivery = delivery
         self.metrics = metrics
-        self.lock = asyncio.Lock()  # one writer of engine state at a time
-        self.states: StateWriter | None = None  # set by the service (feed.StateWriter)
+        self.inbox = LoopInbox()
+        self._batches: deque[_Batch] = deque()
+        self.closing = False
 
-    async def evaluate(self, records: list[Record]) -> asyncio.Future[None]:
-        """Rules over committed records; the changes stored and queued for delivery. Returns
-        the future of the rule state's snapshot being stored."""
-        async with self.lock:
-            now = now_ms()
-            pending = [(c, rec.rx) for rec in records for c in self.engine.feed(rec, now)]
-            for change, rx in pending:
+    def put(self, changes: Sequence[tuple[Change, int | None]]) -> cf.Future[None]:
+        """Hand over changes (call with the desk's lock held: that is what orders them); the
+        future is done once they are stored and queued for delivery."""
+        if not changes:
+            return done_future()
+        batch = _Batch(list(changes))
+        self._batches.append(batch)
+        self.inbox.wake()
+        return batch.done
+
+    async def run(self) -> None:
+        """Until ``close``: then what was handed over before is stored, and it returns."""
+        while True:
+            await self.inbox.wait()
+            await self.drain()
+            if self.closing:
+                return
+
+    def close(self) -> None:
+        self.closing = True
+        self.inbox.wake()
+
+    async def drain(self) -> None:
+        while self._batches:
+            batch = self._batches[0]
+            for change, rx in batch.changes:
                 await self.keep(change, rx)
-            return self.snapshot(urgent_only=True)
-
-    async def tick(self, *, liveness: bool) -> None:
-        async with self.lock:
-            for change in self.engine.tick(now_ms(), liveness_check=liveness):
-                await self.keep(change, None)
-            self.snapshot(urgent_only=True)
-
-    async def gateway_state(self, gateway_id: str, online: bool) -> None:
-        async with self.lock:
-            for change in self.engine.gateway_state(gateway_id, online, now_ms()):
-                await self.keep(change, None)
-
-    async def acknowledge(
-        self, alert_id: str, audience: Audience, *, by: str, note: str
-    ) -> Change | None:
-        async with self.lock:
-            alert = self.engine.book.get(alert_id)
-            change = self.engine.book.acknowledge(
-                alert, audience, by=by, note=note, now_ms=now_ms()
-            )
-            if change is not None:
-                await self.keep(change, None)
-            return change
-
-    async def resolve(self, alert_id: str, *, by: str, note: str) -> Change:
-        async with self.lock:
-            alert = self.engine.book.get(alert_id)
-            change = self.engine.book.resolve(
-                alert, now_ms(), by=by, note=note or "resolved by a person"
-            )
-            self.engine.note(change)
-            await self.keep(change, None)
-            return change
+            self._batches.popleft()
+            batch.done.set_result(None)
 
     async def keep(self, change: Change, rx_ms: int | None) -> None:
         delays = backoff(0.2, 5.0)
@@ -111,15 +153,78 @@ class AlertDesk:
         )
         await self.delivery.enqueue(pending, rx_ms)
 
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """An evaluation's changes stored and its rule state written, as futures any loop can
+    wait for."""
+
+    changes: cf.Future[None]
+    state: cf.Future[None]
+
+    async def wait(self) -> None:
+        await asyncio.wrap_future(self.changes)
+        await asyncio.wrap_future(self.state)
+
+
+class AlertDesk:
+    def __init__(self, engine: Engine, keeper: Keeper, states: StateWriter) -> None:
+        self.engine = engine
+        self.keeper = keeper
+        self.states = states
+        self.lock = threading.Lock()  # the engine's: held while it computes, never awaited in
+
+    def evaluate(self, records: list[Record]) -> Saved:
+        """Rules over committed records; the changes handed to the keeper and the changed
+        states to the writer."""
+        with self.lock:
+            now = now_ms()
+            pending = [(c, rec.rx) for rec in records for c in self.engine.feed(rec, now)]
+            changes = self.keeper.put(pending)
+            return Saved(changes, self.snapshot(urgent_only=True))
+
+    def tick(self, *, liveness: bool) -> None:
+        with self.lock:
+            changes = self.engine.tick(now_ms(), liveness_check=liveness)
+            self.keeper.put([(c, None) for c in changes])
+            self.snapshot(urgent_only=True)
+
+    def gateway_state(self, gateway_id: str, online: bool) -> None:
+        with self.lock:
+            changes = self.engine.gateway_state(gateway_id, online, now_ms())
+            self.keeper.put([(c, None) for c in changes])
+
+    async def acknowledge(
+        self, alert_id: str, audience: Audience, *, by: str, note: str
+    ) -> Change | None:
+        with self.lock:
+            alert = self.engine.book.get(alert_id)
+            change = self.engine.book.acknowledge(
+                alert, audience, by=by, note=note, now_ms=now_ms()
+            )
+            stored = self.keeper.put([(change, None)] if change is not None else [])
+        await asyncio.wrap_future(stored)
+        return change
+
+    async def resolve(self, alert_id: str, *, by: str, note: str) -> Change:
+        with self.lock:
+            alert = self.engine.book.get(alert_id)
+            change = self.engine.book.resolve(
+                alert, now_ms(), by=by, note=note or "resolved by a person"
+            )
+            self.engine.note(change)
+            stored = self.keeper.put([(change, None)])
+        await asyncio.wrap_future(stored)
+        return change
+
     def _docs(self, keys: set[str]) -> dict[str, str]:
         return {
             k: json.dumps(v, separators=(",", ":"), ensure_ascii=False)
             for k, v in self.engine.snapshot(keys).items()
         }
 
-    def snapshot(self, *, urgent_only: bool) -> asyncio.Future[None]:
+    def snapshot(self, *, urgent_only: bool) -> cf.Future[None]:
         """Hand the changed states to the writer (call with the lock held)."""
-        assert self.states is not None, "the service sets the desk's StateWriter"
         e = self.engine
         keys = set(e.urgent) if urgent_only else e.dirty | e.urgent
         e.urgent -= keys
@@ -128,27 +233,24 @@ class AlertDesk:
 
     async def snapshots(self, period_s: float, *, chunk: int = 200) -> None:
         """Hand over the states changed since the last snapshot, every ``period_s``, a chunk
-        at a time without holding the lock, so that the rules never wait for a large
-        snapshot. Each state is serialised whole at one instant and handed over at once, so
-        the writer always ends with the newest (a state changed meanwhile is dirty again)."""
+        at a time, taking the lock for each chunk only, so that the rules never wait for a
+        large snapshot. Each state is serialised whole at one instant and handed over at
+        once, so the writer always ends with the newest (a state changed meanwhile is dirty
+        again)."""
         e = self.engine
         while True:
             await asyncio.sleep(period_s)
-            # Urgent states are left to ``evaluate``, which stores them before the records
-            # behind them are acknowledged; taking them here would let that ack go out first.
-            keys = list(e.dirty - e.urgent)
-            e.dirty -= set(keys)
+            with self.lock:
+                # Urgent states are left to ``evaluate``, which stores them before the records
+                # behind them are acknowledged; taking them here would let that ack go first.
+                keys = list(e.dirty - e.urgent)
+                e.dirty -= set(keys)
             for i in range(0, len(keys), chunk):
-                self.snapshot_keys(set(keys[i : i + chunk]))
+                with self.lock:
+                    self.states.submit(self._docs(set(keys[i : i + chunk])))
                 await asyncio.sleep(0)
 
-    def snapshot_keys(self, keys: set[str]) -> None:
-        assert self.states is not None
-        self.states.submit(self._docs(keys))
-
-    async def save_all(self) -> None:
-        """At shutdown, after every task has stopped: every state, written now."""
-        assert self.states is not None
-        async with self.lock:
-            docs = self._docs(set(self.engine.states))
-        await self.states.write(docs)
+    def all_docs(self) -> dict[str, str]:
+        """Every state, for the writer at shutdown."""
+        with self.lock:
+            return self._docs(set(self.engine.states))

@@ -1,11 +1,12 @@
-"""Between the ingest's commits and the rules: events ahead of telemetry, and rule state
-stored before a gateway is acknowledged, without the one waiting for the other.
+"""Between the telemetry lane's commits and the rules; and the writer of rule state.
 
-``RuleFeed.committed`` is the ingest's ``on_committed``: it only queues the committed records
-(so that the ingest's writers never wait for the rules) and returns. Its task evaluates them:
-event and status flushes first, then telemetry in chunks, looking for events between chunks
-(a fire alarm never waits behind a large telemetry flush). For each flush, once its rule state
-is stored (``StateWriter``), the gateways are acknowledged, in commit order, by a second task.
+``RuleFeed.committed`` is the telemetry lane's ``on_committed`` (on the main loop): it only
+queues the committed records (so that the ingest's writer never waits for the rules) and
+returns. Its task evaluates them in chunks, yielding between chunks (the desk's lock is taken
+per chunk, so the alarm lane never waits for more than one). For each flush, once its alert
+changes and rule state are stored (``desk.Saved``), the gateways are acknowledged, in commit
+order, by a second task. Events and statuses do not come here: the alarm lane evaluates them
+on its own thread (``backend.alarm``).
 
 Overflow policy: at most ``max_waiting`` committed flushes wait for the rules; beyond that
 ``committed`` waits for room, which holds the ingest's writer (its lane's queue then fills and
@@ -17,7 +18,9 @@ as a duplicate later and never evaluated).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as cf
 import logging
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,7 +30,7 @@ import psycopg
 
 from anju.backoff import backoff
 from anju.uplink import Record
-from backend.alerting.desk import AlertDesk
+from backend.alerting.desk import AlertDesk, LoopInbox, Saved, done_future
 
 if TYPE_CHECKING:
     from backend.store import AlertStore
@@ -38,35 +41,41 @@ AckFn = Callable[[dict[str, list[int]]], Awaitable[None]]
 
 class StateWriter:
     """Writes rule-state snapshots (JSON text by key), the newest per key, in the order they
-    were taken. ``submit`` returns a future done once that snapshot is stored. Pending
-    snapshots are merged by key, so what waits is bounded by the number of devices."""
+    were taken; runs on one loop (the alarm lane's), fed from any thread. ``submit`` returns
+    a future done once that snapshot is stored. Pending snapshots are merged by key, so what
+    waits is bounded by the number of devices."""
 
     def __init__(self, store: AlertStore) -> None:
         self.store = store
+        self.inbox = LoopInbox()
+        self._guard = threading.Lock()
         self.pending: dict[str, str] = {}
-        self.waiters: list[asyncio.Future[None]] = []
-        self.wake = asyncio.Event()
+        self.waiters: list[cf.Future[None]] = []
 
-    def submit(self, docs: dict[str, str]) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def submit(self, docs: dict[str, str]) -> cf.Future[None]:
         if not docs:
-            fut.set_result(None)
-            return fut
-        self.pending.update(docs)
-        self.waiters.append(fut)
-        self.wake.set()
+            return done_future()
+        fut: cf.Future[None] = cf.Future()
+        with self._guard:
+            self.pending.update(docs)
+            self.waiters.append(fut)
+        self.inbox.wake()
         return fut
 
     async def run(self) -> None:
         while True:
-            await self.wake.wait()
-            self.wake.clear()
+            await self.inbox.wait()
+            await self.flush()
+
+    async def flush(self) -> None:
+        with self._guard:
             docs, self.pending = self.pending, {}
             waiters, self.waiters = self.waiters, []
+        if docs:
             await self.write(docs)
-            for f in waiters:
-                if not f.done():
-                    f.set_result(None)
+        for f in waiters:
+            if not f.done():
+                f.set_result(None)
 
     async def write(self, docs: dict[str, str]) -> None:
         delays = backoff(0.2, 5.0)
@@ -89,27 +98,20 @@ class _Flush:
 
 class RuleFeed:
     def __init__(
-        self, desk: AlertDesk, ack: AckFn, *, max_waiting: int = 64, chunk: int = 256
+        self, desk: AlertDesk, ack: AckFn, *, max_waiting: int = 64, chunk: int = 128
     ) -> None:
         self.desk = desk
         self.ack = ack
         self.chunk = chunk
-        self.urgent: deque[_Flush] = deque()  # events and statuses
-        self.bulk: deque[_Flush] = deque()  # telemetry
+        self.bulk: deque[_Flush] = deque()
         self.room = asyncio.Semaphore(max_waiting)
         self.ready = asyncio.Event()
         self.closing = False
-        # Flushes evaluated, with their state's future, waiting to be acknowledged (bounded by
+        # Flushes evaluated, with what they saved, waiting to be acknowledged (bounded by
         # ``max_waiting``: a flush keeps its place in ``room`` until acknowledged).
-        self.to_ack: asyncio.Queue[tuple[asyncio.Future[None], _Flush]] = asyncio.Queue()
+        self.to_ack: asyncio.Queue[tuple[list[Saved], _Flush]] = asyncio.Queue()
 
     async def committed(self, new: list[Record], acks: dict[str, list[int]]) -> None:
-        if any(r.kind != "t" for r in new):
-            # Events never wait for room behind telemetry: the ingest's events queue bounds
-            # them already.
-            self.urgent.append(_Flush(new, acks, bounded=False))
-            self.ready.set()
-            return
         try:
             await self.room.acquire()
         except asyncio.CancelledError:
@@ -135,32 +137,21 @@ class RuleFeed:
         self.ready.set()
 
     async def _evaluate_queued(self) -> None:
-        while self.urgent or self.bulk:
-            if self.urgent:
-                f = self.urgent.popleft()
-                saved = await self.desk.evaluate(f.records)
-            else:
-                f = self.bulk.popleft()
-                saved = await self._evaluate_bulk(f.records)
+        while self.bulk:
+            f = self.bulk.popleft()
+            saved = []
+            for i in range(0, max(len(f.records), 1), self.chunk):
+                saved.append(self.desk.evaluate(f.records[i : i + self.chunk]))
+                await asyncio.sleep(0)  # let the MQTT reader and the ingest run
             self.to_ack.put_nowait((saved, f))
 
-    async def _evaluate_bulk(self, records: list[Record]) -> asyncio.Future[None]:
-        saved: asyncio.Future[None] | None = None
-        for i in range(0, max(len(records), 1), self.chunk):
-            while self.urgent:  # events that came in meanwhile go first
-                f = self.urgent.popleft()
-                self.to_ack.put_nowait((await self.desk.evaluate(f.records), f))
-            saved = await self.desk.evaluate(records[i : i + self.chunk])
-            await asyncio.sleep(0)  # let the MQTT reader and the ingest run
-        assert saved is not None
-        return saved
-
     async def acknowledge(self) -> None:
-        """Acknowledge each flush once its rule state is stored, in evaluation order."""
+        """Acknowledge each flush once its changes and rule state are stored, in order."""
         while True:
             saved, f = await self.to_ack.get()
-            await saved
             try:
+                for s in saved:
+                    await s.wait()
                 await self.ack(f.acks)
             finally:
                 if f.bounded:
