@@ -115,7 +115,8 @@ class AlarmLane:
         self._go, self._stop = asyncio.Event(), asyncio.Event()
         self._to_ack = asyncio.Queue()
         self.ingest.events_loop = self._loop
-        pool = AsyncConnectionPool(s.database_url, min_size=1, max_size=4, open=False)
+        # Every connection open from the start: an alarm never waits for one to be made.
+        pool = AsyncConnectionPool(s.database_url, min_size=4, max_size=4, open=False)
         await pool.open(wait=True, timeout=30)
         try:
             store = AlertStore(pool)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -117,11 +118,15 @@ class Ingest:
         self.events = Lane("e", asyncio.Queue(event_queue_max), event_batch_max_records, 0.0)
         self.telemetry_wait = telemetry_wait_ms / 1000
         self.gaps = GapTracker()
+        self._gaps_lock = threading.Lock()  # the two lanes' writers may run on two threads
         self._known_pairs: set[int] = set()
         self.mode: StorageMode | None = None
         # The loop whose writer takes the events lane, when it is not the caller's (the
         # backend's alarm lane runs it on a thread of its own).
         self.events_loop: asyncio.AbstractEventLoop | None = None
+        # The events lane's sequence ranges as committed, by (gateway, boot): this writer is
+        # theirs alone, so after the first read it knows them without reading them again.
+        self._seen_cache: dict[tuple[str, str], SeqSet] = {}
 
     # ---- the MQTT side -------------------------------------------------------------------
 
@@ -282,13 +287,23 @@ class Ingest:
         self, conn: psycopg.AsyncConnection, lane: Lane, flush: Flush, *, only_mark: bool = False
     ) -> list[Record]:
         started = time.perf_counter()
-        async with contextlib.AsyncExitStack() as stack:
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if lane.name == "e":
+                    # The fast lane in pipeline mode: one round trip to the database (two
+                    # the first time a gateway's boot is seen: its ranges are read), instead
+                    # of one per statement, each of which would also wait for its turn.
+                    await stack.enter_async_context(conn.pipeline())
+                rows, by_key, copy_done = await self._transaction(conn, lane, flush, only_mark)
+        except BaseException:
             if lane.name == "e":
-                # The fast lane in pipeline mode: two round trips to the database (the seen
-                # ranges; then the writes and the commit) instead of one per statement, each
-                # of which would also wait for its turn on a busy event loop.
-                await stack.enter_async_context(conn.pipeline())
-            rows, by_key, copy_done = await self._transaction(conn, lane, flush, only_mark)
+                self._seen_cache.clear()  # the outcome may be unknown: read them again
+            raise
+        if lane.name == "e":
+            for k, seqs in by_key.items():
+                if k in self._seen_cache:
+                    for lo, hi in runs(seqs):
+                        self._seen_cache[k].add_range(lo, hi)
         finished = time.perf_counter()
         self._after_commit(lane, rows, by_key, copy_done - started, finished - started)
         return rows.stored
@@ -300,6 +315,7 @@ class Ingest:
         gws, boots = [k[0] for k in keys], [k[1] for k in keys]
         async with conn.transaction():
             cur = conn.cursor()
+            cache = self._seen_cache if lane.name == "e" else None
             await cur.execute(
                 "INSERT INTO ingest_seen (gateway_id, boot_id, lane)"
                 " SELECT g, b, %s FROM unnest(%s::text[], %s::text[]) AS t(g, b)"
@@ -312,10 +328,19 @@ class Ingest:
                 " ORDER BY gateway_id, boot_id FOR UPDATE",
                 (lane.name, gws, boots),
             )
-            seen = {
-                (g, b): SeqSet.of((rg.lower, rg.upper) for rg in mr)
-                for g, b, mr in await cur.fetchall()
-            }
+            if cache is not None and all(k in cache for k in keys):
+                # The rows are locked all the same; their contents are what this writer
+                # committed last (in pipeline mode: no round trip to read them).
+                seen = {k: cache[k] for k in keys}
+            else:
+                seen = {
+                    (g, b): SeqSet.of((rg.lower, rg.upper) for rg in mr)
+                    for g, b, mr in await cur.fetchall()
+                }
+                if cache is not None:
+                    if len(cache) > _SEEN_CACHE_MAX:
+                        cache.clear()
+                    cache.update(seen)
             empty = SeqSet()
             new = [
                 r for r in flush.records if r.seq not in seen.get((r.gateway_id, r.boot_id), empty)
@@ -423,13 +448,15 @@ class Ingest:
         self._known_pairs.update(hash(p) for p in rows.pairs)
         if rows.newest_ms is not None:
             m.lag.set(max(0.0, time.time() - rows.newest_ms / 1000))
-        for (g, b), seqs in by_key.items():
-            opened = self.gaps.add(g, b, seqs)
-            if opened:
-                m.gaps.inc(opened)
-        m.seq_missing.set(self.gaps.total_missing)
+        with self._gaps_lock:
+            for (g, b), seqs in by_key.items():
+                opened = self.gaps.add(g, b, seqs)
+                if opened:
+                    m.gaps.inc(opened)
+            m.seq_missing.set(self.gaps.total_missing)
 
 
+_SEEN_CACHE_MAX = 100_000  # (gateway, boot) pairs
 _INLINE_RECORDS = 200  # smaller flushes build their rows on the loop: a thread costs more
 _YIELD_EVERY = 1_000  # COPY rows written between two turns of the event loop
 

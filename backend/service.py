@@ -15,6 +15,7 @@ import json
 import logging
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Generator
 
@@ -45,6 +46,7 @@ from backend.webhooks import Webhooks
 log = logging.getLogger("anju.backend")
 # Small packets (alerts, acks, PUBACKs) go out at once, not held back by Nagle's algorithm.
 _NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+_ALARM_STOP_S = 60
 
 
 def _now_ms() -> int:
@@ -211,7 +213,14 @@ class Backend:
         # change and every rule state (for the next start) and stops.
         await self.feed.drain()
         alarm.stop()
-        await asyncio.wrap_future(alarm.finished)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(alarm.finished), _ALARM_STOP_S)
+        except TimeoutError:
+            log.error(
+                "the alarm lane did not finish storing within %d s (is the database away?);"
+                " stopping without it",
+                _ALARM_STOP_S,
+            )
 
     @staticmethod
     async def _watch(alarm: AlarmLane) -> None:
@@ -333,7 +342,7 @@ class Backend:
         while True:
             await asyncio.sleep(period)
             n += 1
-            self.desk.tick(liveness=n % every == 0)
+            await self.desk.tick(liveness=n % every == 0)
 
 
 def run_backend(settings: BackendSettings) -> None:
@@ -346,4 +355,7 @@ def run_backend(settings: BackendSettings) -> None:
             loop.add_signal_handler(sig, stop.set)
         await Backend(settings).run(stop)
 
+    # The alarm lane's thread waits for the interpreter lock at each step of its path: hand
+    # it over every millisecond rather than every five.
+    sys.setswitchinterval(0.001)
     asyncio.run(main())

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from backend.alerting.rules_fire import rise_per_min
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from backend.alerting.rules_fire import rise_per_min, window_slope
 from backend.alerting.testing import Feeder
 
 SMOKE, HEAT, PANEL = "c0-smoke_detector-0", "c0-heat_detector-0", "c0-fire_panel-0"
@@ -71,6 +75,20 @@ def test_water_pressure_low_for_60_s_and_recovery_with_hysteresis() -> None:
 
 def test_heat_rise_slope_over_60_s() -> None:
     assert abs(rise_per_min([0, 30_000, 60_000], [20.0, 25.0, 30.0]) - 10.0) < 1e-9
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 120_000), st.floats(-40, 150, allow_nan=False)),
+        min_size=2,
+        max_size=40,
+    )
+)
+def test_window_slope_agrees_with_numpy(points: list[tuple[int, float]]) -> None:
+    """The plain-Python slope of short windows is numpy's (the long-window path)."""
+    w = sorted((float(t), y) for t, y in points)
+    expected = rise_per_min([int(t) for t, _ in w], [y for _, y in w])
+    assert window_slope(w) == pytest.approx(expected, rel=1e-6, abs=1e-6)
     f = Feeder()
     for i in range(7):  # 9.9 degC/min: just under
         assert f.tel(HEAT, i * 10, temperature_c=20 + 9.9 * i / 6) == []

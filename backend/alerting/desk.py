@@ -183,10 +183,28 @@ class AlertDesk:
             changes = self.keeper.put(pending)
             return Saved(changes, self.snapshot(urgent_only=True))
 
-    def tick(self, *, liveness: bool) -> None:
+    async def tick(self, *, liveness: bool, slice_size: int = 1_000) -> None:
+        """Timers (and liveness and deadlines), the city a slice of devices at a time under
+        the lock, so that the alarm lane never waits for a whole pass."""
+        e = self.engine
         with self.lock:
-            changes = self.engine.tick(now_ms(), liveness_check=liveness)
-            self.keeper.put([(c, None) for c in changes])
+            ids = list(e.states)
+        now = now_ms()
+        for i in range(0, len(ids), slice_size):
+            with self.lock:
+                self.keeper.put([(c, None) for c in e.tick_timers(now, ids[i : i + slice_size])])
+            await asyncio.sleep(0)
+        if liveness:
+            with self.lock:
+                self.keeper.put([(c, None) for c in e.tick_gateways(now)])
+            for i in range(0, len(ids), slice_size):
+                with self.lock:
+                    changes = e.tick_liveness(now, ids[i : i + slice_size])
+                    self.keeper.put([(c, None) for c in changes])
+                await asyncio.sleep(0)
+            with self.lock:
+                self.keeper.put([(c, None) for c in e.tick_escalations(now)])
+        with self.lock:
             self.snapshot(urgent_only=True)
 
     def gateway_state(self, gateway_id: str, online: bool) -> None:

@@ -11,7 +11,7 @@ stores and publishes the changes it returns, and persists ``snapshot()`` of the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -204,26 +204,43 @@ class Engine:
 
     def tick(self, now_ms: int, *, liveness_check: bool = True) -> list[Change]:
         """Timers due on device time, then (optionally) liveness and deadlines."""
+        changes = self.tick_timers(now_ms, self.states)
+        if liveness_check:
+            changes += self.tick_gateways(now_ms)
+            changes += self.tick_liveness(now_ms, self.states)
+            changes += self.tick_escalations(now_ms)
+        return changes
+
+    def tick_timers(self, now_ms: int, device_ids: Iterable[str]) -> list[Change]:
+        """Timers due on device time, of these devices (a caller may tick the city in
+        slices)."""
         changes: list[Change] = []
-        for device_id, st in self.states.items():
-            if not st.since:
+        for device_id in device_ids:
+            st = self.states.get(device_id)
+            if st is None or not st.since:
                 continue
             device_now = now_ms - st.offset_ms
             if device_now <= st.last_ts:
                 continue
             dev = self.devices[device_id]
             changes.extend(self._run(dev, st, Tick(device_id, device_now), now_ms))
-        if liveness_check:
-            changes += self._gateways_tick(now_ms)
-            changes += self._liveness(now_ms)
-            for ch in self.book.escalations(now_ms, self.shared.deadlines):
-                changes.append(ch)
         return changes
 
-    def _liveness(self, now_ms: int) -> list[Change]:
+    def tick_gateways(self, now_ms: int) -> list[Change]:
+        """Gateways silent too long (before ``tick_liveness``: their devices' silence is
+        theirs)."""
+        return self._gateways_tick(now_ms)
+
+    def tick_escalations(self, now_ms: int) -> list[Change]:
+        """Acknowledgement deadlines passed."""
+        return self.book.escalations(now_ms, self.shared.deadlines)
+
+    def tick_liveness(self, now_ms: int, device_ids: Iterable[str]) -> list[Change]:
+        """Offline and silent devices, of these devices."""
         changes: list[Change] = []
-        for device_id, st in self.states.items():
-            if st.last_rx == 0:
+        for device_id in device_ids:
+            st = self.states.get(device_id)
+            if st is None or st.last_rx == 0:
                 continue
             dev = self.devices[device_id]
             gw = self.gateways.get(dev.gateway_id)

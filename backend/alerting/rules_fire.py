@@ -168,6 +168,29 @@ def _slope(ts: np.ndarray[Any, Any], temps: np.ndarray[Any, Any]) -> float:
     return 0.0 if denom == 0.0 else float(np.dot(tc, temps - temps.sum() / n) / denom)
 
 
+def window_slope(w: Sequence[Sequence[float]]) -> float:
+    """The least-squares slope (degC per minute) of a window of (ts, temperature): numpy for
+    long windows (a detector reporting every second fills 60 points); below
+    ``_NUMPY_FROM`` points the same sums in plain Python, since numpy's call overhead alone
+    (about 10 us) is several times what they cost (a detector reporting every 10 s has 6)."""
+    n = len(w)
+    if n >= _NUMPY_FROM:
+        a = np.fromiter(chain.from_iterable(w), np.float64, 2 * n).reshape(-1, 2).T.copy()
+        return _slope(a[0], a[1])  # rows (contiguous): times, temperatures
+    t0 = w[0][0]
+    tm = sum(x[0] - t0 for x in w) / (n * 60_000.0)
+    ym = sum(x[1] for x in w) / n
+    sxx = sxy = 0.0
+    for t, y in w:
+        dx = (t - t0) / 60_000.0 - tm
+        sxx += dx * dx
+        sxy += dx * (y - ym)
+    return 0.0 if sxx == 0.0 else sxy / sxx
+
+
+_NUMPY_FROM = 16
+
+
 def fire_heat_rise(dev: DeviceInfo, st: DeviceState, inp: Input) -> list[Decision]:
     """Temperature rising >= ``rise_c_per_min`` over a 60 s window (a least-squares slope of
     the readings in the window, which must span at least half of it); clears when the rise
@@ -190,8 +213,7 @@ def fire_heat_rise(dev: DeviceInfo, st: DeviceState, inp: Input) -> list[Decisio
     st.mem[HEAT_RISE] = w
     if len(w) < 3 or w[-1][0] - w[0][0] < win_ms // 2:
         return []
-    a = np.fromiter(chain.from_iterable(w), np.float64, 2 * len(w)).reshape(-1, 2).T.copy()
-    rise = _slope(a[0], a[1])  # rows (contiguous): times, temperatures
+    rise = window_slope(w)
     limit = param(dev, "rise_c_per_min")
     if HEAT_RISE in st.open:
         elapsed = held(st, f"{HEAT_RISE}/ok", rise < limit / 2, inp.ts)
