@@ -225,10 +225,6 @@ def latency(*, quick: bool) -> dict[str, Any]:
         finally:
             if proc is not None:
                 stop_process(proc)
-            if os.environ.get("ANJU_BENCH_LOG"):
-                import shutil
-
-                shutil.copy(log, os.environ["ANJU_BENCH_LOG"])
             broker.stop()
             pg.destroy()
 
