@@ -40,7 +40,7 @@ class BackendSettings(BaseSettings):
         default=None, description="alerting.yaml: parameter defaults, deadlines, tokens, webhooks"
     )
     state_snapshot_ms: int = Field(
-        default=5_000,
+        default=30_000,
         ge=50,
         description="rule state of every device that reported written this often (states"
         " whose timers or open alerts changed: at once, before the gateway is acknowledged)",

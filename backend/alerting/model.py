@@ -9,14 +9,16 @@ from typing import Any
 from anju.contract import Severity
 
 
-@dataclass(frozen=True, slots=True)
+# Inputs are read-only by convention; not frozen, because a frozen dataclass costs about
+# 0.5 us more to make, once for every record the rules see.
+@dataclass(slots=True)
 class Telemetry:
     device_id: str
     ts: int
     metrics: Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeviceEvent:
     device_id: str
     ts: int
@@ -24,7 +26,7 @@ class DeviceEvent:
     data: Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Status:
     """A device's status (``online``, ``fw``, ``battery_pct``), stamped by the gateway."""
 
@@ -33,7 +35,7 @@ class Status:
     status: Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Tick:
     """Device time has advanced to ``ts`` without a reading (timers are due)."""
 
