@@ -181,6 +181,8 @@ class Backend:
             len(book.open),
             requeued,
         )
+        # Before the alarm lane publishes anything: what webhooks had in hand or waiting.
+        await self.webhooks.resume()
         alarm.go(self.desk)
         async with asyncio.TaskGroup() as tg:
             tasks = [

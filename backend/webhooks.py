@@ -8,6 +8,10 @@ PROTOCOL.md section 2, with headers
 - ``X-Anju-Timestamp: <unix seconds>`` (receivers should refuse old timestamps: replays)
 - ``X-Anju-Delivery: <audit entry number>`` (the same change may arrive twice; de-duplicate).
 
+Each webhook's worker takes changes in audit order and records how far it got
+(``webhook_progress``), so that a restart queues again what was in hand or waiting (the
+receiver may then get a change twice: ``X-Anju-Delivery`` tells).
+
 A 2xx answer is success. Anything else is retried with the shared backoff helper up to
 ``max_attempts``; then the change goes to the dead-letter table ``webhook_dead_letters``, which
 the API lists and replays (``/api/webhooks/dead-letters``). Each webhook has its own bounded
@@ -76,14 +80,8 @@ class Webhooks:
 
     def offer(self, pending: Pending) -> None:
         for name, spec in self.specs.items():
-            if not wanted(spec, pending.payload):
-                continue
-            q = self.queues[name]
-            if q.full():
-                self.dead.labels(name, "queue_full").inc()
-                self._overflow.append((name, pending))
-            else:
-                q.put_nowait(pending)
+            if wanted(spec, pending.payload):
+                self._queue(name, pending)
 
     async def run(self) -> None:
         if not self.specs:
@@ -100,11 +98,70 @@ class Webhooks:
             for name, p in items:
                 await self._dead_letter(name, p, 0, "queue full")
 
+    async def resume(self) -> int:
+        """Before anything is offered: queue again what each webhook had not finished when
+        the backend last stopped (entries published over MQTT beyond its ``done_upto``; those
+        not yet published are offered when they are). A webhook seen for the first time
+        starts from now. Returns how many were queued."""
+        if not self.specs:
+            return 0
+        names = list(self.specs)
+        async with self.store.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO webhook_progress (name, done_upto)"
+                " SELECT w, (SELECT coalesce(max(n), 0) FROM alert_audit)"
+                " FROM unnest(%s::text[]) AS w ON CONFLICT DO NOTHING",
+                (names,),
+            )
+            cur = await conn.execute(
+                "SELECT a.n, a.entry -> 'payload', p.name FROM webhook_progress p"
+                " JOIN alert_audit a ON a.n > p.done_upto AND a.published"
+                " WHERE p.name = ANY(%s) ORDER BY a.n",
+                (names,),
+            )
+            rows = await cur.fetchall()
+        queued = 0
+        for n, payload, name in rows:
+            if wanted(self.specs[name], payload):
+                self._queue(name, Pending(int(n), payload))
+                queued += 1
+        if queued:
+            log.info("webhooks: %d deliveries queued again from before the restart", queued)
+        return queued
+
+    def _queue(self, name: str, pending: Pending) -> None:
+        q = self.queues[name]
+        if q.full():
+            self.dead.labels(name, "queue_full").inc()
+            self._overflow.append((name, pending))
+        else:
+            q.put_nowait(pending)
+
     async def _worker(self, client: httpx.AsyncClient, name: str) -> None:
         q = self.queues[name]
         while True:
             pending = await q.get()
             await self.deliver(client, name, pending)
+            await self._done(name, pending.n)
+
+    async def _done(self, name: str, n: int) -> None:
+        """Record the webhook's progress (never backwards: a replayed dead letter is old)."""
+        delays = backoff(0.5, 30.0)
+        while True:
+            try:
+                async with self.store.pool.connection() as conn:
+                    await conn.execute(
+                        "UPDATE webhook_progress SET done_upto = greatest(done_upto, %s),"
+                        " updated_at = now() WHERE name = %s",
+                        (n, name),
+                    )
+                return
+            except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+                delay = next(delays)
+                log.warning(
+                    "webhook %s: cannot record progress (%s); again in %.1f s", name, exc, delay
+                )
+                await asyncio.sleep(delay)
 
     async def deliver(self, client: httpx.AsyncClient, name: str, pending: Pending) -> bool:
         spec = self.specs[name]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from anju.servers import PrivateMosquitto, free_port
@@ -88,6 +89,14 @@ async def until(
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
     return got
+
+
+def progress(db_url: str, webhook: str) -> int:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT done_upto FROM webhook_progress WHERE name = %s", (webhook,)
+        ).fetchone()
+    return int(row[0]) if row else -1
 
 
 def expected_signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -186,3 +195,41 @@ async def test_signed_delivery_retries_dead_letters_and_replay(
             # Nothing for the other district's brigade, nothing twice for Nanhu's.
             assert [json.loads(b)["id"] for _, b, _ in fire.got()] == [alert["id"]]
             assert fire.paths == ["/anju-alerts"]
+
+
+async def test_a_delivery_in_hand_at_a_restart_is_made_after_it(
+    db_url: str, broker: PrivateMosquitto, city_file: Path, tmp_path: Path
+) -> None:
+    """The fire brigade's system is down; the backend stops while it retries; once the
+    system is back, the restarted backend delivers the change (and only that one, once). A
+    webhook configured after the alarm does not get the history."""
+    fire = Receiver(fail=10_000)
+    hook = {"name": "fire-nh", "audience": "fire", "scope": "330402", "url": fire.url,
+            "secret": FIRE_SECRET, "max_attempts": 50}  # fmt: skip
+    late = Receiver()
+    late_hook = {**hook, "name": "fire-nh-new", "url": late.url}
+    with receiving(fire, late):
+        alerting = alerting_file(tmp_path, webhooks=[hook])
+        async with backend_running(db_url, broker, city_file, alerting, free_port()):
+            t = now_ms()
+            await Uplink(broker.port).send(SMOKE, "e", t, t, {"e": "alarm", "x": {}})
+            await eventually(lambda: bool(fire.got()), what="a first, failed attempt")
+        assert {s for _, _, s in fire.got()} == {500}
+        delivery = fire.got()[0][0]["X-Anju-Delivery"]
+        fire.fail = 0  # the brigade's system is back
+
+        alerting = alerting_file(tmp_path, webhooks=[hook, late_hook])
+        async with backend_running(db_url, broker, city_file, alerting, free_port()):
+            await eventually(lambda: fire.got()[-1][2] == 204, what="the delivery after restart")
+            await eventually(
+                lambda: progress(db_url, "fire-nh") >= int(delivery), what="its progress stored"
+            )
+        h, body, _ = fire.got()[-1]
+        assert h["X-Anju-Delivery"] == delivery
+        assert json.loads(body)["device_id"] == SMOKE
+        assert late.got() == []  # configured after the alarm: no history
+
+        before = len(fire.got())
+        async with backend_running(db_url, broker, city_file, alerting, free_port()):
+            await asyncio.sleep(1.5)
+        assert len(fire.got()) == before  # done: not delivered again
