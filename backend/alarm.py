@@ -100,14 +100,16 @@ class AlarmLane:
     def _main(self) -> None:
         try:
             asyncio.run(self._run())
-        except BaseException as exc:
+        except BaseException as exc:  # handed to the main loop, which stops the backend
             if not self.built.done():
                 self.built.set_exception(exc)
-            self.finished.set_exception(exc)
+            if not self.finished.done():
+                self.finished.set_exception(exc)
         else:
             if not self.built.done():
                 self.built.set_exception(RuntimeError("the alarm lane stopped before it began"))
-            self.finished.set_result(None)
+            if not self.finished.done():
+                self.finished.set_result(None)
 
     async def _run(self) -> None:
         s = self.settings
@@ -134,18 +136,19 @@ class AlarmLane:
                 return
             async with asyncio.TaskGroup() as tg:
                 keeper = tg.create_task(self.keeper.run(), name="alert-keeper")
+                writer = tg.create_task(
+                    self.ingest.run_lane("e", self._committed), name="ingest-events"
+                )
                 cancel = [
                     tg.create_task(self._session(), name="mqtt-events"),
-                    tg.create_task(
-                        self.ingest.run_lane("e", self._committed), name="ingest-events"
-                    ),
                     tg.create_task(self._acknowledge(), name="events-acks"),
                     tg.create_task(self.states.run(), name="rule-state-writer"),
                     tg.create_task(self.delivery.marks(), name="delivery-marks"),
                 ]
                 await stop_wait
                 log.info("alarm lane stopping")
-                self.delivery.closing = True
+                await self.ingest.stop_lane("e", writer)  # the flush in hand, to the rules
+                self.delivery.close()
                 for t in cancel:
                     t.cancel()
                 self.keeper.close()  # it stores every change handed over, then returns
@@ -178,6 +181,7 @@ class AlarmLane:
                     max_queued_incoming_messages=self.settings.mqtt_incoming_max,
                 ) as client:
                     await client.subscribe(UP_EVENTS_SUBSCRIPTION, qos=1)
+                    self.ingest.forget_seen()  # (another backend may have written meanwhile)
                     self.client = client
                     self.on_subscribed()
                     delays = backoff(0.5, 10.0)

@@ -8,7 +8,6 @@ entries not yet marked published), so that a lost connection or a restart never 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -51,7 +50,8 @@ class Delivery:
         # Entries found unpublished in the database at start: sent first, not bounded by the
         # queue (nothing consumes the queue yet when they are loaded).
         self._backlog: deque[tuple[Pending, float | None]] = deque()
-        self.closing = False  # set at shutdown: a full queue no longer makes anyone wait
+        self.closing = False  # ``close``: a full queue no longer makes anyone wait
+        self._closed = asyncio.Event()
         # Audit entries published and not yet marked so (``marks``): the next alert's
         # publish never waits for this bookkeeping.
         self._to_mark: list[int] = []
@@ -61,11 +61,24 @@ class Delivery:
         # Blocks when full (back-pressure on the rules), never drops: the entry is in the DB.
         # While stopping it does not wait: an entry left out is sent after the restart.
         item = (pending, rx_ms / 1000 if rx_ms else None)
-        if self.closing:
-            with contextlib.suppress(asyncio.QueueFull):
-                self.queue.put_nowait(item)
+        try:
+            self.queue.put_nowait(item)
             return
-        await self.queue.put(item)
+        except asyncio.QueueFull:
+            if self.closing:
+                return
+        put = asyncio.ensure_future(self.queue.put(item))
+        closed = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({put, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            put.cancel()  # (no effect once done)
+            closed.cancel()
+
+    def close(self) -> None:
+        """At shutdown: whoever waits for room in the queue stops waiting."""
+        self.closing = True
+        self._closed.set()
 
     async def requeue_unpublished(self) -> int:
         items = await self.store.unpublished()

@@ -95,6 +95,8 @@ class Lane:
     wait_s: float
     # Records of the current flush that the database refused (not for the rules).
     refused: set[tuple[str, str, int]] = field(default_factory=set)
+    busy: bool = False  # between taking a flush and handing it on
+    closing: bool = False  # ``Ingest.stop_lane``: return after the flush in hand
 
 
 class Ingest:
@@ -124,9 +126,11 @@ class Ingest:
         # The loop whose writer takes the events lane, when it is not the caller's (the
         # backend's alarm lane runs it on a thread of its own).
         self.events_loop: asyncio.AbstractEventLoop | None = None
+        self.telemetry_loop: asyncio.AbstractEventLoop | None = None  # likewise
         # The events lane's sequence ranges as committed, by (gateway, boot): this writer is
         # theirs alone, so after the first read it knows them without reading them again.
         self._seen_cache: dict[tuple[str, str], SeqSet] = {}
+        self._cache_ok = False  # the events writer's session lock is held
 
     # ---- the MQTT side -------------------------------------------------------------------
 
@@ -145,15 +149,25 @@ class Ingest:
             await self._put_fast(fast)
             self.metrics.queue_depth.labels("e").set(self.events.queue.qsize())
         if tele:
+            loop = self.telemetry_loop
+            if loop is None or loop is asyncio.get_running_loop():
+                await self._put_telemetry(tele)
+            else:
+                # Telemetry on the events topic (not what a gateway sends, but it is valid):
+                # to the telemetry lane's loop, whose queue it is.
+                put = asyncio.run_coroutine_threadsafe(self._put_telemetry(tele), loop)
+                await asyncio.wrap_future(put)
+
+    async def _put_telemetry(self, tele: list[Record]) -> None:
+        try:
+            self.telemetry.queue.put_nowait(tele)
+        except asyncio.QueueFull:
             try:
-                self.telemetry.queue.put_nowait(tele)
-            except asyncio.QueueFull:
-                try:
-                    await asyncio.wait_for(self.telemetry.queue.put(tele), self.telemetry_wait)
-                except TimeoutError:
-                    self.metrics.shed.labels("t").inc()
-                    return
-            self.metrics.queue_depth.labels("t").set(self.telemetry.queue.qsize())
+                await asyncio.wait_for(self.telemetry.queue.put(tele), self.telemetry_wait)
+            except TimeoutError:
+                self.metrics.shed.labels("t").inc()
+                return
+        self.metrics.queue_depth.labels("t").set(self.telemetry.queue.qsize())
 
     async def _put_fast(self, records: list[Record]) -> None:
         loop = self.events_loop
@@ -173,8 +187,27 @@ class Ingest:
             tg.create_task(self.run_lane("t", on_committed), name="ingest-telemetry")
 
     async def run_lane(self, lane: str, on_committed: OnCommitted) -> None:
-        """One lane's writer ("e": events and statuses, "t": telemetry), until cancelled."""
-        await self._writer(self.events if lane == "e" else self.telemetry, on_committed)
+        """One lane's writer ("e": events and statuses, "t": telemetry), until cancelled or
+        stopped (``stop_lane``)."""
+        await self._writer(self._lane(lane), on_committed)
+
+    def _lane(self, name: str) -> Lane:
+        return self.events if name == "e" else self.telemetry
+
+    async def stop_lane(self, name: str, task: asyncio.Task[None], within_s: float = 10) -> None:
+        """Stop a lane's writer (running as ``task``) between flushes: waiting for its next
+        flush, it is cancelled at once (what it gathered was not acknowledged: it comes
+        again); in the middle of one, it first commits it and hands it on (records committed
+        and not handed to the rules would come back as duplicates and never be evaluated),
+        within ``within_s`` (the database may be away)."""
+        lane = self._lane(name)
+        lane.closing = True
+        if not lane.busy:
+            task.cancel()
+        _done, pending = await asyncio.wait({task}, timeout=within_s)
+        for t in pending:
+            log.warning("lane %s did not finish its flush in %.0f s; cancelled", name, within_s)
+            t.cancel()
 
     async def _gather(self, lane: Lane) -> Flush:
         flush = Flush()
@@ -197,8 +230,9 @@ class Ingest:
     async def _writer(self, lane: Lane, on_committed: OnCommitted) -> None:
         conn: psycopg.AsyncConnection | None = None
         try:
-            while True:
+            while not lane.closing:
                 flush = await self._gather(lane)
+                lane.busy = True
                 lane.refused.clear()
                 delays = backoff(0.2, 5.0)
                 # A connection lost during a commit leaves its outcome unknown: if it did
@@ -208,7 +242,7 @@ class Ingest:
                 while True:
                     try:
                         if conn is None or conn.closed:
-                            conn = await self._connect()
+                            conn = await self._connect(lane)
                         new = await self._commit_resilient(conn, lane, flush)
                         break
                     except psycopg.OperationalError as exc:
@@ -229,6 +263,7 @@ class Ingest:
                 self.metrics.duplicates.inc(len(flush.records) - len(new))
                 to_rules = self._for_rules(lane, flush, new, uncertain=uncertain)
                 await on_committed(to_rules, flush.acks)
+                lane.busy = False
         finally:
             if conn is not None:
                 with contextlib.suppress(psycopg.Error):
@@ -252,7 +287,7 @@ class Ingest:
             if _key(r) in fresh or (r.kind == "e" and _key(r) not in lane.refused)
         ]
 
-    async def _connect(self) -> psycopg.AsyncConnection:
+    async def _connect(self, lane: Lane) -> psycopg.AsyncConnection:
         conn = await psycopg.AsyncConnection.connect(self.conninfo)
         if self.mode is None:
             cur = await conn.execute("SELECT mode FROM anju_storage")
@@ -260,7 +295,25 @@ class Ingest:
             self.mode = StorageMode(row[0]) if row else StorageMode.PLAIN
             await conn.rollback()
             log.info("ingest writing to %s storage", self.mode)
+        if lane.name == "e":
+            # The events lane keeps its sequence ranges in memory only while it is the one
+            # events writer on this database (a session lock, held as long as the connection).
+            cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_EVENTS_WRITER_LOCK,))
+            row = await cur.fetchone()
+            await conn.rollback()
+            self._seen_cache.clear()
+            self._cache_ok = bool(row and row[0])
+            if not self._cache_ok:
+                log.warning(
+                    "another backend writes events to this database: the events lane reads"
+                    " its sequence ranges at every flush"
+                )
         return conn
+
+    def forget_seen(self) -> None:
+        """Drop the events lane's ranges held in memory (call on its loop): after the
+        uplink session was lost another backend may have taken the gateways meanwhile."""
+        self._seen_cache.clear()
 
     async def _commit_resilient(
         self, conn: psycopg.AsyncConnection, lane: Lane, flush: Flush
@@ -276,7 +329,14 @@ class Ingest:
                     log.error("database refused record %s/%s/%s: %s", *_key(r), exc)
                     self.metrics.rejected.labels("db_refused").inc()
                     lane.refused.add(_key(r))
-                await self._commit(conn, lane, flush, only_mark=True)
+                try:
+                    await self._commit(conn, lane, flush, only_mark=True)
+                except psycopg.OperationalError:
+                    raise
+                except psycopg.Error as exc2:
+                    # Not even its sequence number could be stored (e.g. out of range): it is
+                    # acknowledged all the same, or it would be sent and refused forever.
+                    log.error("could not mark the refused record seen: %s", exc2)
                 return []
             a, b = flush.split()
             return await self._commit_resilient(conn, lane, a) + await self._commit_resilient(
@@ -315,7 +375,7 @@ class Ingest:
         gws, boots = [k[0] for k in keys], [k[1] for k in keys]
         async with conn.transaction():
             cur = conn.cursor()
-            cache = self._seen_cache if lane.name == "e" else None
+            cache = self._seen_cache if lane.name == "e" and self._cache_ok else None
             await cur.execute(
                 "INSERT INTO ingest_seen (gateway_id, boot_id, lane)"
                 " SELECT g, b, %s FROM unnest(%s::text[], %s::text[]) AS t(g, b)"
@@ -457,6 +517,7 @@ class Ingest:
 
 
 _SEEN_CACHE_MAX = 100_000  # (gateway, boot) pairs
+_EVENTS_WRITER_LOCK = 0x616E6A65  # "anje"
 _INLINE_RECORDS = 200  # smaller flushes build their rows on the loop: a thread costs more
 _YIELD_EVERY = 1_000  # COPY rows written between two turns of the event loop
 

@@ -72,6 +72,11 @@ class BackendMetrics:
         self.alert_changes = Counter(
             "anju_alert_changes", "Alert changes, by action", ["action"], registry=r
         )
+        self.alert_store_refused = Counter(
+            "anju_alert_store_refused",
+            "Alert changes the database refused for their content (not published; see the log)",
+            registry=r,
+        )
         self.alert_latency = Histogram(
             "anju_alert_latency_seconds",
             "Gateway receive time to alert published",

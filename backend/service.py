@@ -30,6 +30,7 @@ from anju.registry import CityIndex, load_registry
 from anju.uplink import STATE_SUBSCRIPTION, UP_SUBSCRIPTION
 from backend.alarm import AlarmLane
 from backend.alerting import AlertBook, AlertDesk, Deadlines, Engine, Shared
+from backend.alerting.desk import waited
 from backend.alerting.feed import RuleFeed
 from backend.api import AppState, create_app
 from backend.api.deps import Tokens
@@ -125,6 +126,7 @@ class Backend:
                 batch_wait_ms=s.batch_wait_ms,
             )
             loop = asyncio.get_running_loop()
+            self.ingest.telemetry_loop = loop
             self.alarm = alarm = AlarmLane(
                 s,
                 self.metrics,
@@ -139,7 +141,7 @@ class Backend:
                 alarm.stop()
                 # (Its failure is raised by _serve; a lane that does not stop is left.)
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.wrap_future(alarm.finished), 30)
+                    await asyncio.wait_for(waited(alarm.finished), 30)
         finally:
             await pool.close()
 
@@ -147,7 +149,7 @@ class Backend:
         self, stop: asyncio.Event, pool: AsyncConnectionPool, alarm: AlarmLane, book: AlertBook
     ) -> None:
         s, cfg = self.settings, self.alerting
-        requeued = await asyncio.wrap_future(alarm.built)
+        requeued = await waited(alarm.built)
         self.desk = AlertDesk(self.engine, alarm.keeper, alarm.states)
         self.delivery = alarm.delivery
         self.feed = RuleFeed(self.desk, self._publish_acks)
@@ -173,6 +175,9 @@ class Backend:
                 port=s.api_port,
                 log_level="warning",
                 lifespan="off",
+                # Open live streams and requests waiting on the database must not hold the
+                # shutdown.
+                timeout_graceful_shutdown=5,
             )
         )
         log.info(
@@ -206,7 +211,11 @@ class Backend:
             await stop.wait()
             log.info("stopping")
             api.should_exit = True
+            ingest = next(t for t in tasks if t.get_name() == "ingest")
+            await self.ingest.stop_lane("t", ingest)  # the flush in hand, to the rules
             for t in tasks[1:]:
+                if t is ingest:
+                    continue
                 if t.get_name() == "rules":
                     self.feed.close()  # it finishes what was committed, then returns
                 else:
@@ -216,7 +225,7 @@ class Backend:
         await self.feed.drain()
         alarm.stop()
         try:
-            await asyncio.wait_for(asyncio.wrap_future(alarm.finished), _ALARM_STOP_S)
+            await asyncio.wait_for(waited(alarm.finished), _ALARM_STOP_S)
         except TimeoutError:
             log.error(
                 "the alarm lane did not finish storing within %d s (is the database away?);"
@@ -227,7 +236,7 @@ class Backend:
     @staticmethod
     async def _watch(alarm: AlarmLane) -> None:
         """Fails (and so stops the backend) if the alarm lane fails."""
-        await asyncio.shield(asyncio.wrap_future(alarm.finished))
+        await waited(alarm.finished)
         raise RuntimeError("the alarm lane stopped")
 
     async def _migrate_when_reachable(self, stop: asyncio.Event) -> bool:

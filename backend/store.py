@@ -84,7 +84,9 @@ class AlertStore:
         self.pool = pool
 
     async def save(self, change: Change, now_ms: int) -> Pending:
-        a, p = change.alert, change.payload
+        """Store a change (its row and payload as they were when it was made: the alert may
+        have changed since) with its audit entry."""
+        a, p, row = change.alert, change.payload, change.row
         entry = {
             "alert_id": a.id,
             "at": _dt(now_ms).isoformat(),
@@ -92,6 +94,7 @@ class AlertStore:
             "actor": change.actor,
             "payload": p,
         }
+        canon = canonical(entry)  # serialised once: what is hashed is what is stored
         # One round trip (pipeline mode): the chain's lock, the alert's row, and the audit
         # entry whose hash the database computes from the previous entry's (the same
         # sha256(prev_hash + canonical entry) as ``entry_hash``), then the commit. On an
@@ -112,18 +115,18 @@ class AlertStore:
                         a.device.id,
                         a.device.community_id,
                         a.device.district,
-                        str(a.severity),
-                        p["state"],
-                        _dt(a.occurred_at),
-                        _dt(a.raised_at),
-                        _dt(a.updated_at),
-                        _dt(a.resolved_at) if a.resolved_at else None,
+                        row.severity,
+                        row.state,
+                        _dt(row.occurred_at),
+                        _dt(row.raised_at),
+                        _dt(row.updated_at),
+                        _dt(row.resolved_at) if row.resolved_at else None,
                         Jsonb(p),
                     ),
                 )
                 cur = await conn.execute(
                     "INSERT INTO alert_audit (alert_id, at, action, actor, entry, prev_hash, hash)"
-                    " SELECT %s, %s, %s, %s, %s, prev,"
+                    " SELECT %s, %s, %s, %s, %s::jsonb, prev,"
                     " encode(sha256(convert_to(prev || %s, 'UTF8')), 'hex')"
                     " FROM (SELECT coalesce((SELECT hash FROM alert_audit ORDER BY n DESC"
                     " LIMIT 1), %s) AS prev) AS last RETURNING n",
@@ -132,8 +135,8 @@ class AlertStore:
                         _dt(now_ms),
                         change.action,
                         change.actor,
-                        Jsonb(entry),
-                        canonical(entry),
+                        canon,
+                        canon,
                         GENESIS,
                     ),
                 )

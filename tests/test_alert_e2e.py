@@ -271,3 +271,26 @@ async def test_restart_in_the_middle_of_the_trapped_timer_still_raises_it(
     # The timer counted from the first reading, across the restart.
     assert 30.0 <= a["evidence"]["stopped_s"] < 32.0
     await _stop(tasks)
+
+
+async def test_telemetry_sent_on_the_events_topic_is_taken_and_alarms_go_on(
+    db_url: str, broker: PrivateMosquitto, city_file: Path, tmp_path: Path
+) -> None:
+    """Not what a gateway sends, but valid: the alarm lane hands it to the telemetry lane
+    (its queue belongs to the other thread's loop) instead of failing."""
+    fire = Subscriber(broker.port, "anju/alerts/fire/330402/#")
+    tasks = await _start(fire)
+    moving = {"moving": True, "door": "closed", "passenger": False, "in_door_zone": False}
+    boot = uuid.uuid4().hex
+    alerting = alerting_file(tmp_path)
+    async with backend_running(db_url, broker, city_file, alerting, free_port()) as b:
+        t0 = now_ms()
+        body = record_body(device_id=ELEV, kind="t", ts=t0, rx=t0, gateway_timed=False,
+                           payload={"m": moving})  # fmt: skip
+        async with aiomqtt.Client("127.0.0.1", broker.port) as c:
+            await c.publish(up_topic(GW, events=True), encode_batch(GW, [(1, boot, body)]), qos=1)
+        await eventually(lambda: b.engine.states[ELEV].last_ts == t0, what="the reading")
+        t = now_ms()
+        await Uplink(broker.port).send(SMOKE, "e", t, t, {"e": "alarm", "x": {}})
+        await eventually(lambda: bool(fire.got), what="the fire alarm after it")
+    await _stop(tasks)

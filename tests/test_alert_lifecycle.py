@@ -35,6 +35,23 @@ def test_each_audience_acknowledges_on_its_own() -> None:
     assert [a["audience"] for a in a2.payload["acks"]] == ["fire", "property"]
 
 
+def test_a_change_keeps_the_alert_as_it_was_when_made() -> None:
+    """Changes wait to be stored on another thread while the alert changes on (an
+    acknowledgement through the API): each keeps its own copy."""
+    f = Feeder()
+    [raised] = f.event(SMOKE, 0, "alarm")
+    before = json.dumps(raised.payload, sort_keys=True)
+    acked = f.engine.book.acknowledge(
+        raised.alert, Audience.FIRE, by="119 desk", note="", now_ms=T0 + 10
+    )
+    assert acked is not None
+    assert json.dumps(raised.payload, sort_keys=True) == before
+    assert raised.payload["acks"] == [] and raised.row.state == "raised"
+    assert raised.row.updated_at < T0 + 10
+    assert acked.row.state == "acknowledged" and acked.row.updated_at == T0 + 10
+    assert [a["audience"] for a in acked.payload["acks"]] == ["fire"]
+
+
 def test_escalation_after_the_deadline_unless_property_acknowledged() -> None:
     f = Feeder(shared=Shared(deadlines=Deadlines(default_ms=300_000, fire_ms=180_000)))
     [fire] = f.event(SMOKE, 0, "alarm")

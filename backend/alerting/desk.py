@@ -27,9 +27,10 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
+import psycopg_pool
 
 from anju.backoff import backoff
 from anju.contract import Audience
@@ -44,10 +45,18 @@ if TYPE_CHECKING:  # (at run time: backend.store imports the alerting package)
     from backend.store import AlertStore
 
 log = logging.getLogger("anju.alerting")
+T = TypeVar("T")
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+async def waited(f: cf.Future[T]) -> T:
+    """Wait for a future that another thread completes, without cancelling it when this task
+    is cancelled (others may wait for the same future, and its thread must still be able to
+    complete it)."""
+    return await asyncio.shield(asyncio.wrap_future(f))
 
 
 def done_future() -> cf.Future[None]:
@@ -131,7 +140,8 @@ class Keeper:
             for change, rx in batch.changes:
                 await self.keep(change, rx)
             self._batches.popleft()
-            batch.done.set_result(None)
+            if not batch.done.done():
+                batch.done.set_result(None)
 
     async def keep(self, change: Change, rx_ms: int | None) -> None:
         delays = backoff(0.2, 5.0)
@@ -139,10 +149,22 @@ class Keeper:
             try:
                 pending = await self.store.save(change, now_ms())
                 break
-            except psycopg.OperationalError as exc:
+            except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
                 delay = next(delays)
                 log.error("could not store alert change (%s); again in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
+            except psycopg.Error as exc:
+                # Refused for its content: it would be refused forever. Counted and logged
+                # loudly; the rest go on (one bad change must not stop every alarm behind it).
+                self.metrics.alert_store_refused.inc()
+                log.critical(
+                    "the database refused alert change %s %s of %s (%s); not published",
+                    change.alert.type,
+                    change.action,
+                    change.alert.id,
+                    exc,
+                )
+                return
         self.metrics.alert_changes.labels(change.action).inc()
         log.info(
             "alert %s %s %s on %s",
@@ -163,8 +185,8 @@ class Saved:
     state: cf.Future[None]
 
     async def wait(self) -> None:
-        await asyncio.wrap_future(self.changes)
-        await asyncio.wrap_future(self.state)
+        await waited(self.changes)
+        await waited(self.state)
 
 
 class AlertDesk:
@@ -221,7 +243,7 @@ class AlertDesk:
                 alert, audience, by=by, note=note, now_ms=now_ms()
             )
             stored = self.keeper.put([(change, None)] if change is not None else [])
-        await asyncio.wrap_future(stored)
+        await waited(stored)
         return change
 
     async def resolve(self, alert_id: str, *, by: str, note: str) -> Change:
@@ -232,7 +254,7 @@ class AlertDesk:
             )
             self.engine.note(change)
             stored = self.keeper.put([(change, None)])
-        await asyncio.wrap_future(stored)
+        await waited(stored)
         return change
 
     def _docs(self, keys: set[str]) -> dict[str, str]:

@@ -75,25 +75,44 @@ class Alert:
             "occurred_at": rfc3339(self.occurred_at),
             "raised_at": rfc3339(self.raised_at),
             "updated_at": rfc3339(self.updated_at),
-            "evidence": self.evidence,
+            "evidence": dict(self.evidence),
             "audiences": [{"audience": str(a), "scope": s} for a, s in self.audiences],
-            "acks": self.acks,
+            "acks": [dict(a) for a in self.acks],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    """The alert's own columns as they were at a change."""
+
+    severity: str
+    state: str
+    occurred_at: int
+    raised_at: int
+    updated_at: int
+    resolved_at: int | None
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
     """One change of one alert, to be stored, audited and published, with the alert's payload
-    as it was at that change."""
+    and columns as they were at that change: copies, since the alert itself changes on (an
+    acknowledgement from the API, the next reading) while the change waits to be stored on
+    the alarm lane's thread."""
 
     alert: Alert
     action: str  # raised | updated | acknowledged | escalated | resolved
     actor: str
     payload: dict[str, Any]
+    row: AlertRow
 
     @classmethod
     def of(cls, alert: Alert, action: str, actor: str) -> Change:
-        return cls(alert, action, actor, alert.payload())
+        a = alert
+        row = AlertRow(
+            str(a.severity), str(a.state), a.occurred_at, a.raised_at, a.updated_at, a.resolved_at
+        )
+        return cls(alert, action, actor, a.payload(), row)
 
 
 _RANK: Final = {Severity.INFO: 0, Severity.MINOR: 1, Severity.MAJOR: 2, Severity.CRITICAL: 3}
