@@ -8,8 +8,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -19,37 +18,10 @@ import pytest
 
 from anju.servers import PrivateMosquitto, free_port
 from anju.uplink import encode_batch, record_body, up_topic
-from backend.config import BackendSettings
 from backend.service import Backend
+from tests.support import Subscriber, eventually, running_backend
 
 pytestmark = pytest.mark.integration
-
-
-class Subscriber:
-    """A department's or company's system: collects (topic, payload) from its filters."""
-
-    def __init__(self, port: int, *filters: str) -> None:
-        self.port = port
-        self.filters = filters
-        self.got: list[tuple[str, dict[str, Any]]] = []
-        self.ready = asyncio.Event()
-
-    async def run(self) -> None:
-        async with aiomqtt.Client("127.0.0.1", self.port) as c:
-            for f in self.filters:
-                await c.subscribe(f, qos=1)
-            self.ready.set()
-            async for m in c.messages:
-                assert isinstance(m.payload, bytes)
-                self.got.append((m.topic.value, json.loads(m.payload)))
-
-
-async def eventually(check: Callable[[], bool], within: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 GW = "gw-jx-nh-0001-a"
@@ -83,22 +55,10 @@ def alerting_file(tmp_path: Path, **extra: Any) -> Path:
     return p
 
 
-@asynccontextmanager
-async def backend_running(
+def backend_running(
     db_url: str, broker: PrivateMosquitto, city: Path, alerting: Path, port: int
-) -> AsyncIterator[Backend]:
-    s = BackendSettings(
-        database_url=db_url, mqtt_url=broker.url, registry=city, api_port=port, alerting=alerting
-    )
-    backend = Backend(s)
-    stop = asyncio.Event()
-    task = asyncio.create_task(backend.run(stop), name="backend-under-test")
-    try:
-        await asyncio.wait_for(backend.started.wait(), 30)
-        yield backend
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
+) -> AbstractAsyncContextManager[Backend]:
+    return running_backend(db_url, broker, city, alerting=alerting, port=port)
 
 
 class Uplink:

@@ -7,7 +7,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,10 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from anju.servers import PrivateMosquitto, free_port
+from anju.servers import PrivateMosquitto
 from anju.uplink import encode_batch, record_body, up_topic
-from backend.config import BackendSettings
-from backend.service import Backend
 from gateway import Gateway, GatewayConfig
+from tests.support import Subscriber, eventually, running_backend
 
 pytestmark = pytest.mark.integration
 
@@ -49,54 +48,6 @@ PAYLOAD_KEYS = {
     "audiences",
     "acks",
 }
-
-
-class Subscriber:
-    """A department's or company's system: collects (topic, payload) from its filters."""
-
-    def __init__(self, url_port: int, *filters: str) -> None:
-        self.port = url_port
-        self.filters = filters
-        self.got: list[tuple[str, dict[str, Any]]] = []
-        self.ready = asyncio.Event()
-
-    async def run(self) -> None:
-        async with aiomqtt.Client("127.0.0.1", self.port) as c:
-            for f in self.filters:
-                await c.subscribe(f, qos=1)
-            self.ready.set()
-            async for m in c.messages:
-                assert isinstance(m.payload, bytes)
-                self.got.append((m.topic.value, json.loads(m.payload)))
-
-    def of_type(self, alert_type: str) -> list[tuple[str, dict[str, Any]]]:
-        return [(t, p) for t, p in self.got if p["type"] == alert_type]
-
-
-async def eventually(check: Callable[[], bool], within: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-@asynccontextmanager
-async def running_backend(
-    db_url: str, broker: PrivateMosquitto, city: Path
-) -> AsyncIterator[Backend]:
-    settings = BackendSettings(
-        database_url=db_url, mqtt_url=broker.url, registry=city, api_port=free_port()
-    )
-    backend = Backend(settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(backend.run(stop), name="backend-under-test")
-    try:
-        await asyncio.wait_for(backend.started.wait(), 30)
-        yield backend
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
 
 
 @asynccontextmanager

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,9 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 import gateway as gateway_pkg
-from anju.servers import PrivateMosquitto, free_port
-from backend.config import BackendSettings
-from backend.service import Backend
+from anju.servers import PrivateMosquitto
 from gateway import Gateway, GatewayConfig
+from tests.support import eventually, running_backend
 
 pytestmark = pytest.mark.integration
 
@@ -38,30 +37,6 @@ GW = "gw-jx-nh-0001-a"
 ELEV = "jx-nh-0001-elev-03"
 SMOKE = "jx-nh-0001-smoke-3-1201"
 REPO = Path(gateway_pkg.__file__).resolve().parents[1]
-
-
-async def eventually(check: Callable[[], bool], within: float = 60.0, what: str = "") -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-@asynccontextmanager
-async def running_backend(db_url: str, broker: PrivateMosquitto, city: Path) -> AsyncIterator[None]:
-    settings = BackendSettings.model_validate(
-        {"database_url": db_url, "mqtt_url": broker.url, "registry": city, "api_port": free_port()}
-    )
-    backend = Backend(settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(backend.run(stop), name="backend-under-test")
-    try:
-        await asyncio.wait_for(backend.started.wait(), 30)
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
 
 
 def gateway_doc(

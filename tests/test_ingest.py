@@ -16,7 +16,8 @@ from anju.uplink import Record, encode_batch, record_body, up_topic
 from backend.db.migrate import migrate
 from backend.ingest import Ingest
 from backend.metrics import BackendMetrics
-from tests.test_ingest_support import T0, SimOutbox, eventually
+from tests.support import eventually
+from tests.test_ingest_support import T0, SimOutbox
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,8 @@ import pytest
 
 from anju.servers import PrivateMosquitto, free_port
 from anju.uplink import ack_topic, decode_ack, up_topic
-from tests.test_ingest_support import SimOutbox, eventually
+from tests.support import eventually
+from tests.test_ingest_support import SimOutbox
 
 pytestmark = pytest.mark.integration
 

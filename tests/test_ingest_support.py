@@ -3,10 +3,6 @@ what the backend has not confirmed, as a real gateway does."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
-
 from anju.uplink import encode_batch, record_body
 
 T0 = 1_790_000_000_000  # ms
@@ -66,11 +62,3 @@ class SimOutbox:
 
     def expected_events(self) -> int:
         return sum(1 for k in self.kinds.values() if k == "e")
-
-
-async def eventually(check: Callable[[], bool], within: float = 60.0, what: str = "") -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)

@@ -20,7 +20,8 @@ import psycopg
 import pytest
 
 from anju.servers import PrivateMosquitto, free_port
-from tests.test_alert_e2e import SMOKE, Uplink, alerting_file, backend_running, eventually, now_ms
+from tests.support import eventually
+from tests.test_alert_e2e import SMOKE, Uplink, alerting_file, backend_running, now_ms
 
 pytestmark = pytest.mark.integration
 
