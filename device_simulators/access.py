@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import random
 from typing import ClassVar
 
 from device_simulators.base import (
     NEVER,
-    Behaviour,
     DeviceModel,
     MetricValue,
     Params,
@@ -50,27 +48,14 @@ class AccessController(DeviceModel):
         {"access_granted", "access_denied", "door_forced", "tamper", "duress", "tailgating"}
     )
 
-    def __init__(
-        self,
-        device_id: str,
-        params: Params,
-        *,
-        rng: random.Random,
-        start_ms: int,
-        interval_s: float = 10.0,
-        behaviour: Behaviour | None = None,
-        fw: str = "1.0.0",
-    ) -> None:
-        super().__init__(
-            device_id, rng=rng, start_ms=start_ms, interval_s=interval_s, behaviour=behaviour, fw=fw
-        )
-        self.traffic = param_float(device_id, params, "traffic", 1.0) * self.behaviour.traffic
+    def _setup(self, params: Params) -> None:
+        self.traffic = param_float(self.device_id, params, "traffic", 1.0) * self.behaviour.traffic
         self.door_open = False
         self.held = False
         self._closes_ms = NEVER
         self._unlock_ms = NEVER
         self._max_rate = max(ENTRIES_PER_MIN_BY_HOUR) * self.traffic / 60.0
-        self._next_arrival_ms = next_arrival_ms(rng, start_ms, self._max_rate)
+        self._next_arrival_ms = next_arrival_ms(self.rng, self.now_ms, self._max_rate)
 
     def metrics(self) -> dict[str, MetricValue]:
         return {"door": "open" if self.door_open else "closed"}

@@ -116,12 +116,20 @@ def next_arrival_ms(rng: random.Random, now_ms: int, per_s: float) -> int:
 class DeviceModel(ABC):
     """Base of all device models.
 
-    Subclasses implement ``_advance(dt_s)`` (what happened in the step that just ended at
-    ``now_ms``), ``metrics()`` (the telemetry now; an empty dict makes a heartbeat) and
-    ``_inject(action, params)`` (their own scenario actions), and set ``kind``, ``actions`` and
-    ``event_types``. They override ``_wake_ms()`` when something must happen before the next
-    report. Reports are periodic (``report_interval_s``) and also sent at once after a change
-    the subclass flags with ``_report_soon()``.
+    Every model is built the same way, ``Model(device_id, params, rng=..., start_ms=...,
+    interval_s=..., behaviour=..., fw=...)``, so that a fleet builds any kind alike. This
+    ``__init__`` sets the state every device has (clocks, battery, first report time) and then
+    calls ``_setup(params)``, where a subclass reads its registry ``params`` and sets its own
+    state; subclasses do not override ``__init__`` (the elevator does, only to take its two
+    report intervals, and passes the rest on).
+
+    Subclasses implement ``_inject(action, params)`` (their own scenario actions) and set
+    ``kind``, ``actions`` and ``event_types``. They override ``metrics()`` when they have
+    telemetry (the default, ``{}``, makes a bare heartbeat), ``_advance(dt_s)`` when something
+    happens with time (what happened in the step that just ended at ``now_ms``; the default
+    does nothing) and ``_wake_ms()`` when something must happen before the next report.
+    Reports are periodic (``report_interval_s``) and also sent at once after a change the
+    subclass flags with ``_report_soon()``.
     """
 
     kind: ClassVar[str]
@@ -135,6 +143,7 @@ class DeviceModel(ABC):
     def __init__(
         self,
         device_id: str,
+        params: Params,
         *,
         rng: random.Random,
         start_ms: int,
@@ -159,6 +168,8 @@ class DeviceModel(ABC):
         # Spread the first reports so that a city's devices do not all speak at once.
         self._next_report_ms = start_ms + int(rng.uniform(0.0, interval_s) * 1000)
         self._out: list[Message] = []
+        # Last, so that a model's own random draws follow the common ones (seeded streams).
+        self._setup(params)
 
     @property
     def now_ms(self) -> int:
@@ -257,13 +268,21 @@ class DeviceModel(ABC):
 
     # For subclasses.
 
-    @abstractmethod
+    def _setup(self, params: Params) -> None:
+        """Read the kind's registry ``params`` and set its own state (none by default).
+
+        Called once, at the end of ``__init__``: ``device_id``, ``rng``, ``behaviour`` and the
+        clock (``now_ms``, the start time) are set by then.
+        """
+        return
+
     def metrics(self) -> dict[str, MetricValue]:
         """The telemetry metrics now (ALERTS.md canonical names); {} for a bare heartbeat."""
+        return {}
 
-    @abstractmethod
     def _advance(self, dt_s: float) -> None:
-        """What happened during the ``dt_s`` seconds that end at ``now_ms``."""
+        """What happened during the ``dt_s`` seconds that end at ``now_ms`` (nothing here)."""
+        return
 
     @abstractmethod
     def _inject(self, action: str, params: Params) -> None:

@@ -89,29 +89,35 @@ class Elevator(ElevatorFaults):
         behaviour: Behaviour | None = None,
         fw: str = "1.0.0",
     ) -> None:
+        # Kept for _setup, which DeviceModel.__init__ calls (and which checks them).
+        self.moving_interval_s = moving_interval_s
+        self._calls_per_hour = calls_per_hour
         super().__init__(
             device_id,
+            params,
             rng=rng,
             start_ms=start_ms,
             interval_s=idle_interval_s,
             behaviour=behaviour,
             fw=fw,
         )
-        top = param_int(device_id, params, "floors", 6)
-        lowest = param_int(device_id, params, "lowest_floor", 1)
-        self.rated_speed_mps = param_float(device_id, params, "rated_speed_mps", 1.0)
-        self.floor_height_m = param_float(device_id, params, "floor_height_m", self.floor_height_m)
+
+    def _setup(self, params: Params) -> None:
+        dev = self.device_id
+        top = param_int(dev, params, "floors", 6)
+        lowest = param_int(dev, params, "lowest_floor", 1)
+        self.rated_speed_mps = param_float(dev, params, "rated_speed_mps", 1.0)
+        self.floor_height_m = param_float(dev, params, "floor_height_m", self.floor_height_m)
         self.levels = [f for f in range(lowest, top + 1) if f != 0]
         if len(self.levels) < 2 or self.rated_speed_mps <= 0 or self.floor_height_m <= 0:
             raise SimulatorError(
-                device_id,
+                dev,
                 f"needs at least two floors, a positive speed and floor height "
                 f"(floors={top}, lowest_floor={lowest}, rated_speed_mps={self.rated_speed_mps})",
             )
-        if moving_interval_s <= 0:
-            raise SimulatorError(device_id, "moving_interval_s must be positive")
-        self.moving_interval_s = moving_interval_s
-        self.calls_per_s = max(0.0, calls_per_hour * self.behaviour.traffic / 3600.0)
+        if self.moving_interval_s <= 0:
+            raise SimulatorError(dev, "moving_interval_s must be positive")
+        self.calls_per_s = max(0.0, self._calls_per_hour * self.behaviour.traffic / 3600.0)
         home = self.levels.index(1) if 1 in self.levels else 0
         self.position = float(home)  # index into levels; fractional between floors
         self.speed_mps = 0.0
@@ -122,13 +128,13 @@ class Elevator(ElevatorFaults):
         self.passenger = False
         self.service_mode = "normal"
         self.power = "normal"
-        self.run_count = rng.randint(5_000, 200_000)
-        self.run_hours = round(self.run_count * rng.uniform(0.008, 0.015), 1)
+        self.run_count = self.rng.randint(5_000, 200_000)
+        self.run_hours = round(self.run_count * self.rng.uniform(0.008, 0.015), 1)
         # The trip being served: (level index, passenger aboard after the doors cycle there).
         self.plan: list[tuple[int, bool]] = []
         self.calls: list[tuple[int, int]] = []  # scripted calls waiting: (from, to) indexes
         self.target: int | None = None
-        self._next_call_ms = next_arrival_ms(rng, start_ms, self.calls_per_s)
+        self._next_call_ms = next_arrival_ms(self.rng, self.now_ms, self.calls_per_s)
 
     # Observations.
 

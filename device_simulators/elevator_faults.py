@@ -50,7 +50,7 @@ class Phase(enum.Enum):
 class ElevatorFaults(DeviceModel):
     """Fault injection for ``Elevator``: every fault is undone by ``release``."""
 
-    # The car's state (set by Elevator.__init__).
+    # The car's state (set by Elevator._setup).
     levels: list[int]
     position: float
     speed_mps: float

@@ -7,13 +7,11 @@ which the air clears by itself within a minute.
 
 from __future__ import annotations
 
-import random
 from typing import ClassVar
 
 from device_simulators.base import (
     NEVER,
     YEAR_S,
-    Behaviour,
     DeviceModel,
     MetricValue,
     Params,
@@ -27,22 +25,10 @@ class _Detector(DeviceModel):
 
     battery_powered: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        device_id: str,
-        *,
-        rng: random.Random,
-        start_ms: int,
-        interval_s: float,
-        behaviour: Behaviour | None,
-        fw: str,
-    ) -> None:
-        super().__init__(
-            device_id, rng=rng, start_ms=start_ms, interval_s=interval_s, behaviour=behaviour, fw=fw
-        )
+    def _setup(self, params: Params) -> None:
         self.in_alarm = False
         self._false_rate_per_s = self.behaviour.false_alarms_per_year / YEAR_S
-        self._next_false_ms = next_arrival_ms(rng, start_ms, self._false_rate_per_s)
+        self._next_false_ms = next_arrival_ms(self.rng, self.now_ms, self._false_rate_per_s)
         self._false_clears_ms = NEVER
 
     def _wake_ms(self) -> int:
@@ -79,23 +65,11 @@ class SmokeDetector(_Detector):
     alarm_db_m: float = 0.15
     """Obscuration at which the detector alarms (EN 54-7 class detectors: about 0.05-0.2)."""
 
-    def __init__(
-        self,
-        device_id: str,
-        params: Params,
-        *,
-        rng: random.Random,
-        start_ms: int,
-        interval_s: float = 10.0,
-        behaviour: Behaviour | None = None,
-        fw: str = "1.0.0",
-    ) -> None:
-        super().__init__(
-            device_id, rng=rng, start_ms=start_ms, interval_s=interval_s, behaviour=behaviour, fw=fw
-        )
-        self.alarm_db_m = param_float(device_id, params, "alarm_db_m", self.alarm_db_m)
-        self.obscuration_db_m = rng.uniform(0.0, 0.04)
-        self.ambient_c = rng.uniform(18.0, 28.0)
+    def _setup(self, params: Params) -> None:
+        super()._setup(params)
+        self.alarm_db_m = param_float(self.device_id, params, "alarm_db_m", self.alarm_db_m)
+        self.obscuration_db_m = self.rng.uniform(0.0, 0.04)
+        self.ambient_c = self.rng.uniform(18.0, 28.0)
         self.temperature_c = self.ambient_c
 
     def metrics(self) -> dict[str, MetricValue]:
@@ -147,22 +121,10 @@ class HeatDetector(_Detector):
     actions: ClassVar[frozenset[str]] = frozenset({"fire", "clear"})
     event_types: ClassVar[frozenset[str]] = frozenset({"alarm", "fault"})
 
-    def __init__(
-        self,
-        device_id: str,
-        params: Params,
-        *,
-        rng: random.Random,
-        start_ms: int,
-        interval_s: float = 10.0,
-        behaviour: Behaviour | None = None,
-        fw: str = "1.0.0",
-    ) -> None:
-        super().__init__(
-            device_id, rng=rng, start_ms=start_ms, interval_s=interval_s, behaviour=behaviour, fw=fw
-        )
-        self.alarm_c = param_float(device_id, params, "alarm_c", 57.0)
-        self.ambient_c = rng.uniform(18.0, 30.0)
+    def _setup(self, params: Params) -> None:
+        super()._setup(params)
+        self.alarm_c = param_float(self.device_id, params, "alarm_c", 57.0)
+        self.ambient_c = self.rng.uniform(18.0, 30.0)
         self.temperature_c = self.ambient_c
         self.rise_c_per_s = 0.0
 
@@ -207,27 +169,8 @@ class ManualCallPoint(DeviceModel):
     actions: ClassVar[frozenset[str]] = frozenset({"press", "reset"})
     event_types: ClassVar[frozenset[str]] = frozenset({"alarm"})
 
-    def __init__(
-        self,
-        device_id: str,
-        params: Params,
-        *,
-        rng: random.Random,
-        start_ms: int,
-        interval_s: float = 10.0,
-        behaviour: Behaviour | None = None,
-        fw: str = "1.0.0",
-    ) -> None:
-        super().__init__(
-            device_id, rng=rng, start_ms=start_ms, interval_s=interval_s, behaviour=behaviour, fw=fw
-        )
+    def _setup(self, params: Params) -> None:
         self.pressed = False
-
-    def metrics(self) -> dict[str, MetricValue]:
-        return {}
-
-    def _advance(self, dt_s: float) -> None:
-        return
 
     def _inject(self, action: str, params: Params) -> None:
         if action == "press" and not self.pressed:

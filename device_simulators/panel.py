@@ -9,12 +9,10 @@ gateway maps the real codes).
 
 from __future__ import annotations
 
-import random
 from typing import ClassVar
 
 from device_simulators.base import (
     NEVER,
-    Behaviour,
     DeviceModel,
     MetricValue,
     Params,
@@ -55,22 +53,9 @@ class FirePanel(DeviceModel):
         "reset": "controller",
     }
 
-    def __init__(
-        self,
-        device_id: str,
-        params: Params,
-        *,
-        rng: random.Random,
-        start_ms: int,
-        interval_s: float = 10.0,
-        behaviour: Behaviour | None = None,
-        fw: str = "1.0.0",
-    ) -> None:
-        super().__init__(
-            device_id, rng=rng, start_ms=start_ms, interval_s=interval_s, behaviour=behaviour, fw=fw
-        )
-        self.system_addr = param_int(device_id, params, "system_addr", 1)
-        self.pressure_mpa = rng.uniform(0.30, 0.40)
+    def _setup(self, params: Params) -> None:
+        self.system_addr = param_int(self.device_id, params, "system_addr", 1)
+        self.pressure_mpa = self.rng.uniform(0.30, 0.40)
         self.feedbacks: list[tuple[int, dict[str, object]]] = []  # (due ms, event data)
 
     def metrics(self) -> dict[str, MetricValue]:
@@ -117,24 +102,12 @@ class ElectricalFire(DeviceModel):
     actions: ClassVar[frozenset[str]] = frozenset({"leakage", "overheat", "normal"})
     event_types: ClassVar[frozenset[str]] = frozenset({"alarm"})
 
-    def __init__(
-        self,
-        device_id: str,
-        params: Params,
-        *,
-        rng: random.Random,
-        start_ms: int,
-        interval_s: float = 10.0,
-        behaviour: Behaviour | None = None,
-        fw: str = "1.0.0",
-    ) -> None:
-        super().__init__(
-            device_id, rng=rng, start_ms=start_ms, interval_s=interval_s, behaviour=behaviour, fw=fw
-        )
-        self.residual_limit_ma = param_float(device_id, params, "residual_limit_ma", 300.0)
-        self.temp_limit_c = param_float(device_id, params, "temp_limit_c", 80.0)
-        self.base_ma = rng.uniform(15.0, 80.0)
-        self.base_c = rng.uniform(28.0, 42.0)
+    def _setup(self, params: Params) -> None:
+        dev = self.device_id
+        self.residual_limit_ma = param_float(dev, params, "residual_limit_ma", 300.0)
+        self.temp_limit_c = param_float(dev, params, "temp_limit_c", 80.0)
+        self.base_ma = self.rng.uniform(15.0, 80.0)
+        self.base_c = self.rng.uniform(28.0, 42.0)
         self.fault_ma: float | None = None
         self.fault_c: float | None = None
         self.residual_ma = self.base_ma
@@ -182,25 +155,12 @@ class FireDoor(DeviceModel):
     battery_powered: ClassVar[bool] = True
     passes_per_hour: ClassVar[float] = 2.0
 
-    def __init__(
-        self,
-        device_id: str,
-        params: Params,
-        *,
-        rng: random.Random,
-        start_ms: int,
-        interval_s: float = 10.0,
-        behaviour: Behaviour | None = None,
-        fw: str = "1.0.0",
-    ) -> None:
-        super().__init__(
-            device_id, rng=rng, start_ms=start_ms, interval_s=interval_s, behaviour=behaviour, fw=fw
-        )
+    def _setup(self, params: Params) -> None:
         self.rate_per_s = self.passes_per_hour * self.behaviour.traffic / 3600
         self.door_open = False
         self.propped = False
         self._closes_ms = NEVER
-        self._next_pass_ms = next_arrival_ms(rng, start_ms, self.rate_per_s)
+        self._next_pass_ms = next_arrival_ms(self.rng, self.now_ms, self.rate_per_s)
 
     def metrics(self) -> dict[str, MetricValue]:
         return {"door": "open" if self.door_open else "closed"}

@@ -6,14 +6,11 @@ None of them has telemetry of its own: their periodic telemetry is a bare heartb
 
 from __future__ import annotations
 
-import random
 from typing import ClassVar
 
 from device_simulators.base import (
     NEVER,
-    Behaviour,
     DeviceModel,
-    MetricValue,
     Params,
     SimulatorError,
     next_arrival_ms,
@@ -49,26 +46,10 @@ class Camera(DeviceModel):
         }
     )
 
-    def __init__(
-        self,
-        device_id: str,
-        params: Params,
-        *,
-        rng: random.Random,
-        start_ms: int,
-        interval_s: float = 10.0,
-        behaviour: Behaviour | None = None,
-        fw: str = "1.0.0",
-    ) -> None:
-        super().__init__(
-            device_id, rng=rng, start_ms=start_ms, interval_s=interval_s, behaviour=behaviour, fw=fw
-        )
+    def _setup(self, params: Params) -> None:
         self.rate_per_s = self.behaviour.camera_events_per_hour / 3600
-        self._next_random_ms = next_arrival_ms(rng, start_ms, self.rate_per_s)
+        self._next_random_ms = next_arrival_ms(self.rng, self.now_ms, self.rate_per_s)
         self.sightings: list[tuple[int, str]] = []  # (due ms, zone)
-
-    def metrics(self) -> dict[str, MetricValue]:
-        return {}
 
     def _wake_ms(self) -> int:
         return min(self._next_random_ms, min((t for t, _ in self.sightings), default=NEVER))
@@ -106,27 +87,8 @@ class EmergencyButton(DeviceModel):
     actions: ClassVar[frozenset[str]] = frozenset({"press", "reset"})
     event_types: ClassVar[frozenset[str]] = frozenset({"pressed", "reset"})
 
-    def __init__(
-        self,
-        device_id: str,
-        params: Params,
-        *,
-        rng: random.Random,
-        start_ms: int,
-        interval_s: float = 10.0,
-        behaviour: Behaviour | None = None,
-        fw: str = "1.0.0",
-    ) -> None:
-        super().__init__(
-            device_id, rng=rng, start_ms=start_ms, interval_s=interval_s, behaviour=behaviour, fw=fw
-        )
+    def _setup(self, params: Params) -> None:
         self.latched = False
-
-    def metrics(self) -> dict[str, MetricValue]:
-        return {}
-
-    def _advance(self, dt_s: float) -> None:
-        return
 
     def _inject(self, action: str, params: Params) -> None:
         if action == "press" and not self.latched:
@@ -144,27 +106,6 @@ class Perimeter(DeviceModel):
     kind: ClassVar[str] = "perimeter"
     actions: ClassVar[frozenset[str]] = frozenset({"intrusion"})
     event_types: ClassVar[frozenset[str]] = frozenset({"intrusion", "tamper"})
-
-    def __init__(
-        self,
-        device_id: str,
-        params: Params,
-        *,
-        rng: random.Random,
-        start_ms: int,
-        interval_s: float = 10.0,
-        behaviour: Behaviour | None = None,
-        fw: str = "1.0.0",
-    ) -> None:
-        super().__init__(
-            device_id, rng=rng, start_ms=start_ms, interval_s=interval_s, behaviour=behaviour, fw=fw
-        )
-
-    def metrics(self) -> dict[str, MetricValue]:
-        return {}
-
-    def _advance(self, dt_s: float) -> None:
-        return
 
     def _inject(self, action: str, params: Params) -> None:
         self._emit("intrusion", {"zone": param_int(self.device_id, params, "zone", 1)})

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import random
 from typing import ClassVar
 
 from device_simulators.base import (
-    Behaviour,
     DeviceModel,
     MetricValue,
     Params,
@@ -29,25 +27,12 @@ class WaterPressure(DeviceModel):
     battery_powered: ClassVar[bool] = True
     max_step_ms: ClassVar[int] = 2000
 
-    def __init__(
-        self,
-        device_id: str,
-        params: Params,
-        *,
-        rng: random.Random,
-        start_ms: int,
-        interval_s: float = 10.0,
-        behaviour: Behaviour | None = None,
-        fw: str = "1.0.0",
-    ) -> None:
-        super().__init__(
-            device_id, rng=rng, start_ms=start_ms, interval_s=interval_s, behaviour=behaviour, fw=fw
-        )
-        self.pump_on_mpa = param_float(device_id, params, "pump_on_mpa", 0.28)
-        self.pump_off_mpa = param_float(device_id, params, "pump_off_mpa", 0.35)
-        self.leak_mpa_s = rng.uniform(0.0003, 0.0008)
+    def _setup(self, params: Params) -> None:
+        self.pump_on_mpa = param_float(self.device_id, params, "pump_on_mpa", 0.28)
+        self.pump_off_mpa = param_float(self.device_id, params, "pump_off_mpa", 0.35)
+        self.leak_mpa_s = self.rng.uniform(0.0003, 0.0008)
         self.pump_mpa_s = 0.004
-        self.pressure_mpa = rng.uniform(self.pump_on_mpa, self.pump_off_mpa)
+        self.pressure_mpa = self.rng.uniform(self.pump_on_mpa, self.pump_off_mpa)
         self.pump_on = False
         self.failed_to: float | None = None  # pressure the main falls to after a failure
         self.noise_mpa = 0.0
