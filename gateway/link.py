@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -135,6 +136,11 @@ class Uplink:
             log.error("uplink broker refused the connection: %s", rc)
             return
         self._connacked = True
+        sock = client.socket()
+        if isinstance(sock, socket.socket):  # (TLS included; not a websocket wrapper)
+            # An alarm is a small packet: out at once, not held back by Nagle's algorithm
+            # until the broker acknowledges the telemetry sent before it.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         log.info("connected to the uplink broker %s", self.cfg.uplink.address())
         topics = [(self._ack_topic, 1)]
         if self.on_config is not None:
