@@ -38,7 +38,6 @@ import aiomqtt
 from psycopg_pool import AsyncConnectionPool
 
 from anju.backoff import backoff
-from anju.mqtturl import parse_mqtt_url
 from anju.uplink import UP_EVENTS_SUBSCRIPTION, Record
 from backend.alerting.desk import AlertDesk, Keeper, Saved
 from backend.alerting.feed import StateWriter
@@ -46,6 +45,7 @@ from backend.config import BackendSettings
 from backend.delivery import Delivery, publish_acks
 from backend.ingest import Ingest
 from backend.metrics import BackendMetrics
+from backend.mqtt import uplink_client
 from backend.store import AlertStore
 
 log = logging.getLogger("anju.alarm")
@@ -58,13 +58,11 @@ class AlarmLane:
         metrics: BackendMetrics,
         ingest: Ingest,
         *,
-        socket_options: tuple[tuple[int, int, int], ...] = (),
         on_subscribed: Callable[[], object] = lambda: None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.ingest = ingest
-        self.socket_options = socket_options
         self.on_subscribed = on_subscribed  # called on the lane's thread
         self.built: cf.Future[int] = cf.Future()  # deliveries requeued at start
         self.finished: cf.Future[None] = cf.Future()
@@ -165,20 +163,11 @@ class AlarmLane:
     async def _session(self) -> None:
         """Events in, alerts out, on a connection of their own, so that neither an alarm
         nor its alert's PUBACK ever waits behind telemetry in one socket's buffer."""
-        addr = parse_mqtt_url(self.settings.mqtt_url)
         delays = backoff(0.5, 10.0)
         while True:
             try:
-                async with aiomqtt.Client(
-                    addr.host,
-                    addr.port,
-                    username=addr.username,
-                    password=addr.password,
-                    identifier=f"{self.settings.client_id}-events",
-                    clean_session=False,
-                    keepalive=30,
-                    socket_options=self.socket_options,
-                    max_queued_incoming_messages=self.settings.mqtt_incoming_max,
+                async with uplink_client(
+                    self.settings, f"{self.settings.client_id}-events"
                 ) as client:
                     await client.subscribe(UP_EVENTS_SUBSCRIPTION, qos=1)
                     self.ingest.forget_seen()  # (another backend may have written meanwhile)

@@ -14,7 +14,6 @@ import gc
 import json
 import logging
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, Generator
@@ -41,12 +40,11 @@ from backend.db.registry import RegistryRow, sync_registry
 from backend.delivery import LiveHub, publish_acks
 from backend.ingest import Ingest
 from backend.metrics import BackendMetrics
+from backend.mqtt import uplink_client
 from backend.store import AlertStore, Pending
 from backend.webhooks import Webhooks
 
 log = logging.getLogger("anju.backend")
-# Small packets (alerts, acks, PUBACKs) go out at once, not held back by Nagle's algorithm.
-_NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 _ALARM_STOP_S = 60
 
 
@@ -131,7 +129,6 @@ class Backend:
                 s,
                 self.metrics,
                 self.ingest,
-                socket_options=_NODELAY,
                 on_subscribed=lambda: loop.call_soon_threadsafe(self._events_up),
             )
             alarm.start()
@@ -261,19 +258,7 @@ class Backend:
         delays = backoff(0.5, 10.0)
         while True:
             try:
-                async with aiomqtt.Client(
-                    addr.host,
-                    addr.port,
-                    username=addr.username,
-                    password=addr.password,
-                    identifier=self.settings.client_id,
-                    clean_session=False,
-                    keepalive=30,
-                    socket_options=_NODELAY,
-                    # Bounded: beyond it aiomqtt discards (and logs); a discarded batch is
-                    # unconfirmed, so its gateway sends it again.
-                    max_queued_incoming_messages=self.settings.mqtt_incoming_max,
-                ) as client:
+                async with uplink_client(self.settings, self.settings.client_id) as client:
                     await client.subscribe(UP_SUBSCRIPTION, qos=1)
                     await client.subscribe(STATE_SUBSCRIPTION, qos=1)
                     self.client = client

@@ -30,13 +30,12 @@ import time
 from typing import Any
 
 import httpx
-import psycopg
-import psycopg_pool
 from prometheus_client import Counter
 from psycopg.types.json import Jsonb
 
 from anju.backoff import backoff
 from backend.config import WebhookSpec
+from backend.db.retry import until_done
 from backend.metrics import BackendMetrics
 from backend.store import AlertStore, Pending
 
@@ -146,22 +145,16 @@ class Webhooks:
 
     async def _done(self, name: str, n: int) -> None:
         """Record the webhook's progress (never backwards: a replayed dead letter is old)."""
-        delays = backoff(0.5, 30.0)
-        while True:
-            try:
-                async with self.store.pool.connection() as conn:
-                    await conn.execute(
-                        "UPDATE webhook_progress SET done_upto = greatest(done_upto, %s),"
-                        " updated_at = now() WHERE name = %s",
-                        (n, name),
-                    )
-                return
-            except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-                delay = next(delays)
-                log.warning(
-                    "webhook %s: cannot record progress (%s); again in %.1f s", name, exc, delay
+
+        async def store() -> None:
+            async with self.store.pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE webhook_progress SET done_upto = greatest(done_upto, %s),"
+                    " updated_at = now() WHERE name = %s",
+                    (n, name),
                 )
-                await asyncio.sleep(delay)
+
+        await until_done(store, f"record webhook {name}'s progress", log, first_s=0.5, cap_s=30)
 
     async def deliver(self, client: httpx.AsyncClient, name: str, pending: Pending) -> bool:
         spec = self.specs[name]
@@ -194,27 +187,16 @@ class Webhooks:
         return False
 
     async def _dead_letter(self, name: str, p: Pending, attempts: int, error: str) -> None:
-        delays = backoff(0.5, 30.0)
-        while True:
-            try:
-                async with self.store.pool.connection() as conn:
-                    await conn.execute(
-                        "INSERT INTO webhook_dead_letters"
-                        " (webhook, audit_n, payload, attempts, error)"
-                        " VALUES (%s, %s, %s, %s, %s)",
-                        (name, p.n, Jsonb(p.payload), attempts, error),
-                    )
-                return
-            except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-                delay = next(delays)
-                log.warning(
-                    "webhook %s: cannot record dead letter %d (%s); again in %.1f s",
-                    name,
-                    p.n,
-                    exc,
-                    delay,
+        async def store() -> None:
+            async with self.store.pool.connection() as conn:
+                await conn.execute(
+                    "INSERT INTO webhook_dead_letters (webhook, audit_n, payload, attempts, error)"
+                    " VALUES (%s, %s, %s, %s, %s)",
+                    (name, p.n, Jsonb(p.payload), attempts, error),
                 )
-                await asyncio.sleep(delay)
+
+        what = f"record webhook {name}'s dead letter {p.n}"
+        await until_done(store, what, log, first_s=0.5, cap_s=30)
 
     async def dead_letters(self, *, pending_only: bool = True) -> list[dict[str, Any]]:
         q = (

@@ -30,13 +30,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
-import psycopg_pool
 
-from anju.backoff import backoff
 from anju.contract import Audience
 from anju.uplink import Record
 from backend.alerting.engine import Engine
 from backend.alerting.lifecycle import Change
+from backend.db.retry import until_done
 from backend.metrics import BackendMetrics
 
 if TYPE_CHECKING:  # (at run time: backend.store imports the alerting package)
@@ -144,27 +143,25 @@ class Keeper:
                 batch.done.set_result(None)
 
     async def keep(self, change: Change, rx_ms: int | None) -> None:
-        delays = backoff(0.2, 5.0)
-        while True:
-            try:
-                pending = await self.store.save(change, now_ms())
-                break
-            except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-                delay = next(delays)
-                log.error("could not store alert change (%s); again in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-            except psycopg.Error as exc:
-                # Refused for its content: it would be refused forever. Counted and logged
-                # loudly; the rest go on (one bad change must not stop every alarm behind it).
-                self.metrics.alert_store_refused.inc()
-                log.critical(
-                    "the database refused alert change %s %s of %s (%s); not published",
-                    change.alert.type,
-                    change.action,
-                    change.alert.id,
-                    exc,
-                )
-                return
+        try:
+            pending = await until_done(
+                lambda: self.store.save(change, now_ms()),
+                "store an alert change",
+                log,
+                level=logging.ERROR,
+            )
+        except psycopg.Error as exc:
+            # Refused for its content: it would be refused forever. Counted and logged
+            # loudly; the rest go on (one bad change must not stop every alarm behind it).
+            self.metrics.alert_store_refused.inc()
+            log.critical(
+                "the database refused alert change %s %s of %s (%s); not published",
+                change.alert.type,
+                change.action,
+                change.alert.id,
+                exc,
+            )
+            return
         self.metrics.alert_changes.labels(change.action).inc()
         log.info(
             "alert %s %s %s on %s",

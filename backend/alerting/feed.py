@@ -26,11 +26,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import psycopg
-
-from anju.backoff import backoff
 from anju.uplink import Record
 from backend.alerting.desk import AlertDesk, LoopInbox, Saved, done_future
+from backend.db.retry import until_done
 
 if TYPE_CHECKING:
     from backend.store import AlertStore
@@ -78,15 +76,7 @@ class StateWriter:
                 f.set_result(None)
 
     async def write(self, docs: dict[str, str]) -> None:
-        delays = backoff(0.2, 5.0)
-        while True:
-            try:
-                await self.store.save_states(docs)
-                return
-            except psycopg.OperationalError as exc:
-                delay = next(delays)
-                log.error("could not store rule state (%s); again in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
+        await until_done(lambda: self.store.save_states(docs), "store rule state", log)
 
 
 @dataclass(slots=True)
