@@ -12,22 +12,30 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from anju.contract import Audience
 from backend.alerting.errors import AlertNotFound, NotAnAudience
-from backend.api.deps import AdminDep, PrincipalDep, StateDep
+from backend.api.deps import AdminDep, Principal, PrincipalDep, StateDep
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
 
 
 class AckBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    by: str = Field(min_length=1, max_length=100, description="the person acknowledging")
+    by: str = Field(
+        "", max_length=100, description="the person acknowledging (recorded with the token's name)"
+    )
     note: str = Field("", max_length=1000)
     audience: Audience | None = Field(None, description="admin only: on behalf of")
 
 
 class ResolveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    by: str = Field(min_length=1, max_length=100)
+    by: str = Field("", max_length=100)
     note: str = Field("", max_length=1000)
+
+
+def _actor(who: Principal, person: str) -> str:
+    """Who did it, as recorded: the token's principal, with the person it names if any."""
+    person = person.strip()
+    return f"{person} ({who.name})" if person else who.name
 
 
 @router.get("")
@@ -75,17 +83,24 @@ async def alert_audit(state: StateDep, who: PrincipalDep, alert_id: str) -> list
 async def acknowledge(
     state: StateDep, who: PrincipalDep, alert_id: str, body: AckBody
 ) -> dict[str, Any]:
-    """Acknowledge for the caller's audience (each audience acknowledges on its own)."""
-    await _visible(state, who, alert_id)
+    """Acknowledge for the caller's audience (each audience acknowledges on its own), recorded
+    as the token's principal (``by`` names the person at the screen, if given)."""
+    payload = await _visible(state, who, alert_id)
     if who.admin:
         if body.audience is None:
-            raise HTTPException(422, "admin acknowledges on behalf of an audience: give one")
+            raise HTTPException(
+                422,
+                "admin acknowledges on behalf of an audience: give one of "
+                + ", ".join(a["audience"] for a in payload.get("audiences", [])),
+            )
         audience = body.audience
     else:
         audience = Audience(who.audience)
     assert state.desk is not None
     try:
-        change = await state.desk.acknowledge(alert_id, audience, by=body.by, note=body.note)
+        change = await state.desk.acknowledge(
+            alert_id, audience, by=_actor(who, body.by), note=body.note
+        )
     except AlertNotFound as exc:
         raise HTTPException(409, str(exc)) from exc
     except NotAnAudience as exc:
@@ -103,7 +118,7 @@ async def resolve(
         raise HTTPException(403, f"{who.name} may not resolve alerts")
     assert state.desk is not None
     try:
-        change = await state.desk.resolve(alert_id, by=f"{body.by} ({who.name})", note=body.note)
+        change = await state.desk.resolve(alert_id, by=_actor(who, body.by), note=body.note)
     except AlertNotFound as exc:
         raise HTTPException(409, str(exc)) from exc
     return change.payload
