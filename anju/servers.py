@@ -103,6 +103,32 @@ def find_pg_bin() -> Path:
     )
 
 
+def find_timescaledb(bindir: Path) -> Path | None:
+    """The ``timescaledb.control`` of the PostgreSQL whose binaries are in ``bindir``, when its
+    loader library is installed beside it (such a server can preload TimescaleDB)."""
+    shares = [bindir.parent / "share" / "postgresql", bindir.parent / "share"]
+    libs = [bindir.parent / "lib" / "postgresql", bindir.parent / "lib"]
+    if (pg_config := bindir / "pg_config").exists():
+        with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
+            out = subprocess.run(
+                [str(pg_config), "--sharedir", "--pkglibdir"],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=10,
+            ).stdout.split()
+            share, lib = out[:2]
+            shares.insert(0, Path(share))
+            libs.insert(0, Path(lib))
+    control = next(
+        (c for s in shares if (c := s / "extension" / "timescaledb.control").exists()), None
+    )
+    if control is None:
+        return None
+    loader = ("timescaledb.so", "timescaledb.dylib")
+    return control if any((d / n).exists() for d in libs for n in loader) else None
+
+
 class PrivateMosquitto:
     """A Mosquitto broker of our own: persistence in ``data_dir``, anonymous, loopback only."""
 
@@ -178,10 +204,20 @@ class PrivatePostgres:
     user (which owns the data folder).
     """
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, dbname: str = "anju") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        dbname: str = "anju",
+        timescaledb: bool | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.dbname = dbname
+        # None: preload TimescaleDB when the binaries have it (unless ANJU_PG_TIMESCALE=off)
+        self._want_timescaledb = timescaledb
+        self.timescaledb = False
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -243,10 +279,23 @@ class PrivatePostgres:
             )
             if res.returncode != 0:
                 raise ServerError(f"initdb failed: {res.stderr.decode(errors='replace')[-800:]}")
+        want = self._want_timescaledb
+        if want is None:
+            want = os.environ.get("ANJU_PG_TIMESCALE", "").lower() not in ("0", "off", "no")
+            want = want and find_timescaledb(bindir) is not None
+        elif want and find_timescaledb(bindir) is None:
+            raise ServerError(f"the PostgreSQL in {bindir} has no TimescaleDB")
+        self.timescaledb = want
+        preload = (
+            ["-c", "shared_preload_libraries=timescaledb", "-c", "timescaledb.telemetry_level=off"]
+            if want
+            else []
+        )
         self._log = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             [
                 str(bindir / "postgres"),
+                *preload,
                 "-D",
                 str(pgdata),
                 "-p",

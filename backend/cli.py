@@ -36,10 +36,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     import psycopg
 
-    from backend.db.migrate import migrate
+    from backend.db.migrate import migrate, parse_storage
 
     try:
-        applied = migrate(args.db)
+        applied = migrate(args.db, prefer=parse_storage(args.storage))
     except psycopg.OperationalError as exc:
         raise AnjuError(f"cannot reach the database: {str(exc).strip()}") from exc
     print(f"applied: {', '.join(applied)}" if applied else "the schema is up to date")
@@ -84,6 +84,13 @@ def register(sub: Any) -> None:
     db = sub.add_parser("db", help="database").add_subparsers(dest="sub", required=True)
     dm = db.add_parser("migrate", help="apply schema migrations")
     dm.add_argument("--db", required=True)
+    dm.add_argument(
+        "--storage",
+        choices=("auto", "timescale", "plain"),
+        default="auto",
+        help="storage mode for a new database (kept after): TimescaleDB when this role can"
+        " have it (auto), or insist on one",
+    )
     dm.set_defaults(func=cmd_migrate)
 
     al = sub.add_parser("alerts", help="the alerting core").add_subparsers(

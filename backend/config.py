@@ -36,6 +36,11 @@ class BackendSettings(BaseSettings):
         description="uplink messages aiomqtt may hold before the ingest takes them",
     )
     tick_ms: int = Field(default=250, ge=10)
+    storage: Literal["auto", "timescale", "plain"] = Field(
+        default="auto",
+        description="storage mode chosen when the database is first migrated (kept after):"
+        " timescale, plain, or auto (TimescaleDB when this role can have it)",
+    )
     alerting: Path | None = Field(
         default=None, description="alerting.yaml: parameter defaults, deadlines, tokens, webhooks"
     )

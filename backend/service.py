@@ -35,7 +35,7 @@ from backend.api import AppState, create_app
 from backend.api.deps import Tokens
 from backend.config import BackendSettings, load_alerting
 from backend.db.maintenance import run_maintenance
-from backend.db.migrate import migrate
+from backend.db.migrate import migrate, parse_storage
 from backend.db.registry import RegistryRow, sync_registry
 from backend.delivery import LiveHub, publish_acks
 from backend.ingest import Ingest
@@ -196,7 +196,10 @@ class Backend:
                 tg.create_task(self._ticks(), name="alert-timers"),
                 tg.create_task(self.desk.snapshots(s.state_snapshot_ms / 1000), name="alert-state"),
                 tg.create_task(self.webhooks.run(), name="webhooks"),
-                tg.create_task(run_maintenance(pool), name="storage-maintenance"),
+                tg.create_task(
+                    run_maintenance(pool, registry=self.metrics.registry),
+                    name="storage-maintenance",
+                ),
                 tg.create_task(self._loop_lag(), name="loop-lag"),
                 tg.create_task(self._watch(alarm), name="alarm-lane"),
             ]
@@ -241,7 +244,11 @@ class Backend:
         delays = backoff(0.5, 10.0)
         while not stop.is_set():
             try:
-                await asyncio.to_thread(migrate, self.settings.database_url)
+                await asyncio.to_thread(
+                    migrate,
+                    self.settings.database_url,
+                    prefer=parse_storage(self.settings.storage),
+                )
                 return True
             except psycopg.OperationalError as exc:
                 delay = next(delays)

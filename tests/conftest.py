@@ -1,10 +1,18 @@
 """Real servers for the tests: PostgreSQL and Mosquitto, started here on free ports.
 
 A missing binary fails the run with the install command (never a skip).
+
+Storage modes: the PostgreSQL started here preloads TimescaleDB whenever its binaries have it
+(``ANJU_PG_BIN`` pointing at such an installation; ``ANJU_PG_TIMESCALE=off`` to opt out).
+Tests that take the ``storage`` fixture run once per mode (``plain`` always, ``timescale`` when
+the server has it), and tests that take ``timescale_only`` need it; when it is missing those are
+skipped with the reason, and the terminal summary says so in a section of its own.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +20,55 @@ from pathlib import Path
 import pytest
 
 from anju.errors import ServerError
-from anju.servers import PrivateMosquitto, PrivatePostgres
+from anju.servers import PrivateMosquitto, PrivatePostgres, find_pg_bin, find_timescaledb
+from backend.db.migrate import StorageMode
 
 DATA = Path(__file__).parent / "data"
+_NO_TS = "TimescaleDB mode not tested"
+
+
+@functools.cache
+def timescale_missing() -> str | None:
+    """Why the PostgreSQL the tests start cannot preload TimescaleDB (None: it can)."""
+    try:
+        bindir = find_pg_bin()
+    except ServerError as exc:
+        return str(exc)
+    if os.environ.get("ANJU_PG_TIMESCALE", "").lower() in ("0", "off", "no"):
+        return "ANJU_PG_TIMESCALE=off"
+    if find_timescaledb(bindir) is None:
+        return (
+            f"the PostgreSQL in {bindir} has no TimescaleDB (no extension/timescaledb.control"
+            " with its loader library); set ANJU_PG_BIN to the bin folder of a PostgreSQL"
+            " with TimescaleDB to run them"
+        )
+    return None
+
+
+@pytest.fixture(params=[StorageMode.PLAIN, StorageMode.TIMESCALE], ids=["plain", "timescale"])
+def storage(request: pytest.FixtureRequest) -> StorageMode:
+    """The storage mode to migrate with: each test taking it runs in both modes."""
+    mode: StorageMode = request.param
+    if mode is StorageMode.TIMESCALE and (why := timescale_missing()):
+        pytest.skip(f"{_NO_TS}: {why}")
+    return mode
+
+
+@pytest.fixture
+def timescale_only() -> None:
+    """For tests about the TimescaleDB mode only."""
+    if why := timescale_missing():
+        pytest.skip(f"{_NO_TS}: {why}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if _NO_TS in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_sep("=", "TimescaleDB", yellow=True, bold=True)
+        terminalreporter.write_line(
+            f"{len(skipped)} tests of the TimescaleDB storage mode were NOT run:"
+            f" {timescale_missing()}"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,28 @@
-"""Periodic storage maintenance on plain PostgreSQL (TimescaleDB does the same by its policies).
+"""Periodic storage maintenance, in both storage modes.
 
 Each pass, under an advisory lock so that several backends may run it:
+
+Plain PostgreSQL:
 
 1. partitions: create those of the next ``create_ahead`` (``storage_policy``), drop those older
    than ``keep``; rows that fell into a default partition move into the partition made for them;
 2. rollups: recompute the (hour, device) buckets that late readings made dirty, then
    materialise the hours that closed ``grace`` ago, then the days those hours complete;
-3. forget duplicate-dropping state of boots not heard from for longer than ``keep``.
 
-The ``readings_hourly`` / ``readings_daily`` views add the not-yet-materialised buckets on the fly,
-so maintenance running late makes queries slower, never wrong. See docs/storage.md.
+TimescaleDB (backend/db/timescale_jobs.py):
+
+1. aggregates: refresh both continuous aggregates over all of history up to the hour that
+   closed ``grace`` ago; TimescaleDB materialises only the ranges its invalidation log holds,
+   so late data of any age reaches them (its policies look back 3 and 5 days only);
+2. jobs: read ``timescaledb_information.jobs`` / ``job_stats``; compression, retention and
+   refresh jobs that fail or are overdue are counted in metrics, logged, and run here
+   (``CALL run_job``) so that storage keeps working when the scheduler cannot;
+
+and in both: forget duplicate-dropping state of boots not heard from for longer than ``keep``.
+
+The ``readings_hourly`` / ``readings_daily`` views (real-time aggregates on TimescaleDB) add the
+not-yet-materialised buckets on the fly, so maintenance running late makes queries slower,
+never wrong. See docs/storage.md.
 """
 
 from __future__ import annotations
@@ -21,10 +34,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import psycopg
+from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool
 
 from anju.backoff import backoff
 from backend.db.migrate import StorageMode
+from backend.db.timescale_jobs import JobWatch, refresh_aggregates, watch_jobs
 
 log = logging.getLogger("anju.db.maintenance")
 
@@ -51,6 +66,9 @@ class MaintenanceReport:
     hours_materialised: int = 0
     days_materialised: int = 0
     boots_forgotten: int = 0
+    aggregates_refreshed: bool = False
+    jobs_unhealthy: int = 0
+    jobs_run: int = 0
 
 
 async def read_mode(conn: psycopg.AsyncConnection) -> StorageMode:
@@ -64,9 +82,11 @@ async def maintain_once(
     *,
     grace: timedelta = timedelta(minutes=5),
     max_hours: int = 48,
+    watch: JobWatch | None = None,
 ) -> MaintenanceReport:
     """One maintenance pass on an autocommit connection (skipped, and an empty report returned,
-    while another backend holds the maintenance lock)."""
+    while another backend holds the maintenance lock). ``watch`` keeps what the TimescaleDB job
+    watch learnt between passes (and its metrics); a fresh one when not given."""
     report = MaintenanceReport(await read_mode(conn))
     cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,))
     row = await cur.fetchone()
@@ -85,6 +105,12 @@ async def maintain_once(
         report.boots_forgotten = int(row[0]) if row else 0
         if report.mode is StorageMode.PLAIN:
             await _rollups(conn, report, grace, max_hours)
+        else:
+            # The jobs first: a refresh that fails must not hide them.
+            unhealthy, ran = await watch_jobs(conn, watch or JobWatch())
+            report.jobs_unhealthy, report.jobs_run = unhealthy, ran
+            await refresh_aggregates(conn, grace)
+            report.aggregates_refreshed = True
     finally:
         await conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return report
@@ -225,16 +251,19 @@ async def run_maintenance(
     interval_s: float = 60.0,
     grace: timedelta = timedelta(minutes=5),
     stop: asyncio.Event | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> None:
     """Run a maintenance pass every ``interval_s`` until cancelled (or ``stop`` is set).
-    A database error is logged and retried with backoff; it never ends the loop."""
+    A database error is logged and retried with backoff; it never ends the loop. The
+    TimescaleDB jobs' health goes to ``registry`` (the backend's metrics) when given."""
     delays = backoff(1.0, 60.0)
     stop = stop or asyncio.Event()
+    watch = JobWatch(registry)
     first = True
     while not stop.is_set():
         wait = interval_s
         try:
-            report = await _pass(pool_or_conninfo, grace)
+            report = await _pass(pool_or_conninfo, grace, watch)
             if first:
                 log.info("storage maintenance: %s storage", report.mode)
                 first = False
@@ -248,13 +277,15 @@ async def run_maintenance(
             await asyncio.wait_for(stop.wait(), wait)
 
 
-async def _pass(pool_or_conninfo: AsyncConnectionPool | str, grace: timedelta) -> MaintenanceReport:
+async def _pass(
+    pool_or_conninfo: AsyncConnectionPool | str, grace: timedelta, watch: JobWatch
+) -> MaintenanceReport:
     if isinstance(pool_or_conninfo, str):
         async with await psycopg.AsyncConnection.connect(pool_or_conninfo, autocommit=True) as conn:
-            return await maintain_once(conn, grace=grace)
+            return await maintain_once(conn, grace=grace, watch=watch)
     async with pool_or_conninfo.connection() as conn:
         await conn.set_autocommit(True)
         try:
-            return await maintain_once(conn, grace=grace)
+            return await maintain_once(conn, grace=grace, watch=watch)
         finally:
             await conn.set_autocommit(False)
