@@ -41,6 +41,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from anju import canonical
 from anju.contract import DEVICE_ID_RE
 
 UPLINK_PREFIX: Final = "anju/gw"
@@ -158,9 +159,14 @@ def _decompress(payload: bytes) -> bytes:
     return out
 
 
-def encode_ack(seqs: list[int]) -> bytes:
-    """The backend's confirmation that these records are committed."""
-    return json.dumps({"seqs": seqs}, separators=(",", ":")).encode()
+def encode_ack(seqs: list[int], *, rejected: list[int] | None = None) -> bytes:
+    """The backend's confirmation that these records are done with: committed to the
+    database, or (``rejected``, a subset of ``seqs``) kept as dead letters. A gateway deletes
+    every confirmed record alike; ``rejected`` is for its logs (older gateways ignore it)."""
+    doc: dict[str, list[int]] = {"seqs": seqs}
+    if rejected:
+        doc["rejected"] = rejected
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def decode_ack(payload: bytes) -> list[int]:
@@ -172,67 +178,224 @@ def decode_ack(payload: bytes) -> list[int]:
         raise ValueError(f"malformed confirmation: {exc}") from exc
 
 
-def _int(v: Any, name: str) -> int:
+# ---- decoding: every input either a Record in canonical form or a reason ------------------
+
+MAX_BATCH_RECORDS: Final = 10_000  # the gateway sends at most ``uplink.batch_max`` (<= 10,000)
+MAX_SEQ: Final = 2**63 - 1  # int8
+MAX_BOOT_CHARS: Final = 128
+MAX_EVENT_TYPE_CHARS: Final = 64
+# Where each record starts in what ``encode_batch`` writes (JSON strings escape '"', so this
+# text cannot occur inside a string): used to save the good records of a batch that does not
+# parse as a whole, and the sequence numbers of the bad ones.
+_RECORD_START: Final = re.compile(r'\{"seq":(\d{1,19}),"b":"([^"\\]{1,128})",')
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record (or a whole batch) that has no canonical form. ``seq`` and ``boot_id`` are
+    set when they could still be read: the backend then confirms the record (kept as a dead
+    letter) so that the gateway stops sending it."""
+
+    reason: str
+    detail: str
+    raw: str  # what was rejected, as text (for the dead-letter table; may be shortened)
+    seq: int | None = None
+    boot_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    gateway_id: str
+    records: list[Record]
+    rejected: list[Rejected]
+
+
+_RAW_MAX: Final = 16 * 1024
+
+
+def _raw(text: str | bytes) -> str:
+    if isinstance(text, bytes):
+        text = text[: _RAW_MAX * 4].decode("utf-8", "replace")
+    return canonical.clean_str(text[:_RAW_MAX])
+
+
+def _int(v: Any, name: str, lo: int = -MAX_SEQ, hi: int = MAX_SEQ) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise UplinkDecodeError("bad_record", f"{name} is not an integer")
+    if not lo <= v <= hi:
+        raise UplinkDecodeError("bad_record", f"{name} out of range")
     return v
 
 
-def decode_batch(topic: str, payload: bytes) -> tuple[str, list[Record]]:
-    """Decode an uplink batch; raise UplinkDecodeError for anything malformed."""
-    gw = gateway_of_up_topic(topic)
-    if gw is None:
-        raise UplinkDecodeError("bad_topic", topic)
-    if payload[:1] == COMPRESSED:
-        payload = _decompress(payload)
+def _seq_of(r: Any) -> tuple[int | None, str | None]:
+    """The (seq, boot) of a record that may be bad, when they can be trusted as such."""
+    if not isinstance(r, dict):
+        return None, None
+    seq, boot = r.get("seq"), r.get("b")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < MAX_SEQ:
+        return None, None
+    if not isinstance(boot, str) or not 0 < len(boot) <= MAX_BOOT_CHARS:
+        return None, None
+    return (seq, boot) if canonical.is_clean_str(boot) else (None, None)
+
+
+def decode_record(gw: str, r: Any) -> Record:
+    """One record of a batch from ``gw``, in canonical form; UplinkDecodeError if none."""
+    if not isinstance(r, dict):
+        raise UplinkDecodeError("bad_record", "record is not an object")
+    dev = r.get("d")
+    kind = r.get("k")
+    boot = r.get("b")
+    if not isinstance(dev, str) or not DEVICE_ID_RE.match(dev):
+        raise UplinkDecodeError("bad_record", f"bad device id {str(dev)[:80]!r}")
+    if not isinstance(boot, str) or not boot:
+        raise UplinkDecodeError("bad_record", "missing boot id")
+    if len(boot) > MAX_BOOT_CHARS or not canonical.is_clean_str(boot):
+        raise UplinkDecodeError("bad_record", "bad boot id")
+    seq = _int(r.get("seq"), "seq", 0, MAX_SEQ - 1)
+    ts = _int(r.get("ts"), "ts")
+    rx = _int(r.get("rx"), "rx")
     try:
-        doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UplinkDecodeError("bad_json", str(exc)) from exc
-    if not isinstance(doc, dict) or doc.get("v") != 1 or not isinstance(doc.get("recs"), list):
-        raise UplinkDecodeError("bad_batch", "expected {v: 1, gw, recs: [...]}")
-    if doc.get("gw") != gw:
-        raise UplinkDecodeError("gateway_mismatch", f"batch says {doc.get('gw')!r} on {topic}")
-    out: list[Record] = []
-    for r in doc["recs"]:
-        if not isinstance(r, dict):
-            raise UplinkDecodeError("bad_record", "record is not an object")
-        dev = r.get("d")
-        kind = r.get("k")
-        boot = r.get("b")
-        if not isinstance(dev, str) or not DEVICE_ID_RE.match(dev):
-            raise UplinkDecodeError("bad_record", f"bad device id {dev!r}")
-        if not isinstance(boot, str) or not boot:
-            raise UplinkDecodeError("bad_record", "missing boot id")
         if kind == "t":
             m = r.get("m")
             if not isinstance(m, dict):
                 raise UplinkDecodeError("bad_record", "telemetry without metrics")
-            extra: dict[str, Any] = {"metrics": m}
+            extra: dict[str, Any] = {"metrics": canonical.clean(m)}
         elif kind == "e":
             et, data = r.get("e"), r.get("x", {})
             if not isinstance(et, str) or not isinstance(data, dict):
                 raise UplinkDecodeError("bad_record", "event without type")
-            extra = {"event_type": et, "data": data}
+            if not et or len(et) > MAX_EVENT_TYPE_CHARS:
+                raise UplinkDecodeError("bad_record", "bad event type")
+            extra = {"event_type": canonical.clean_str(et), "data": canonical.clean(data)}
         elif kind == "s":
             s = r.get("s")
             if not isinstance(s, dict):
                 raise UplinkDecodeError("bad_record", "status without body")
-            extra = {"status": s}
+            extra = {"status": canonical.clean(s)}
         else:
-            raise UplinkDecodeError("bad_record", f"unknown record kind {kind!r}")
-        out.append(
-            Record(
-                gateway_id=gw,
-                boot_id=boot,
-                seq=_int(r.get("seq"), "seq"),
-                device_id=dev,
-                kind=kind,
-                ts=_int(r.get("ts"), "ts"),
-                rx=_int(r.get("rx"), "rx"),
-                gateway_timed=bool(r.get("gt", False)),
-                time_flag=r["tq"] if isinstance(r.get("tq"), str) else None,
-                **extra,
+            raise UplinkDecodeError("bad_record", f"unknown record kind {str(kind)[:20]!r}")
+    except canonical.InputError as exc:
+        raise UplinkDecodeError(exc.reason, exc.detail) from exc
+    tq = r.get("tq")
+    return Record(
+        gateway_id=gw,
+        boot_id=boot,
+        seq=seq,
+        device_id=dev,
+        kind=kind,
+        ts=ts,
+        rx=rx,
+        gateway_timed=r.get("gt") is True,
+        time_flag=canonical.clean_str(tq[:32]) if isinstance(tq, str) else None,
+        **extra,
+    )
+
+
+def _records_of(gw: str, recs: list[Any], out: Decoded) -> None:
+    for i, r in enumerate(recs):
+        if i >= MAX_BATCH_RECORDS:
+            seq, boot = _seq_of(r)
+            out.rejected.append(
+                Rejected("too_many_records", f"more than {MAX_BATCH_RECORDS}", "", seq, boot)
             )
+            continue
+        try:
+            out.records.append(decode_record(gw, r))
+        except UplinkDecodeError as exc:
+            seq, boot = _seq_of(r)
+            raw = _raw(canonical.dumps(_shallow(r)))
+            out.rejected.append(Rejected(exc.reason, exc.detail, raw, seq, boot))
+
+
+def _shallow(r: Any) -> Any:
+    """What can be shown of a bad record without re-encoding what made it bad."""
+    try:
+        return canonical.clean(r)
+    except canonical.InputError:
+        if isinstance(r, dict):
+            return {str(k)[:64]: (v if isinstance(v, int | str) else "...") for k, v in r.items()}
+        return "..."
+    except (ValueError, OverflowError):
+        return "..."
+
+
+def _salvage(gw: str, text: str, why: canonical.InputError, out: Decoded) -> None:
+    """A batch that does not parse as a whole (too deep, a huge integer, bad JSON in one
+    record): each record in it, as ``encode_batch`` wrote it, decoded alone."""
+    starts = list(_RECORD_START.finditer(text))
+    if not starts:
+        out.rejected.append(Rejected(why.reason, why.detail, _raw(text)))
+        return
+    for i, m in enumerate(starts):
+        end = starts[i + 1].start() - 1 if i + 1 < len(starts) else text.rfind("]")
+        piece = text[m.start() : max(end, m.start())]
+        seq, boot = int(m.group(1)), m.group(2)
+        seq_ok = seq < MAX_SEQ and canonical.is_clean_str(boot)
+        try:
+            r = canonical.loads(piece, max_bytes=MAX_BATCH_BYTES)
+            out.records.append(decode_record(gw, r))
+        except (canonical.InputError, UplinkDecodeError) as exc:
+            reason = exc.reason
+            out.rejected.append(
+                Rejected(
+                    reason,
+                    exc.detail,
+                    _raw(piece),
+                    seq if seq_ok else None,
+                    boot if seq_ok else None,
+                )
+            )
+
+
+def _unparsed(gw: str, topic: str, payload: bytes, exc: canonical.InputError, out: Decoded) -> None:
+    if exc.reason == "too_large":
+        raise UplinkDecodeError(exc.reason, exc.detail)
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UplinkDecodeError("bad_json", "not UTF-8") from None
+    head = re.match(r'\s*\{"v":1,"gw":"([^"\\]*)","recs":\[', text)
+    if head is None:
+        raise UplinkDecodeError(exc.reason, exc.detail)
+    if head.group(1) != gw:
+        raise UplinkDecodeError("gateway_mismatch", f"batch of another gateway on {topic}")
+    _salvage(gw, text, exc, out)
+
+
+def decode_parts(topic: str, payload: bytes) -> Decoded:
+    """Decode an uplink batch record by record: the records in canonical form, and what was
+    rejected, with a reason. Raises ``UplinkDecodeError`` only for a batch that cannot be
+    attributed to a gateway at all (topic, or a ``gw`` that is not the topic's) or has no
+    readable records (compression, envelope); never anything else."""
+    gw = gateway_of_up_topic(topic)
+    if gw is None:
+        raise UplinkDecodeError("bad_topic", canonical.clean_str(topic[:200]))
+    if payload[:1] == COMPRESSED:
+        payload = _decompress(payload)
+    out = Decoded(gw, [], [])
+    try:
+        doc = canonical.loads(payload, max_bytes=MAX_BATCH_BYTES)
+    except canonical.InputError as exc:
+        _unparsed(gw, topic, payload, exc, out)
+        return out
+    if not isinstance(doc, dict) or doc.get("v") != 1 or not isinstance(doc.get("recs"), list):
+        raise UplinkDecodeError("bad_batch", "expected {v: 1, gw, recs: [...]}")
+    if doc.get("gw") != gw:
+        said = doc.get("gw")
+        raise UplinkDecodeError(
+            "gateway_mismatch", f"batch says {str(said)[:80]!r} on {canonical.clean_str(topic)}"
         )
-    return gw, out
+    _records_of(gw, doc["recs"], out)
+    return out
+
+
+def decode_batch(topic: str, payload: bytes) -> tuple[str, list[Record]]:
+    """Decode an uplink batch whole; raise UplinkDecodeError for anything malformed (the first
+    rejected record's reason). The backend uses ``decode_parts``, which keeps the good records
+    of a batch with bad ones."""
+    d = decode_parts(topic, payload)
+    if d.rejected:
+        first = d.rejected[0]
+        raise UplinkDecodeError(first.reason, first.detail)
+    return d.gateway_id, d.records

@@ -122,7 +122,7 @@ class AlarmLane:
             store = AlertStore(pool)
             self.delivery = Delivery(store, self.metrics)
             self.keeper = Keeper(store, self.delivery, self.metrics)
-            self.states = StateWriter(store)
+            self.states = StateWriter(store, self.metrics)
             self.keeper.inbox.bind()
             self.states.inbox.bind()
             requeued = await self.delivery.requeue_unpublished()

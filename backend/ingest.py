@@ -23,6 +23,21 @@ The database going away: the writer keeps its flush, reconnects and retries with
 nothing is acknowledged meanwhile. A flush the database refuses for its content is split in
 halves until the refused record is found; that record is rejected (counted, marked seen and
 acknowledged, so that it is not sent forever) and the rest is stored.
+
+Poison input ends (issue 10). Batches are decoded record by record into the canonical form
+(``anju.uplink.decode_parts``); a record without one, a record for a device that the registry
+gives to another gateway, and a record the database refuses are counted
+(``anju_ingest_rejected_total{reason}``) and kept in ``dead_letters`` (``backend.deadletters``)
+by the telemetry lane's writer, in the same transaction as the flush they came with; those
+whose sequence number could be read are acknowledged with it, so the gateway stops sending
+them. A batch that cannot be attributed at all is dead-lettered without acknowledging
+anything.
+
+Evaluated exactly once. The telemetry lane's records are marked evaluated
+(``ingest_evaluated``) in the transaction that stores the rule state of their evaluation
+(``backend.alerting.feed.StateWriter``). A record the gateway sends again that is committed
+(in ``ingest_seen``) but not evaluated (a backend killed between its commit and its rules)
+goes to the rules although it is a duplicate.
 """
 
 from __future__ import annotations
@@ -32,22 +47,25 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 
 from anju.backoff import backoff
-from anju.uplink import Record, UplinkDecodeError, decode_batch
+from anju.uplink import Record, UplinkDecodeError, decode_parts
 from backend.db.migrate import StorageMode
 from backend.db.rows import Rows, build_rows, dt
 from backend.db.seqset import GapTracker, SeqSet, runs
+from backend.deadletters import DeadLetter
+from backend.deadletters import store as store_dead_letters
 from backend.metrics import BackendMetrics
 
 log = logging.getLogger("anju.ingest")
 
 OnCommitted = Callable[[list[Record], dict[str, list[int]]], Awaitable[None]]
+Item = Record | DeadLetter
 
 READINGS_COPY = (
     "COPY readings (ts, device_id, metric, num, txt, flag, gw_timed) FROM STDIN (FORMAT BINARY)"
@@ -69,9 +87,15 @@ class Flush:
     records: list[Record] = field(default_factory=list)
     keys: set[tuple[str, str, int]] = field(default_factory=set)
     acks: dict[str, list[int]] = field(default_factory=dict)
+    dead: list[DeadLetter] = field(default_factory=list)  # stored with the first half
 
-    def add(self, records: list[Record]) -> None:
+    def add(self, records: list[Item]) -> None:
         for r in records:
+            if isinstance(r, DeadLetter):
+                self.dead.append(r)
+                if r.seq is not None and r.gateway_id is not None:
+                    self.acks.setdefault(r.gateway_id, []).append(r.seq)
+                continue
             self.acks.setdefault(r.gateway_id, []).append(r.seq)
             key = (r.gateway_id, r.boot_id, r.seq)
             if key in self.keys:
@@ -82,19 +106,21 @@ class Flush:
     def split(self) -> tuple[Flush, Flush]:
         half = len(self.records) // 2
         a, b = Flush(), Flush()
-        a.add(self.records[:half])
-        b.add(self.records[half:])
+        a.add([*self.dead, *self.records[:half]])
+        b.add(list(self.records[half:]))
         return a, b
 
 
 @dataclass(slots=True)
 class Lane:
     name: str  # "t" telemetry, "e" events and statuses
-    queue: asyncio.Queue[list[Record]]
+    queue: asyncio.Queue[list[Item]]
     batch_max: int
     wait_s: float
     # Records of the current flush that the database refused (not for the rules).
     refused: set[tuple[str, str, int]] = field(default_factory=set)
+    # Duplicates of the current flush committed earlier and never evaluated (to the rules).
+    again: list[Record] = field(default_factory=list)
     busy: bool = False  # between taking a flush and handing it on
     closing: bool = False  # ``Ingest.stop_lane``: return after the flush in hand
 
@@ -111,8 +137,12 @@ class Ingest:
         event_queue_max: int = 1_000,
         event_batch_max_records: int = 500,
         telemetry_wait_ms: int = 500,
+        device_gateway: Mapping[str, str] | None = None,
     ) -> None:
         self.conninfo = conninfo
+        # The registry's gateway of each device: a gateway speaks for its own devices only
+        # (a device not in the registry is stored, and not evaluated).
+        self.device_gateway = device_gateway or {}
         self.metrics = metrics
         self.telemetry = Lane(
             "t", asyncio.Queue(queue_max), batch_max_records, batch_wait_ms / 1000
@@ -131,23 +161,56 @@ class Ingest:
         # theirs alone, so after the first read it knows them without reading them again.
         self._seen_cache: dict[tuple[str, str], SeqSet] = {}
         self._cache_ok = False  # the events writer's session lock is held
+        # Telemetry handed to the rules by this process, by (gateway, boot): a duplicate in
+        # it is not evaluated again while its mark is on its way to ``ingest_evaluated``.
+        self._handed: dict[tuple[str, str], SeqSet] = {}
 
     # ---- the MQTT side -------------------------------------------------------------------
 
     async def submit(self, topic: str, payload: bytes) -> None:
-        """Decode one uplink message and queue its records by lane (see the overflow policy)."""
+        """Decode one uplink message and queue its records by lane (see the overflow policy),
+        and what it had that cannot be taken as dead letters. Never raises for its content."""
         try:
-            _gw, records = decode_batch(topic, payload)
+            decoded = decode_parts(topic, payload)
         except UplinkDecodeError as exc:
             self.metrics.rejected.labels(exc.reason).inc()
-            log.warning("rejected an uplink batch on %s: %s", topic, exc)
+            log.warning("rejected an uplink batch on %r: %s", topic[:200], exc)
+            await self._to_telemetry([DeadLetter.of_batch(topic, exc.reason, exc.detail, payload)])
             return
         self.metrics.batches.inc()
-        tele = [r for r in records if r.kind == "t"]
-        fast = [r for r in records if r.kind != "t"] if len(tele) != len(records) else []
+        gw = decoded.gateway_id
+        dead = [DeadLetter.of_rejected(topic, gw, r) for r in decoded.rejected]
+        records = decoded.records
+        if self.device_gateway:
+            mine = self.device_gateway
+            foreign = [r for r in records if mine.get(r.device_id, gw) != gw]
+            if foreign:
+                records = [r for r in records if mine.get(r.device_id, gw) == gw]
+                for r in foreign:
+                    detail = f"{r.device_id} belongs to {mine[r.device_id]}, not {gw}"
+                    dead.append(DeadLetter.of_record(topic, "foreign_device", detail, r))
+        for d in dead:
+            self.metrics.rejected.labels(d.reason).inc()
+            log.warning(
+                "rejected record %s/%s/%s on %s: %s: %s",
+                gw,
+                d.boot_id,
+                d.seq,
+                topic,
+                d.reason,
+                d.detail[:200],
+            )
+        tele: list[Item] = [r for r in records if r.kind == "t"]
+        fast: list[Item] = (
+            [r for r in records if r.kind != "t"] if len(tele) != len(records) else []
+        )
         if fast:
             await self._put_fast(fast)
             self.metrics.queue_depth.labels("e").set(self.events.queue.qsize())
+        tele.extend(dead)
+        await self._to_telemetry(tele)
+
+    async def _to_telemetry(self, tele: list[Item]) -> None:
         if tele:
             loop = self.telemetry_loop
             if loop is None or loop is asyncio.get_running_loop():
@@ -158,7 +221,7 @@ class Ingest:
                 put = asyncio.run_coroutine_threadsafe(self._put_telemetry(tele), loop)
                 await asyncio.wrap_future(put)
 
-    async def _put_telemetry(self, tele: list[Record]) -> None:
+    async def _put_telemetry(self, tele: list[Item]) -> None:
         try:
             self.telemetry.queue.put_nowait(tele)
         except asyncio.QueueFull:
@@ -169,7 +232,7 @@ class Ingest:
                 return
         self.metrics.queue_depth.labels("t").set(self.telemetry.queue.qsize())
 
-    async def _put_fast(self, records: list[Record]) -> None:
+    async def _put_fast(self, records: list[Item]) -> None:
         loop = self.events_loop
         if loop is None or loop is asyncio.get_running_loop():
             await self.events.queue.put(records)
@@ -234,6 +297,7 @@ class Ingest:
                 flush = await self._gather(lane)
                 lane.busy = True
                 lane.refused.clear()
+                lane.again.clear()
                 delays = backoff(0.2, 5.0)
                 # A connection lost during a commit leaves its outcome unknown: if it did
                 # commit, the retry sees the records as duplicates, yet the rules never saw
@@ -262,6 +326,8 @@ class Ingest:
                         await asyncio.sleep(delay)
                 self.metrics.duplicates.inc(len(flush.records) - len(new))
                 to_rules = self._for_rules(lane, flush, new, uncertain=uncertain)
+                if lane.name == "t":
+                    to_rules = self._hand(to_rules)
                 await on_committed(to_rules, flush.acks)
                 lane.busy = False
         finally:
@@ -276,10 +342,11 @@ class Ingest:
         even as duplicates: an event that comes again was never acknowledged, so the rules
         may never have seen it (a backend that died between its commit and its rules). The
         rules tolerate a repeat (one open alert per device and type)."""
+        if lane.name != "e":
+            # (After a connection lost mid-commit, what did commit is among ``again``.)
+            return new + lane.again
         if uncertain:
             return [r for r in flush.records if _key(r) not in lane.refused]
-        if lane.name != "e":
-            return new
         fresh = {_key(r) for r in new}
         return [
             r
@@ -310,6 +377,23 @@ class Ingest:
                 )
         return conn
 
+    def _hand(self, records: list[Record]) -> list[Record]:
+        """Telemetry records not handed to the rules by this process before, now handed."""
+        out = []
+        handed = self._handed
+        if len(handed) > _SEEN_CACHE_MAX:
+            handed.clear()
+        for r in records:
+            k = (r.gateway_id, r.boot_id)
+            seqs = handed.get(k)
+            if seqs is None:
+                seqs = handed[k] = SeqSet()
+            if r.seq in seqs:
+                continue
+            seqs.add_range(r.seq, r.seq + 1)
+            out.append(r)
+        return out
+
     def forget_seen(self) -> None:
         """Drop the events lane's ranges held in memory (call on its loop): after the
         uplink session was lost another backend may have taken the gateways meanwhile."""
@@ -329,6 +413,9 @@ class Ingest:
                     log.error("database refused record %s/%s/%s: %s", *_key(r), exc)
                     self.metrics.rejected.labels("db_refused").inc()
                     lane.refused.add(_key(r))
+                    topic = f"anju/gw/{r.gateway_id}/up"
+                    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "refused"
+                    flush.dead.append(DeadLetter.of_record(topic, "db_refused", detail, r))
                 try:
                     await self._commit(conn, lane, flush, only_mark=True)
                 except psycopg.OperationalError:
@@ -354,7 +441,9 @@ class Ingest:
                     # the first time a gateway's boot is seen: its ranges are read), instead
                     # of one per statement, each of which would also wait for its turn.
                     await stack.enter_async_context(conn.pipeline())
-                rows, by_key, copy_done = await self._transaction(conn, lane, flush, only_mark)
+                rows, by_key, copy_done, again = await self._transaction(
+                    conn, lane, flush, only_mark
+                )
         except BaseException:
             if lane.name == "e":
                 self._seen_cache.clear()  # the outcome may be unknown: read them again
@@ -364,13 +453,14 @@ class Ingest:
                 if k in self._seen_cache:
                     for lo, hi in runs(seqs):
                         self._seen_cache[k].add_range(lo, hi)
+        lane.again.extend(again)
         finished = time.perf_counter()
         self._after_commit(lane, rows, by_key, copy_done - started, finished - started)
         return rows.stored
 
     async def _transaction(
         self, conn: psycopg.AsyncConnection, lane: Lane, flush: Flush, only_mark: bool
-    ) -> tuple[Rows, dict[tuple[str, str], list[int]], float]:
+    ) -> tuple[Rows, dict[tuple[str, str], list[int]], float, list[Record]]:
         keys = sorted({(r.gateway_id, r.boot_id) for r in flush.records})
         gws, boots = [k[0] for k in keys], [k[1] for k in keys]
         async with conn.transaction():
@@ -405,7 +495,17 @@ class Ingest:
             new = [
                 r for r in flush.records if r.seq not in seen.get((r.gateway_id, r.boot_id), empty)
             ]
+            again: list[Record] = []
+            if lane.name == "t" and len(new) < len(flush.records) and not only_mark:
+                again = await self._unevaluated(cur, flush.records, new)
             rows = Rows() if only_mark else await self._write(cur, lane, new)
+            if flush.dead:
+                await store_dead_letters(cur, flush.dead)
+            if lane.name == "t":
+                # Seen and never for the rules (refused, a time out of range): done with.
+                done = rows.rejected if not only_mark else [r for r in new]
+                if done:
+                    await mark_evaluated(cur, "t", [(r.gateway_id, r.boot_id, r.seq) for r in done])
             copy_done = time.perf_counter()
             by_key: dict[tuple[str, str], list[int]] = {}
             for r in new:
@@ -430,7 +530,27 @@ class Ingest:
                     " SET seen = s.seen + excluded.seen, updated_at = now()",
                     (lane.name, ug, ub, ulo, uhi),
                 )
-        return rows, by_key, copy_done
+        return rows, by_key, copy_done, again
+
+    @staticmethod
+    async def _unevaluated(
+        cur: psycopg.AsyncCursor[tuple[Any, ...]], records: list[Record], new: list[Record]
+    ) -> list[Record]:
+        """The flush's duplicates that were committed and never evaluated."""
+        fresh = {_key(r) for r in new}
+        dups = [r for r in records if _key(r) not in fresh]
+        keys = sorted({(r.gateway_id, r.boot_id) for r in dups})
+        await cur.execute(
+            "SELECT gateway_id, boot_id, evaluated FROM ingest_evaluated WHERE lane = 't' AND"
+            " (gateway_id, boot_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            ([k[0] for k in keys], [k[1] for k in keys]),
+        )
+        done = {
+            (g, b): SeqSet.of((rg.lower, rg.upper) for rg in mr)
+            for g, b, mr in await cur.fetchall()
+        }
+        empty = SeqSet()
+        return [r for r in dups if r.seq not in done.get((r.gateway_id, r.boot_id), empty)]
 
     async def _write(
         self, cur: psycopg.AsyncCursor[tuple[Any, ...]], lane: Lane, new: list[Record]
@@ -524,3 +644,32 @@ _YIELD_EVERY = 1_000  # COPY rows written between two turns of the event loop
 
 def _key(r: Record) -> tuple[str, str, int]:
     return r.gateway_id, r.boot_id, r.seq
+
+
+async def mark_evaluated(
+    cur: psycopg.AsyncCursor[Any], lane: str, keys: list[tuple[str, str, int]]
+) -> None:
+    """Add (gateway, boot, seq)s to ``ingest_evaluated`` (in the caller's transaction)."""
+    by_key: dict[tuple[str, str], list[int]] = {}
+    for g, b, seq in keys:
+        by_key.setdefault((g, b), []).append(seq)
+    ug: list[str] = []
+    ub: list[str] = []
+    ulo: list[int] = []
+    uhi: list[int] = []
+    for (g, b), seqs in sorted(by_key.items()):
+        for lo, hi in runs(seqs):
+            ug.append(g)
+            ub.append(b)
+            ulo.append(lo)
+            uhi.append(hi)
+    if ug:
+        await cur.execute(
+            "INSERT INTO ingest_evaluated AS s (gateway_id, boot_id, lane, evaluated)"
+            " SELECT g, b, %s, range_agg(int8range(lo, hi))"
+            " FROM unnest(%s::text[], %s::text[], %s::int8[], %s::int8[])"
+            " AS t(g, b, lo, hi) GROUP BY g, b"
+            " ON CONFLICT (gateway_id, boot_id, lane) DO UPDATE"
+            " SET evaluated = s.evaluated + excluded.evaluated, updated_at = now()",
+            (lane, ug, ub, ulo, uhi),
+        )

@@ -24,7 +24,10 @@ class BackendMetrics:
             "anju_ingest_duplicates", "Redelivered records dropped", registry=r
         )
         self.rejected = Counter(
-            "anju_ingest_rejected", "Uplink batches rejected, by reason", ["reason"], registry=r
+            "anju_ingest_rejected",
+            "Uplink batches and records rejected (kept in dead_letters), by reason",
+            ["reason"],
+            registry=r,
         )
         self.shed = Counter(
             "anju_ingest_shed",
@@ -75,6 +78,18 @@ class BackendMetrics:
         self.alert_store_refused = Counter(
             "anju_alert_store_refused",
             "Alert changes the database refused for their content (not published; see the log)",
+            registry=r,
+        )
+        self.alert_state_refused = Counter(
+            "anju_alert_state_refused",
+            "Rule states the database refused even in canonical form (left out; see the log)",
+            registry=r,
+        )
+        self.task_errors = Counter(
+            "anju_backend_task_errors",
+            "Exceptions in the backend's long-lived tasks, by task (recovered, or the process"
+            " stopped to be restarted)",
+            ["task"],
             registry=r,
         )
         self.alert_latency = Histogram(

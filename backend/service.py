@@ -122,6 +122,7 @@ class Backend:
                 queue_max=s.queue_max,
                 batch_max_records=s.batch_max_records,
                 batch_wait_ms=s.batch_wait_ms,
+                device_gateway={d.id: d.gateway_id for d in self.city.devices.values()},
             )
             loop = asyncio.get_running_loop()
             self.ingest.telemetry_loop = loop

@@ -2,20 +2,22 @@
 
 Every change is written in one transaction: the alert's row and an audit entry whose hash
 covers the previous entry's hash, so that an edited or deleted entry breaks the chain
-(``verify_audit``). The audit entry doubles as the delivery outbox: ``published`` stays false
-until every audience's broker has acknowledged it, and unpublished entries are sent again after
-a restart.
+(``verify_audit``; the hash rules and the verification are in ``backend.audit``). The audit
+entry doubles as the delivery outbox: ``published`` stays false until every audience's broker
+has acknowledged it, and unpublished entries are sent again after a restart.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -24,23 +26,27 @@ from anju.contract import AlertState, Audience, Severity
 from anju.registry import CityIndex, DeviceInfo
 from backend.alerting.lifecycle import Alert, Change, parse_rfc3339
 from backend.alerting.storm import pseudo_device
+from backend.audit import GENESIS, V2, Anchor, ChainReport, v2_text, verify_async
+from backend.audit_anchor import anchors_for
 
-GENESIS = "0" * 64
-AUDIT_CHAIN_QUERY = "SELECT n, entry, prev_hash, hash FROM alert_audit ORDER BY n"
 _AUDIT_LOCK = 0x61756474  # "audt": one writer extends the chain at a time
+
+# The audit entry, hashed by the database by rule v2 (``backend.audit``) from the values it
+# stores: n from the sequence, the row's columns, and the previous entry's hash.
+_INSERT_AUDIT = (
+    "INSERT INTO alert_audit (n, alert_id, at, action, actor, entry, prev_hash, hash, hash_v)"
+    " SELECT n, alert_id, at, action, actor, entry, prev, encode(sha256(convert_to(prev || "
+    + v2_text("n", "alert_id", "at", "action", "actor", "entry")
+    + f", 'UTF8')), 'hex'), {V2}"
+    " FROM (SELECT nextval('alert_audit_n_seq') AS n, %s::uuid AS alert_id,"
+    " %s::timestamptz AS at, %s::text AS action, %s::text AS actor, %s::jsonb AS entry,"
+    " coalesce((SELECT hash FROM alert_audit ORDER BY n DESC LIMIT 1), %s) AS prev) AS x"
+    " RETURNING n"
+)
 
 
 def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def canonical(entry: dict[str, Any]) -> str:
-    """The text an audit entry's hash covers."""
-    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def entry_hash(prev_hash: str, entry: dict[str, Any]) -> str:
-    return hashlib.sha256((prev_hash + canonical(entry)).encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,37 +57,10 @@ class Pending:
     payload: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class ChainReport:
-    """The audit chain checked: ``first_bad`` is the number (``n``) of the first entry that
-    does not hold, and ``reason`` says why."""
-
-    ok: bool
-    entries: int
-    first_bad: int | None
-    reason: str | None = None
-
-
-def check_chain(rows: Iterable[tuple[int, dict[str, Any], str, str]]) -> ChainReport:
-    """Recompute the chain over (n, entry, prev_hash, hash) rows in order of ``n``. An edited
-    entry no longer matches its hash; a deleted or inserted one breaks the link of the next
-    (its ``prev_hash`` is not the hash before it); an edited hash breaks both."""
-    prev = GENESIS
-    count = 0
-    for n, entry, prev_hash, hash_ in rows:
-        count += 1
-        if prev_hash != prev:
-            why = "its prev_hash is not the hash of the entry before it (one removed or added?)"
-            return ChainReport(False, count, int(n), why)
-        if entry_hash(prev, entry) != hash_:
-            return ChainReport(False, count, int(n), "its content does not match its hash")
-        prev = hash_
-    return ChainReport(True, count, None)
-
-
 class AlertStore:
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, *, anchor_file: Path | None = None) -> None:
         self.pool = pool
+        self.anchor_file = anchor_file  # the audit chain's anchors (backend.audit_anchor)
 
     async def save(self, change: Change, now_ms: int) -> Pending:
         """Store a change (its row and payload as they were when it was made: the alert may
@@ -94,11 +73,10 @@ class AlertStore:
             "actor": change.actor,
             "payload": p,
         }
-        canon = canonical(entry)  # serialised once: what is hashed is what is stored
         # One round trip (pipeline mode): the chain's lock, the alert's row, and the audit
-        # entry whose hash the database computes from the previous entry's (the same
-        # sha256(prev_hash + canonical entry) as ``entry_hash``), then the commit. On an
-        # alarm's path every round trip also waits for its turn on a busy event loop.
+        # entry whose hash the database computes (rule v2 of ``backend.audit``: over the
+        # stored values, not Python's text), then the commit. On an alarm's path every round
+        # trip also waits for its turn on a busy event loop.
         async with self.pool.connection() as conn, conn.pipeline():
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK,))
@@ -125,18 +103,13 @@ class AlertStore:
                     ),
                 )
                 cur = await conn.execute(
-                    "INSERT INTO alert_audit (alert_id, at, action, actor, entry, prev_hash, hash)"
-                    " SELECT %s, %s, %s, %s, %s::jsonb, prev,"
-                    " encode(sha256(convert_to(prev || %s, 'UTF8')), 'hex')"
-                    " FROM (SELECT coalesce((SELECT hash FROM alert_audit ORDER BY n DESC"
-                    " LIMIT 1), %s) AS prev) AS last RETURNING n",
+                    _INSERT_AUDIT,
                     (
                         a.id,
                         _dt(now_ms),
                         change.action,
                         change.actor,
-                        canon,
-                        canon,
+                        json.dumps(entry, ensure_ascii=False, separators=(",", ":")),
                         GENESIS,
                     ),
                 )
@@ -193,19 +166,27 @@ class AlertStore:
             )
         return out
 
-    async def save_states(self, docs: dict[str, str]) -> None:
+    async def save_states(
+        self,
+        docs: dict[str, str],
+        also: Callable[[AsyncConnection[Any]], Awaitable[None]] | None = None,
+    ) -> None:
         """Upsert rule-state snapshots, given as JSON text by key, in one statement. They
-        travel as one JSON object (a text parameter: no per-element array escaping)."""
-        if not docs:
+        travel as one JSON object (a text parameter: no per-element array escaping).
+        ``also`` runs in the same transaction (the marks of what was evaluated)."""
+        if not docs and also is None:
             return
         body = "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in docs.items()) + "}"
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO alert_rule_state (key, doc, updated_at)"
-                " SELECT key, value, now() FROM jsonb_each(%s::jsonb)"
-                " ON CONFLICT (key) DO UPDATE SET doc = excluded.doc, updated_at = now()",
-                (body,),
-            )
+        async with self.pool.connection() as conn, conn.transaction():
+            if docs:
+                await conn.execute(
+                    "INSERT INTO alert_rule_state (key, doc, updated_at)"
+                    " SELECT key, value, now() FROM jsonb_each(%s::jsonb)"
+                    " ON CONFLICT (key) DO UPDATE SET doc = excluded.doc, updated_at = now()",
+                    (body,),
+                )
+            if also is not None:
+                await also(conn)
 
     async def load_states(self) -> dict[str, dict[str, Any]]:
         async with self.pool.connection() as conn:
@@ -255,8 +236,10 @@ class AlertStore:
             cur = await conn.execute(q.encode(), args)
             return [r[0] for r in await cur.fetchall()]
 
-    async def verify_audit(self) -> ChainReport:
-        """Recompute the chain; report the first entry whose hash does not hold."""
+    async def verify_audit(self, anchors: Sequence[Anchor] | None = None) -> ChainReport:
+        """Verify the audit log (``backend.audit``) against ``anchors``, by default those of
+        ``anchor_file``; every problem is reported."""
+        if anchors is None:
+            anchors = await asyncio.to_thread(anchors_for, self.anchor_file)
         async with self.pool.connection() as conn:
-            cur = await conn.execute(AUDIT_CHAIN_QUERY)
-            return check_chain([(n, e, p, h) async for n, e, p, h in cur])
+            return await verify_async(conn, anchors)

@@ -26,11 +26,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 
+from anju import canonical
 from anju.contract import Audience
 from anju.uplink import Record
 from backend.alerting.engine import Engine
@@ -41,7 +42,7 @@ from backend.metrics import BackendMetrics
 if TYPE_CHECKING:  # (at run time: backend.store imports the alerting package)
     from backend.alerting.feed import StateWriter
     from backend.delivery import Delivery
-    from backend.store import AlertStore
+    from backend.store import AlertStore, Pending
 
 log = logging.getLogger("anju.alerting")
 T = TypeVar("T")
@@ -143,25 +144,39 @@ class Keeper:
                 batch.done.set_result(None)
 
     async def keep(self, change: Change, rx_ms: int | None) -> None:
+        """Store a change (then queue it for delivery). A change is never dropped: one the
+        database refuses for its content is stored in canonical form, else without its
+        evidence (with a note saying so); if even that is refused, this raises and the
+        backend stops (it is restarted) rather than acknowledge an alarm it did not store."""
         try:
-            pending = await until_done(
-                lambda: self.store.save(change, now_ms()),
-                "store an alert change",
-                log,
-                level=logging.ERROR,
-            )
+            pending = await self._save(change)
         except psycopg.Error as exc:
-            # Refused for its content: it would be refused forever. Counted and logged
-            # loudly; the rest go on (one bad change must not stop every alarm behind it).
             self.metrics.alert_store_refused.inc()
-            log.critical(
-                "the database refused alert change %s %s of %s (%s); not published",
+            log.error(
+                "the database refused alert change %s %s of %s (%s); storing it in canonical form",
                 change.alert.type,
                 change.action,
                 change.alert.id,
                 exc,
             )
-            return
+            stored = None
+            for fallback in (_canonical, _without_evidence):
+                try:
+                    pending = await self._save(fallback(change, str(exc)))
+                except (psycopg.Error, canonical.InputError) as again:
+                    exc = again if isinstance(again, psycopg.Error) else exc
+                    continue
+                stored = pending
+                break
+            if stored is None:
+                log.critical(
+                    "alert change %s %s of %s cannot be stored in any form; stopping",
+                    change.alert.type,
+                    change.action,
+                    change.alert.id,
+                )
+                raise
+            pending = stored
         self.metrics.alert_changes.labels(change.action).inc()
         log.info(
             "alert %s %s %s on %s",
@@ -171,6 +186,36 @@ class Keeper:
             change.alert.device.id,
         )
         await self.delivery.enqueue(pending, rx_ms)
+
+    async def _save(self, change: Change) -> Pending:
+        return await until_done(
+            lambda: self.store.save(change, now_ms()),
+            "store an alert change",
+            log,
+            level=logging.ERROR,
+        )
+
+
+def _canonical(change: Change, _why: str) -> Change:
+    """The change with every string of its payload in canonical form (``InputError`` if its
+    payload has none)."""
+    return replace(
+        change,
+        payload=canonical.clean(change.payload),
+        actor=canonical.clean_str(change.actor),
+    )
+
+
+def _without_evidence(change: Change, why: str) -> Change:
+    """The change without its evidence and the notes of its acknowledgements, with a note."""
+    p = dict(change.payload)
+    p["evidence"] = {"note": canonical.clean_str(f"evidence not storable: {why}"[:300])}
+    acks = p.get("acks")
+    if isinstance(acks, list):
+        p["acks"] = [
+            {k: v for k, v in a.items() if k != "note"} if isinstance(a, dict) else {} for a in acks
+        ]
+    return replace(change, payload=canonical.clean(p), actor=canonical.clean_str(change.actor))
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,12 +240,14 @@ class AlertDesk:
 
     def evaluate(self, records: list[Record]) -> Saved:
         """Rules over committed records; the changes handed to the keeper and the changed
-        states to the writer."""
+        states to the writer, with the marks of the telemetry evaluated (stored with them:
+        ``ingest_evaluated``)."""
         with self.lock:
             now = now_ms()
             pending = [(c, rec.rx) for rec in records for c in self.engine.feed(rec, now)]
             changes = self.keeper.put(pending)
-            return Saved(changes, self.snapshot(urgent_only=True))
+            marks = [(r.gateway_id, r.boot_id, r.seq) for r in records if r.kind == "t"]
+            return Saved(changes, self.snapshot(urgent_only=True, marks=marks))
 
     async def tick(self, *, liveness: bool, slice_size: int = 1_000) -> None:
         """Timers (and liveness and deadlines), the city a slice of devices at a time under
@@ -234,6 +281,7 @@ class AlertDesk:
     async def acknowledge(
         self, alert_id: str, audience: Audience, *, by: str, note: str
     ) -> Change | None:
+        by, note = canonical.clean_str(by), canonical.clean_str(note)
         with self.lock:
             alert = self.engine.book.get(alert_id)
             change = self.engine.book.acknowledge(
@@ -244,6 +292,7 @@ class AlertDesk:
         return change
 
     async def resolve(self, alert_id: str, *, by: str, note: str) -> Change:
+        by, note = canonical.clean_str(by), canonical.clean_str(note)
         with self.lock:
             alert = self.engine.book.get(alert_id)
             change = self.engine.book.resolve(
@@ -260,13 +309,15 @@ class AlertDesk:
             for k, v in self.engine.snapshot(keys).items()
         }
 
-    def snapshot(self, *, urgent_only: bool) -> cf.Future[None]:
+    def snapshot(
+        self, *, urgent_only: bool, marks: Sequence[tuple[str, str, int]] = ()
+    ) -> cf.Future[None]:
         """Hand the changed states to the writer (call with the lock held)."""
         e = self.engine
         keys = set(e.urgent) if urgent_only else e.dirty | e.urgent
         e.urgent -= keys
         e.dirty -= keys
-        return self.states.submit(self._docs(keys) if keys else {})
+        return self.states.submit(self._docs(keys) if keys else {}, marks)
 
     async def snapshots(self, period_s: float, *, chunk: int = 200) -> None:
         """Hand over the states changed since the last snapshot, every ``period_s``, a chunk

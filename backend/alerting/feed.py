@@ -22,13 +22,18 @@ import concurrent.futures as cf
 import logging
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import psycopg
+
+from anju import canonical
 from anju.uplink import Record
 from backend.alerting.desk import AlertDesk, LoopInbox, Saved, done_future
 from backend.db.retry import until_done
+from backend.ingest import mark_evaluated
+from backend.metrics import BackendMetrics
 
 if TYPE_CHECKING:
     from backend.store import AlertStore
@@ -41,21 +46,32 @@ class StateWriter:
     """Writes rule-state snapshots (JSON text by key), the newest per key, in the order they
     were taken; runs on one loop (the alarm lane's), fed from any thread. ``submit`` returns
     a future done once that snapshot is stored. Pending snapshots are merged by key, so what
-    waits is bounded by the number of devices."""
+    waits is bounded by the number of devices. The marks of the telemetry evaluated
+    ((gateway, boot, seq)) are stored in the same transaction (``ingest_evaluated``): a
+    record marked evaluated has its rule state stored.
 
-    def __init__(self, store: AlertStore) -> None:
+    A snapshot the database refuses for its content is stored in canonical form; a state
+    that has none is left out (logged, ``anju_alert_state_refused_total``) and the others are
+    stored: one bad state never stops the writer."""
+
+    def __init__(self, store: AlertStore, metrics: BackendMetrics | None = None) -> None:
         self.store = store
+        self.metrics = metrics
         self.inbox = LoopInbox()
         self._guard = threading.Lock()
         self.pending: dict[str, str] = {}
+        self.marks: list[tuple[str, str, int]] = []
         self.waiters: list[cf.Future[None]] = []
 
-    def submit(self, docs: dict[str, str]) -> cf.Future[None]:
-        if not docs:
+    def submit(
+        self, docs: dict[str, str], marks: Sequence[tuple[str, str, int]] = ()
+    ) -> cf.Future[None]:
+        if not docs and not marks:
             return done_future()
         fut: cf.Future[None] = cf.Future()
         with self._guard:
             self.pending.update(docs)
+            self.marks.extend(marks)
             self.waiters.append(fut)
         self.inbox.wake()
         return fut
@@ -68,15 +84,65 @@ class StateWriter:
     async def flush(self) -> None:
         with self._guard:
             docs, self.pending = self.pending, {}
+            marks, self.marks = self.marks, []
             waiters, self.waiters = self.waiters, []
-        if docs:
-            await self.write(docs)
+        if docs or marks:
+            await self.write(docs, marks)
         for f in waiters:
             if not f.done():
                 f.set_result(None)
 
-    async def write(self, docs: dict[str, str]) -> None:
-        await until_done(lambda: self.store.save_states(docs), "store rule state", log)
+    async def write(self, docs: dict[str, str], marks: Sequence[tuple[str, str, int]] = ()) -> None:
+        also = None
+        if marks:
+
+            async def also(conn: psycopg.AsyncConnection[Any]) -> None:
+                await mark_evaluated(conn.cursor(), "t", list(marks))
+
+        try:
+            await self._write(docs, also)
+        except psycopg.Error as exc:
+            log.error("the database refused rule state (%s); storing it in canonical form", exc)
+            await self._write_canonical(docs, also)
+
+    async def _write(
+        self,
+        docs: dict[str, str],
+        also: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]] | None,
+    ) -> None:
+        await until_done(lambda: self.store.save_states(docs, also), "store rule state", log)
+
+    async def _write_canonical(
+        self,
+        docs: dict[str, str],
+        also: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]] | None,
+    ) -> None:
+        clean: dict[str, str] = {}
+        for key, text in docs.items():
+            try:
+                clean[canonical.clean_str(key)] = canonical.dumps(
+                    canonical.clean(canonical.loads(text, max_bytes=len(text) + 1))
+                )
+            except canonical.InputError as exc:
+                self._refused(key, exc)
+        try:
+            await self._write(clean, also)
+            return
+        except psycopg.Error:
+            pass
+        # One at a time: what is still refused is left out.
+        for key, text in clean.items():
+            try:
+                await self._write({key: text}, None)
+            except psycopg.Error as exc:
+                self._refused(key, exc)
+        if also is not None:
+            await self._write({}, also)
+
+    def _refused(self, key: str, exc: Exception) -> None:
+        if self.metrics is not None:
+            self.metrics.alert_state_refused.inc()
+        log.critical("the rule state of %r cannot be stored (%s); left out", key, exc)
 
 
 @dataclass(slots=True)
