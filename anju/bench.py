@@ -19,6 +19,7 @@ BENCHES: Final = {
     "ingest": ("backend.bench_ingest", "end-to-end ingest and queries (issue 4)"),
     "alerts": ("backend.alerting.bench", "alert latency under load, rule throughput (issue 5)"),
     "simulate": ("device_simulators.bench", "simulated devices per core (issue 6)"),
+    "supervision": ("backend.supervision.bench", "supervision figures on a city's year (issue 15)"),
 }
 
 

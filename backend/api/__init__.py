@@ -8,6 +8,7 @@ from fastapi.staticfiles import StaticFiles
 from backend.api.deps import AppState
 from backend.api.routes import alerts, health, stream, telemetry, webhooks
 from backend.api.routes import status as status_routes
+from backend.api.routes import supervision as supervision_routes
 
 
 def create_app(state: AppState) -> FastAPI:
@@ -19,6 +20,7 @@ def create_app(state: AppState) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(telemetry.router)
     app.include_router(status_routes.router)
+    app.include_router(supervision_routes.router)
     static = Path(__file__).parent / "static"
     app.mount("/screen", StaticFiles(directory=static, html=True), name="screen")
     return app

@@ -5,7 +5,8 @@ resolutions, outages, and property companies of clearly different quality (``anj
 Stories are generated deterministically from a seed, then played through the alerting core's
 own lifecycle (``AlertBook``): ``write_history`` stores every change with ``AlertStore.save``,
 as the backend does (audit hash chain included), in time order; ``write_bulk`` (the benchmark's
-year of a city) COPYs each alert's final row with one audit entry, chained the same way.
+year of a city, in a throwaway database) COPYs each alert's final row with its resolution's
+audit entry, NOT hash-chained (``anju alerts verify-audit`` would report them).
 Every generated alert carries ``evidence.generated: true``.
 """
 
@@ -28,7 +29,7 @@ from anju.registry import CityIndex, DeviceInfo
 from backend.alerting.lifecycle import Alert, AlertBook, Change, Deadlines
 from backend.alerting.model import Raise
 from backend.alerting.storm import pseudo_device
-from backend.store import GENESIS, AlertStore, canonical, entry_hash
+from backend.store import AlertStore
 
 CHINA: Final = timezone(timedelta(hours=8))
 _PERSON_RESOLVES: Final = frozenset(
@@ -281,17 +282,13 @@ async def write_bulk(
     COPYed (the chain computed as ``store.entry_hash`` does). Returns the number of alerts."""
     deadlines = Deadlines()
     start = end - timedelta(days=days)
-    prev = GENESIS
     count = 0
+    audit: list[tuple[Any, ...]] = []
     async with conn.cursor() as cur:
-        cur0 = await cur.execute("SELECT hash FROM alert_audit ORDER BY n DESC LIMIT 1")
-        row = await cur0.fetchone()
-        prev = row[0] if row else GENESIS
         async with cur.copy(
             "COPY alerts (id, type, device_id, community_id, district, severity, state,"
             " occurred_at, raised_at, updated_at, resolved_at, payload) FROM STDIN"
         ) as ca:
-            audit: list[tuple[Any, ...]] = []
             for s in generate(city, start=start, days=days, seed=seed):
                 book = AlertBook()
                 last: tuple[int, Change] | None = None
@@ -308,18 +305,60 @@ async def write_bulk(
                 )  # fmt: skip
                 entry = {"alert_id": a.id, "at": _utc(t).isoformat(), "action": ch.action,
                          "actor": ch.actor, "payload": ch.payload}  # fmt: skip
-                h = entry_hash(prev, entry)
-                audit.append((a.id, _utc(t), ch.action, ch.actor, canonical(entry), prev, h))
-                prev = h
+                audit.append((a.id, _utc(t), ch.action, ch.actor, Jsonb(entry)))
                 count += 1
         async with cur.copy(
             "COPY alert_audit (alert_id, at, action, actor, entry, prev_hash, hash, published)"
             " FROM STDIN"
         ) as cp:
             for r in audit:
-                await cp.write_row((*r, True))
+                await cp.write_row((*r, _UNCHAINED, _UNCHAINED, True))
     return count
+
+
+_UNCHAINED: Final = "unchained: benchmark data"
 
 
 def _utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+async def _fill(db_url: str, city: CityIndex, days: int, today: date) -> str:
+    from backend.supervision.credit import publish
+    from backend.supervision.figures import month_bounds
+    from backend.supervision.rollup import refresh, sync_registry
+    from backend.supervision.ruleset import load_rules
+
+    async with AsyncConnectionPool(db_url, min_size=1, max_size=2, open=False) as pool:
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM alerts WHERE payload->'evidence' ? 'generated'"
+            )
+            row = await cur.fetchone()
+            if row and row[0]:
+                return f"history: kept the {row[0]} generated alerts already there"
+        n = await write_history(pool, city, days=days, end=today)
+        rules = load_rules()
+        async with pool.connection() as conn:
+            await sync_registry(conn, city, today=today)
+            await refresh(conn)
+            month = month_bounds(today - timedelta(days=days))[0]
+            published = 0
+            while month <= today:
+                await publish(conn, month, rules, by="anju demo --history")
+                published += 1
+                month = month_bounds(month)[1]
+    return f"history: {n} alerts over {days} days, {published} months published"
+
+
+def fill_for_demo(db_url: str, city: CityIndex, days: int) -> str:
+    """``anju demo --history DAYS``: migrate, write ``days`` days of history ending yesterday
+    (once: a database that has generated alerts keeps them), and publish the credit results
+    of every month it covers with the default rule set. Returns a line to show."""
+    import asyncio
+
+    from backend.db.migrate import migrate
+
+    migrate(db_url)
+    today = datetime.now(UTC).astimezone(CHINA).date()
+    return asyncio.run(_fill(db_url, city, days, today))
