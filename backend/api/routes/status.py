@@ -17,6 +17,8 @@ from fastapi import APIRouter, HTTPException, Query
 
 from anju.contract import FIRE_KINDS, Audience
 from anju.registry import CityIndex, DeviceInfo
+from backend.alerting.catalog import PARAM_DEFAULTS
+from backend.alerting.lifecycle import Deadlines
 from backend.api.deps import AppState, Principal, PrincipalDep, StateDep
 from backend.api.routes.telemetry import community_visible, device_visible
 
@@ -80,6 +82,7 @@ async def me(state: StateDep, who: PrincipalDep) -> dict[str, Any]:
         if scope_name is None and who.scope in city.communities:
             scope_name = city.communities[who.scope].name
     kinds = kinds_of(who)
+    deadlines = state.desk.engine.shared.deadlines if state.desk is not None else Deadlines()
     return {
         "name": who.name,
         "audience": who.audience,
@@ -88,6 +91,11 @@ async def me(state: StateDep, who: PrincipalDep) -> dict[str, Any]:
         "admin": who.admin,
         "can_resolve": who.can_resolve,
         "kinds": sorted(kinds) if kinds is not None else None,
+        # Critical alerts not acknowledged by property within these are escalated.
+        "ack_deadline_s": {
+            "default": deadlines.default_ms / 1000,
+            "fire": deadlines.fire_ms / 1000,
+        },
     }
 
 
@@ -133,6 +141,8 @@ def _device_doc(
         "low_battery": battery is not None and battery < LOW_BATTERY_PCT,
         "fw": row[2] if row is not None else None,
         "last_seen": _iso(row[4]) if row is not None else None,
+        # The thresholds the rules use (registry params over the catalog's defaults), for charts.
+        "params": {**PARAM_DEFAULTS.get(d.kind, {}), **d.params},
     }
 
 
