@@ -4,6 +4,7 @@ at import time)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from anju.errors import AnjuError
@@ -22,6 +23,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "api_host": args.api_host,
             "api_port": args.api_port,
             "api_token": args.api_token,
+            "audit_anchor_file": args.audit_anchor_file,
         }.items()
         if v is not None
     }
@@ -47,24 +49,46 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_audit(args: argparse.Namespace) -> int:
-    """Recompute the alert audit log's hash chain; exit 1 naming the first entry that breaks."""
+    """Verify the alert audit log (``backend.audit``): every entry against its hash rule and
+    its link, every alert row against its last entry, the chain against the anchors; exit 1
+    listing every problem."""
+    import json
+    import os
+
     import psycopg
 
-    from backend.store import AUDIT_CHAIN_QUERY, check_chain
+    from backend.audit import verify
+    from backend.audit_anchor import read_anchors
 
+    paths: list[Path] = args.anchors or []
+    if not paths and os.environ.get("ANJU_AUDIT_ANCHOR_FILE"):
+        paths = [Path(os.environ["ANJU_AUDIT_ANCHOR_FILE"])]
+    anchors = [a for p in paths for a in read_anchors(p)]  # before the database's snapshot
     try:
-        with psycopg.connect(args.db) as conn, conn.cursor(name="audit_chain") as cur:
-            cur.execute(AUDIT_CHAIN_QUERY)
-            report = check_chain(cur)
+        with psycopg.connect(args.db) as conn:
+            report = verify(conn, anchors)
     except psycopg.OperationalError as exc:
         raise AnjuError(f"cannot reach the database: {str(exc).strip()}") from exc
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+        raise AnjuError(
+            f"the schema is older than the audit chain's (migration 0006): run"
+            f" `anju db migrate --db URL` first ({str(exc).strip().splitlines()[0]})"
+        ) from exc
+    if args.json:
+        print(json.dumps(report.to_json()))
+        return 0 if report.ok else 1
+    against = f"{report.anchors} anchors" if paths else "no anchors (a cut tail goes unseen)"
     if report.ok:
-        print(f"audit chain ok: {report.entries} entries")
+        print(f"audit chain ok: {report.entries} entries up to n={report.head}, against {against}")
         return 0
+    k = len(report.problems)
     print(
-        f"audit chain BROKEN at entry {report.first_bad}: {report.reason}"
-        f" (checked {report.entries} entries)"
+        f"audit chain BROKEN: {k} problem{'' if k == 1 else 's'} in {report.entries} entries"
+        f" up to n={report.head}, against {against}"
     )
+    for p in report.problems:
+        where = f"entry {p.n}" if p.alert_id is None else f"entry {p.n}, {p.alert_id}"
+        print(f"  {where}: {p.reason}")
     return 1
 
 
@@ -79,6 +103,7 @@ def register(sub: Any) -> None:
     br.add_argument("--api-host")
     br.add_argument("--api-port", type=int)
     br.add_argument("--api-token")
+    br.add_argument("--audit-anchor-file", type=Path, help="append the audit chain's head here")
     br.set_defaults(func=cmd_run)
 
     db = sub.add_parser("db", help="database").add_subparsers(dest="sub", required=True)
@@ -98,7 +123,16 @@ def register(sub: Any) -> None:
     )
     av = al.add_parser(
         "verify-audit",
-        help="recompute the audit log's hash chain; exit 1 and name the first altered entry",
+        help="verify the audit log's hash chain and alerts against it and its anchors;"
+        " exit 1 listing every problem",
     )
     av.add_argument("--db", required=True, help="postgresql://user@host:port/database")
+    av.add_argument(
+        "--anchors",
+        type=Path,
+        action="append",
+        help="an anchor file (the backend's, or a witness's copies of anju/audit/head), one"
+        " JSON object a line; repeatable; default $ANJU_AUDIT_ANCHOR_FILE",
+    )
+    av.add_argument("--json", action="store_true", help="print the report as one JSON object")
     av.set_defaults(func=cmd_verify_audit)

@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from anju.contract import DEVICE_KINDS
 from anju.errors import ConfigError
-from anju.mqtturl import parse_mqtt_url
+from anju.mqtturl import check_password_transport, parse_mqtt_url
 from anju.yamlfile import load_model
 
 
@@ -20,6 +20,13 @@ class BackendSettings(BaseSettings):
 
     database_url: str = Field(description="postgresql://user@host:port/db")
     mqtt_url: str = Field(description="the backend's broker: gateways' uplink and alert topics")
+    # TLS for mqtts:// (backend/mqtt.py); the alarm lane logs in as "<user>-events".
+    mqtt_ca_file: Path | None = Field(default=None, description="CA of the broker (mqtts)")
+    mqtt_cert_file: Path | None = Field(default=None, description="client certificate (mTLS)")
+    mqtt_key_file: Path | None = None
+    mqtt_allow_plain_password: bool = Field(
+        default=False, description="allow a password over plain mqtt:// to a non-loopback host"
+    )
     registry: Path
     client_id: str = "anju-backend"
     api_host: str = "127.0.0.1"
@@ -44,6 +51,11 @@ class BackendSettings(BaseSettings):
     alerting: Path | None = Field(
         default=None, description="alerting.yaml: parameter defaults, deadlines, tokens, webhooks"
     )
+    audit_anchor_file: Path | None = Field(
+        default=None,
+        description="append-only file the audit chain's head (n, hash, time) is appended to"
+        " every 10 s (backend/audit_anchor.py); also published retained on anju/audit/head",
+    )
     state_snapshot_ms: int = Field(
         default=30_000,
         ge=50,
@@ -59,6 +71,18 @@ class BackendSettings(BaseSettings):
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         return v
+
+    @model_validator(mode="after")
+    def _mqtt_tls(self) -> BackendSettings:
+        if (self.mqtt_cert_file is None) != (self.mqtt_key_file is None):
+            raise ValueError("mqtt_cert_file and mqtt_key_file go together")
+        try:
+            check_password_transport(
+                parse_mqtt_url(self.mqtt_url), allow_plain=self.mqtt_allow_plain_password
+            )
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
     @field_validator("database_url")
     @classmethod

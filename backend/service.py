@@ -33,6 +33,7 @@ from backend.alerting.desk import waited
 from backend.alerting.feed import RuleFeed
 from backend.api import AppState, create_app
 from backend.api.deps import Tokens
+from backend.audit_anchor import AuditAnchor, mqtt_publisher
 from backend.config import BackendSettings, load_alerting
 from backend.db.maintenance import run_maintenance
 from backend.db.migrate import migrate, parse_storage
@@ -95,7 +96,7 @@ class Backend:
                     conn,
                     [RegistryRow(d.id, d.community_id, d.kind) for d in self.city.devices.values()],
                 )
-            self.store = AlertStore(pool)
+            self.store = AlertStore(pool, anchor_file=s.audit_anchor_file)
             book = AlertBook()
             for alert in await self.store.load_open(self.city):
                 book.load(alert)
@@ -203,6 +204,13 @@ class Backend:
                 ),
                 tg.create_task(self._loop_lag(), name="loop-lag"),
                 tg.create_task(self._watch(alarm), name="alarm-lane"),
+                # The audit chain's head, to the anchor file and anju/audit/head (issue 10).
+                tg.create_task(
+                    AuditAnchor(
+                        pool, s.audit_anchor_file, mqtt_publisher(lambda: self.client)
+                    ).run(),
+                    name="audit-anchor",
+                ),
             ]
             # Everything built so far lives as long as the process: out of the garbage
             # collector's way (a full collection over the registry and every device's

@@ -1,5 +1,6 @@
 """The audit log's hash chain on a real database: ``anju alerts verify-audit`` passes an intact
-chain and names the entry that was altered (an UPDATE) or removed (a DELETE)."""
+chain and names the entry that was altered (an UPDATE) or removed (a DELETE). More in
+``test_audit_chain.py`` (rules, every column, old chains) and ``test_audit_anchor.py``."""
 
 from __future__ import annotations
 
@@ -45,7 +46,11 @@ async def test_verify_audit_detects_an_altered_and_a_removed_entry(db_url: str) 
             await store.save(ch, T0 + i)
         assert (await store.verify_audit()).ok
 
-    assert verify(db_url) == (0, "audit chain ok: 4 entries\n")
+    rc, out = verify(db_url)
+    assert (rc, out.splitlines()[0]) == (
+        0,
+        "audit chain ok: 4 entries up to n=4, against no anchors (a cut tail goes unseen)",
+    )
 
     # Someone rewrites who acknowledged the alarm (entry 2), as if it had been the property
     # company: the chain is broken exactly there.
@@ -55,7 +60,8 @@ async def test_verify_audit_detects_an_altered_and_a_removed_entry(db_url: str) 
         )
     rc, out = verify(db_url)
     assert rc == 1
-    assert "BROKEN at entry 2:" in out and "does not match its hash" in out
+    assert "audit chain BROKEN: 1 problem in 4 entries" in out
+    assert "  entry 2: its content does not match its hash" in out
 
     # Put it back: intact again. Then remove entry 3: the break shows at entry 4.
     with psycopg.connect(db_url, autocommit=True) as conn:
@@ -65,7 +71,7 @@ async def test_verify_audit_detects_an_altered_and_a_removed_entry(db_url: str) 
         assert verify(db_url)[0] == 0
         conn.execute("DELETE FROM alert_audit WHERE n = 3")
     rc, out = verify(db_url)
-    assert rc == 1 and "BROKEN at entry 4:" in out and "prev_hash" in out
+    assert rc == 1 and "  entry 4: its prev_hash is not the hash of the entry before it" in out
 
 
 def test_verify_audit_says_when_the_database_is_unreachable() -> None:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from anju.contract import Audience
 from backend.alerting.errors import AlertNotFound, NotAnAudience
 from backend.api.deps import AdminDep, Principal, PrincipalDep, StateDep
+from backend.audit_anchor import AnchorFileError
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
 
@@ -54,10 +55,17 @@ async def list_alerts(
 
 
 @router.get("/audit/verify")
-async def verify_audit(state: StateDep, who: AdminDep) -> dict[str, Any]:
-    """Recompute the hash chain of the audit log (admin)."""
-    r = await state.store.verify_audit()
-    return {"ok": r.ok, "entries": r.entries, "first_bad": r.first_bad}
+async def verify_audit(
+    state: StateDep, who: AdminDep, limit: int = Query(10_000, ge=1, le=1_000_000)
+) -> dict[str, Any]:
+    """Verify the audit log (admin): every entry's hash and link, every alert row against its
+    last entry, the chain against the backend's anchor file. ``broken`` lists every problem
+    (up to ``limit``; ``broken_count`` counts them all), ``first_bad`` the first entry."""
+    try:
+        r = await state.store.verify_audit()
+    except AnchorFileError as exc:
+        raise HTTPException(500, f"the audit anchor file cannot be read: {exc}") from exc
+    return r.to_json(limit)
 
 
 async def _visible(state: StateDep, who: PrincipalDep, alert_id: str) -> dict[str, Any]:
