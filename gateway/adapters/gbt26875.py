@@ -14,7 +14,8 @@ the caller keeps the rest for the next read. It never raises: garbage before a s
 skipped (one ``garbage`` rejection per run), a start whose length is impossible or whose end
 marker is missing is skipped by one byte so that the next ``@@`` is found (a ``@@`` inside a
 corrupt frame is tried as a start too, so no good frame after it is lost), and a frame with a
-wrong checksum is a ``bad_checksum`` rejection that keeps its header (the server denies it).
+wrong checksum is a ``bad_checksum`` rejection that keeps its header (the server denies it)
+and is searched again from its next byte.
 
 ``decode_unit`` decodes application data into a ``DataUnit`` or a rejection. ``encode_frame``
 and ``encode_unit`` are their inverses (used for confirm, deny, time sync and the simulator).
@@ -39,6 +40,7 @@ DEFAULT_VERSION: Final = (1, 1)
 
 REASONS: Final = (
     "garbage",
+    "truncated",
     "bad_length",
     "bad_end",
     "bad_checksum",
@@ -194,7 +196,11 @@ def deframe(
             out.append(Rejected("garbage", f"{j - i} bytes before a start marker"))
         i = j
         if n - i < 2 + HEADER_LEN:
-            return out, i
+            if _later_frame(buf, i, max_data) is None:
+                return out, i
+            out.append(Rejected("truncated", "a half frame followed by a whole one"))
+            i += 1
+            continue
         length = buf[i + 24] | buf[i + 25] << 8
         if length > max_data:
             out.append(Rejected("bad_length", f"data length {length} > {max_data}"))
@@ -202,7 +208,14 @@ def deframe(
             continue
         total = OVERHEAD + length
         if n - i < total:
-            return out, i
+            # Wait for the rest, unless a whole, valid frame starts inside what we have: then
+            # this start was a half frame (a UITD that reset mid-frame), and waiting would
+            # hold the good frames behind it.
+            if _later_frame(buf, i, max_data) is None:
+                return out, i
+            out.append(Rejected("truncated", "a half frame followed by a whole one"))
+            i += 1
+            continue
         if buf[i + total - 2 : i + total] != END:
             out.append(Rejected("bad_end", "no end marker where the length says"))
             i += 1
@@ -210,11 +223,32 @@ def deframe(
         body = bytes(buf[i + 2 : i + 2 + HEADER_LEN + length])
         frame = _frame(body)
         if checksum(body) != buf[i + total - 3]:
+            # Denied, and searched again from the next byte: a corrupt length may have
+            # framed good frames inside this one.
             out.append(Rejected("bad_checksum", f"serial {frame.serial}", frame))
-        else:
-            out.append(frame)
+            i += 1
+            continue
+        out.append(frame)
         i += total
     return out, i
+
+
+def _later_frame(buf: bytes | bytearray, i: int, max_data: int) -> int | None:
+    """The start of a whole frame with a good checksum after ``i``, if there is one."""
+    n = len(buf)
+    k = buf.find(START, i + 1)
+    while 0 <= k and n - k >= OVERHEAD:
+        length = buf[k + 24] | buf[k + 25] << 8
+        total = OVERHEAD + length
+        if (
+            length <= max_data
+            and n - k >= total
+            and buf[k + total - 2 : k + total] == END
+            and checksum(buf[k + 2 : k + total - 3]) == buf[k + total - 3]
+        ):
+            return k
+        k = buf.find(START, k + 1)
+    return None
 
 
 def _frame(body: bytes) -> Frame:

@@ -37,14 +37,21 @@ class Adapters:
         on_stored: Callable[[], None],
         base: Path | None = None,
     ) -> None:
+        self.registry = registry
         self.metrics = AdapterMetrics(registry)
         commit_max = gbt.commit_max if gbt is not None else 500
-        self.sink = AdapterSink(outbox, boot_id, clock, on_stored, commit_max=commit_max)
+        self.sink = AdapterSink(
+            outbox, boot_id, clock, on_stored, commit_max=commit_max, on_commit=self._committed
+        )
         self.server = UitdServer(gbt, self.sink, self.metrics, clock) if gbt is not None else None
         self.pollers: list[ControllerPoller] = []
         if modbus is not None and modbus.controllers:
             self.pollers = pollers(modbus.controllers, self.sink, self.metrics, clock, base=base)
         self.enabled = self.server is not None or bool(self.pollers)
+
+    def _committed(self, _per_lane: list[int], duplicates: int) -> None:
+        if duplicates:
+            self.metrics.gbt_duplicates.inc(duplicates)
 
     @property
     def gbt_port(self) -> int | None:
