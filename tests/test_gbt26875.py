@@ -157,7 +157,7 @@ def test_bad_units_are_rejected_with_reasons() -> None:
     assert isinstance(r := decode_unit(h("19 01 02 05 00")), Rejected) and r.reason == "bad_unit"
 
 
-# ---- the stream ------------------------------------------------------------------------------------
+# ---- the stream ---------------------------------------------------------------
 
 
 def frame(serial: int, data: bytes = b"") -> bytes:
@@ -185,7 +185,7 @@ def test_a_frame_split_anywhere_is_kept_for_the_next_read() -> None:
         items, used = deframe(raw[:cut])
         assert not any(isinstance(i, Frame) for i in items)
         rest = raw[used:cut] + raw[cut:]
-        items2, used2 = deframe(rest)
+        items2, _ = deframe(rest)
         assert [i.serial for i in items2 if isinstance(i, Frame)] == [7], cut
 
 
@@ -197,7 +197,7 @@ def test_an_impossible_length_is_dropped() -> None:
     assert [i.serial for i in items if isinstance(i, Frame)] == [2]
 
 
-# ---- property tests ----------------------------------------------------------------------------------
+# ---- property tests ---------------------------------------------------------------
 
 b8 = st.integers(0, 255)
 times = st.builds(Time, b8, b8, b8, b8, b8, b8)
@@ -267,7 +267,7 @@ def test_time_labels_convert_both_ways(ms: int, offset: int) -> None:
     assert t.valid() and t.epoch_ms(offset) == ms
 
 
-# ---- the mapping ---------------------------------------------------------------------------------------
+# ---- the mapping ---------------------------------------------------------------
 
 RX = 1_795_831_445_000  # T0 in UTC+8
 

@@ -150,7 +150,7 @@ class Rejected:
     frame: Frame | None = None
 
 
-def checksum(b: bytes) -> int:
+def checksum(b: bytes | bytearray) -> int:
     return sum(b) & 0xFF
 
 
@@ -237,7 +237,7 @@ def _later_frame(buf: bytes | bytearray, i: int, max_data: int) -> int | None:
     """The start of a whole frame with a good checksum after ``i``, if there is one."""
     n = len(buf)
     k = buf.find(START, i + 1)
-    while 0 <= k and n - k >= OVERHEAD:
+    while k >= 0 and n - k >= OVERHEAD:
         length = buf[k + 24] | buf[k + 25] << 8
         total = OVERHEAD + length
         if (
