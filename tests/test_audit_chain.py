@@ -22,8 +22,6 @@ from backend.db import migrate as migrate_mod
 from backend.db.migrate import migrate
 from backend.store import AlertStore, _dt
 
-pytestmark = pytest.mark.integration
-
 # Values whose jsonb text is not Python's: -0.0 (stored as 0.0), 1e16 (stored as digits),
 # 1.5e-07 (stored as 0.00000015), and a string with characters JSON may escape either way.
 SET_ACTOR = (
@@ -75,6 +73,7 @@ async def verify(db_url: str) -> Any:
         return await AlertStore(pool).verify_audit(anchors=[])
 
 
+@pytest.mark.integration
 async def test_numbers_jsonb_rewrites_verify(db_url: str) -> None:
     migrate(db_url)
     await save_all(db_url, story(ODD))
@@ -90,6 +89,7 @@ async def test_numbers_jsonb_rewrites_verify(db_url: str) -> None:
     assert json.dumps(evidence["pressure_mpa"]) == "0.0" and evidence["flow"] == 10**16
 
 
+@pytest.mark.integration
 async def test_every_tampered_column_and_entry_is_reported(db_url: str) -> None:
     migrate(db_url)
     changes = story()
@@ -131,6 +131,7 @@ async def test_every_tampered_column_and_entry_is_reported(db_url: str) -> None:
     assert rc == 1 and doc["broken_count"] == 7 and doc["first_bad"] == 1
 
 
+@pytest.mark.integration
 async def test_removed_inserted_and_rehashed_entries_and_rows(db_url: str) -> None:
     migrate(db_url)
     changes = story()
@@ -198,6 +199,7 @@ def save_v1(conn: psycopg.Connection[Any], change: Change, now_ms: int) -> None:
         )
 
 
+@pytest.mark.integration
 async def test_an_old_chain_verifies_after_the_migration(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -243,6 +245,7 @@ async def test_an_old_chain_verifies_after_the_migration(
     assert "written by rule v1 where v2 applies" in problems[0].reason
 
 
+@pytest.mark.integration
 async def test_a_bulk_load_is_sealed_by_rule_v2(db_url: str) -> None:
     migrate(db_url)
     changes = story(ODD)
