@@ -129,8 +129,20 @@ def find_timescaledb(bindir: Path) -> Path | None:
     return control if any((d / n).exists() for d in libs for n in loader) else None
 
 
+# Packet size limits of the shipped Mosquitto configurations (deploy/mosquitto/*.conf): the
+# backend's broker (gateways' batches, at most 1 MiB before compression, alerts), and a
+# community's LAN broker (a device's payload of at most 64 KiB, its topic and headers).
+UPLINK_MAX_PACKET_SIZE = 4 * 1024 * 1024
+LAN_MAX_PACKET_SIZE = 64 * 1024 + 1024
+
+
 class PrivateMosquitto:
-    """A Mosquitto broker of our own: persistence in ``data_dir``, anonymous, loopback only."""
+    """A Mosquitto broker of our own: persistence in ``data_dir``, anonymous, loopback only.
+
+    ``max_packet_size`` bounds every packet a client may send (Mosquitto disconnects a client
+    that sends a larger one, before buffering it): 4 MiB by default, as in ``deploy/mosquitto``'s
+    backend broker; a community's LAN broker uses ``LAN_MAX_PACKET_SIZE``.
+    """
 
     def __init__(
         self,
@@ -140,12 +152,14 @@ class PrivateMosquitto:
         name: str = "mosquitto",
         password_file: Path | None = None,
         acl_file: Path | None = None,
+        max_packet_size: int = UPLINK_MAX_PACKET_SIZE,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.name = name
         self.password_file = password_file
         self.acl_file = acl_file
+        self.max_packet_size = max_packet_size
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -165,6 +179,7 @@ class PrivateMosquitto:
             "max_queued_messages 100000",
             "max_inflight_messages 100",
             "set_tcp_nodelay true",
+            f"max_packet_size {self.max_packet_size}",
             f"log_dest file {self.data_dir / 'mosquitto.log'}",
             "log_type error",
             "log_type warning",

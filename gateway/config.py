@@ -51,6 +51,12 @@ class UplinkConfig(LinkConfig):
     backoff_base_s: float = Field(1.0, gt=0, le=60)
     backoff_cap_s: float = Field(60.0, gt=0, le=3600)
     connect_timeout_s: float = Field(15.0, gt=0, le=300)
+    max_packet_bytes: int = Field(
+        1024 * 1024,
+        ge=64 * 1024,
+        le=256 * 1024 * 1024,
+        description="MQTT 5 Maximum Packet Size asked of the broker on CONNECT (acks, config)",
+    )
 
 
 class OutboxConfig(_Strict):
@@ -68,6 +74,23 @@ class OutboxConfig(_Strict):
     commit_max: int = Field(500, ge=1, le=10_000, description="LAN messages per commit, at most")
     queue_max: int = Field(
         5_000, ge=10, description="LAN messages waiting for a commit; when full, intake waits"
+    )
+    commit_linger_ms: float = Field(
+        5.0, ge=0, le=1000, description="telemetry waits this long for company in a commit"
+    )
+    send_linger_ms: float = Field(
+        50.0, ge=0, le=5000, description="telemetry waits this long for a fuller uplink batch"
+    )
+    batch_bytes_max: int = Field(
+        1024 * 1024, ge=64 * 1024, description="uncompressed bytes per uplink batch, at most"
+    )
+    device_events_max: int = Field(
+        2_000, ge=10, description="events (and statuses) held per device; beyond, its oldest go"
+    )
+    device_event_bytes_max: int | None = Field(
+        None,
+        ge=64 * 1024,
+        description="bytes of events held per device; default: half of max_bytes / devices",
     )
 
 
@@ -92,6 +115,18 @@ class RemoteConfigPolicy(_Strict):
     )
 
 
+class SupervisionConfig(_Strict):
+    stall_s: float = Field(
+        20.0, gt=0, le=600, description="a part not progressing this long is unhealthy"
+    )
+    exit_after_s: float = Field(
+        60.0, gt=0, le=3600, description="a part stalled this long stops the process (exit 2)"
+    )
+    max_errors: int = Field(
+        5, ge=0, le=1000, description="exceptions a thread survives per minute, then exit"
+    )
+
+
 class GatewayConfig(_Strict):
     gateway_id: str
     lan: LinkConfig
@@ -103,6 +138,7 @@ class GatewayConfig(_Strict):
     status_every_s: float = Field(2.0, gt=0, description="status file next to the outbox")
     clock: ClockConfig = ClockConfig.model_validate({})
     remote_config: RemoteConfigPolicy = RemoteConfigPolicy.model_validate({})
+    supervision: SupervisionConfig = SupervisionConfig.model_validate({})
     config_version: int = Field(0, ge=0, description="set by remote configuration")
 
     @field_validator("gateway_id")

@@ -6,10 +6,25 @@ committer thread takes everything waiting (up to ``outbox.commit_max`` messages)
 one transaction, and only then acknowledges each message to the broker. A message is therefore
 on disk before the broker forgets it; one fsync serves a whole group.
 
+Batching by time: when the queue runs dry before ``commit_max`` and the group holds only
+telemetry (and rejections), the committer waits up to ``outbox.commit_linger_ms`` for more, so
+that devices sending one reading per message still share a transaction. A group holding an
+event or a status is committed at once: alarms are never delayed.
+
 Queue policy: the queue holds at most ``outbox.queue_max`` messages. When it is full the LAN
 network thread waits (TCP back-pressure towards the LAN broker, which keeps the messages in the
 gateway's persistent session); nothing is dropped. A commit that fails (disk full) is retried
 with backoff and nothing is acknowledged meanwhile.
+
+Supervision (``gateway.supervise``): the LAN network thread is ours (paho's ``loop`` in a loop,
+reconnecting with backoff) and marks ``intake`` progress on every turn; the committer marks
+``commit``. An exception while handling one message is counted (``internal_error``) and the
+message is still acknowledged in order, so it does not come back; nothing a message contains
+can end either thread. A group the outbox refuses for another reason than I/O is stored one
+message at a time: the messages it then refuses are rejected as ``unstorable`` (and
+acknowledged) only when an empty transaction proves the outbox itself works; otherwise nothing
+is acknowledged and the committer fails the gateway (the process restarts, the LAN broker
+delivers the messages again).
 """
 
 from __future__ import annotations
@@ -19,12 +34,13 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from anju.backoff import backoff
@@ -34,6 +50,7 @@ from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
 from gateway.mqttclient import configure
 from gateway.outbox import EVENTS, LANE_NAMES, TELEMETRY, Incoming, Outbox
+from gateway.supervise import Progress, Restarts
 from gateway.validate import Accepted, Rejected, decode_device_message
 
 log = logging.getLogger("anju.gateway.lan")
@@ -48,10 +65,12 @@ class _Pending:
     incoming: Incoming
     qos: int
     rx_ms: int
+    urgent: bool  # holds an event or a status: committed without lingering
+    payload: bytes = b""  # kept for ``recent_rejects`` should the outbox refuse it
 
 
 class LanIntake:
-    """Owns the LAN client and the committer thread; ``start``/``stop``."""
+    """Owns the LAN client, its network thread and the committer thread; ``start``/``stop``."""
 
     def __init__(
         self,
@@ -61,6 +80,8 @@ class LanIntake:
         clock: SystemClock,
         boot_id: str,
         on_stored: Any,
+        *,
+        progress: Progress | None = None,
     ) -> None:
         self.cfg = cfg
         self.outbox = outbox
@@ -68,24 +89,28 @@ class LanIntake:
         self.clock = clock
         self.boot_id = boot_id
         self.on_stored = on_stored  # called after each commit (wakes the sender)
+        self.progress = progress or Progress(cfg.supervision.stall_s)
         self.known = frozenset(cfg.devices)
         self.ready = threading.Event()  # subscribed to the devices' topics
         self.recent_rejects: OrderedDict[str, deque[tuple[int, str, bytes]]] = OrderedDict()
         self._queue: queue.Queue[_Pending | None] = queue.Queue(cfg.outbox.queue_max)
+        self._linger_s = cfg.outbox.commit_linger_ms / 1000
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         self._log_budget: dict[str, tuple[int, int]] = {}
+        gw = cfg.gateway_id
         self._committer = threading.Thread(
-            target=self._commit_loop, name=f"gw-{cfg.gateway_id}-commit", daemon=True
+            target=self._commit_loop, name=f"gw-{gw}-commit", daemon=True
         )
+        self._network = threading.Thread(target=self._lan_loop, name=f"gw-{gw}-lan", daemon=True)
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"anju-{cfg.gateway_id}-lan",
+            client_id=f"anju-{gw}-lan",
             protocol=mqtt.MQTTv311,
             clean_session=False,
             manual_ack=True,
         )
         configure(c, cfg.lan)
-        c.reconnect_delay_set(min_delay=1, max_delay=10)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.on_subscribe = lambda *_: self.ready.set()
@@ -94,18 +119,54 @@ class LanIntake:
 
     def start(self) -> None:
         self._committer.start()
-        addr = self.cfg.lan.address()
-        self.client.connect_async(addr.host, addr.port, keepalive=self.cfg.lan.keepalive_s)
-        self.client.loop_start()
+        self._network.start()
 
     def stop(self) -> None:
         """Stop taking messages, commit and acknowledge what was taken, then disconnect."""
+        self._stop.set()
         self.client.disconnect()
-        self.client.loop_stop()
-        self._queue.put(None)
-        self._committer.join(30)
+        self._network.join(10)
+        try:
+            self._queue.put(None, timeout=5)
+        except queue.Full:  # the committer is gone or stuck: what is queued is not acknowledged
+            log.error("the committer does not take its queue; stopping without it")
+        # A failed gateway does not wait long for a stuck committer: nothing it holds is
+        # acknowledged, the LAN broker delivers it again to the next process.
+        self._committer.join(2.0 if self.progress.failed else 30.0)
 
     # ---- the LAN network thread -----------------------------------------------------------
+
+    def _lan_loop(self) -> None:
+        """Connect, run paho's loop until the link drops, wait (backoff), again."""
+        addr = self.cfg.lan.address()
+        restarts = Restarts(
+            "intake",
+            self.progress,
+            self.metrics.thread_errors.labels("intake").inc,
+            max_errors=self.cfg.supervision.max_errors,
+        )
+        delays = backoff(0.5, 10.0)
+        while not self._stop.is_set() and not self.progress.failed:
+            self.progress.beat("intake")
+            try:
+                self.client.connect(addr.host, addr.port, keepalive=self.cfg.lan.keepalive_s)
+                rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+                while not self._stop.is_set() and rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    rc = self.client.loop(timeout=0.2)
+                    self.progress.beat("intake")
+                if self._stop.is_set():
+                    self.client.loop(timeout=0.1)  # flush the DISCONNECT
+                    break
+                log.warning("LAN broker connection lost (%s)", rc.name)
+            except (OSError, ValueError) as exc:
+                log.warning("LAN broker %s unreachable: %s", addr, exc)
+            except Exception as exc:  # a bug in paho or in a callback: count, reconnect
+                if not restarts.allow(exc):
+                    return
+            self.ready.clear()
+            self._stop.wait(next(delays))
+            if self.ready.is_set():
+                delays = backoff(0.5, 10.0)
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         if rc.is_failure:
@@ -115,6 +176,23 @@ class LanIntake:
         client.subscribe([(t, 1) for t in DEVICE_TOPICS])
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        """Never raises: a message that makes its handling fail is counted and acknowledged."""
+        try:
+            pending = self._decode(msg)
+        except Exception as exc:
+            self.metrics.thread_errors.labels("intake").inc()
+            log.exception("intake: handling a LAN message failed")
+            rx = self.clock.wall_ms()
+            self._reject(Rejected(None, "internal_error", f"{type(exc).__name__}: {exc}"), b"", rx)
+            pending = _Pending(Incoming([], msg.mid), msg.qos, rx, urgent=True)
+        while True:  # waits when full: back-pressure, nothing dropped
+            try:
+                self._queue.put(pending, timeout=1.0)
+                return
+            except queue.Full:
+                self.progress.beat("intake")  # waiting on the committer, whose mark counts
+
+    def _decode(self, msg: mqtt.MQTTMessage) -> _Pending:
         rx = self.clock.wall_ms()
         payload = bytes(msg.payload)
         trusted = self.clock.trusted()
@@ -122,6 +200,7 @@ class LanIntake:
             msg.topic, payload, known=self.known, rx_ms=rx, clock_trusted=trusted
         )
         good: list[tuple[int, str]] = []
+        urgent = False
         for item in items:
             if isinstance(item, Rejected):
                 self._reject(item, payload, rx)
@@ -129,9 +208,11 @@ class LanIntake:
             assert isinstance(item, Accepted)
             if item.time_flag is not None:
                 self.metrics.time_flagged.labels(item.time_flag).inc()
+            lane = TELEMETRY if item.kind == "t" else EVENTS
+            urgent = urgent or lane == EVENTS
             good.append(
                 (
-                    TELEMETRY if item.kind == "t" else EVENTS,
+                    lane,
                     record_body(
                         device_id=item.device_id,
                         kind=item.kind,
@@ -148,8 +229,9 @@ class LanIntake:
             digest = hashlib.blake2b(msg.topic.encode() + b"\0" + payload, digest_size=16).digest()
         # Even an all-invalid QoS 1 message goes through the committer, so that its PUBACK
         # keeps its place in order.
-        pending = _Pending(Incoming(good, msg.mid, digest, bool(msg.dup)), msg.qos, rx)
-        self._queue.put(pending)  # waits when full: back-pressure, nothing dropped
+        return _Pending(
+            Incoming(good, msg.mid, digest, bool(msg.dup)), msg.qos, rx, urgent, payload
+        )
 
     def _reject(self, item: Rejected, payload: bytes, rx: int) -> None:
         self.metrics.rejected.labels(item.reason).inc()
@@ -160,10 +242,10 @@ class LanIntake:
             self.recent_rejects[key] = ring
             while len(self.recent_rejects) > _MAX_REJECT_KEYS:
                 self.recent_rejects.popitem(last=False)
-        minute = rx // 60_000
-        last_minute, count = self._log_budget.get(item.reason, (minute, 0))
-        count = count + 1 if last_minute == minute else 1
-        self._log_budget[item.reason] = (minute, count)
+            minute = rx // 60_000
+            last_minute, count = self._log_budget.get(item.reason, (minute, 0))
+            count = count + 1 if last_minute == minute else 1
+            self._log_budget[item.reason] = (minute, count)
         if count <= 10:
             log.warning("rejected input from %s: %s (%s)", key, item.reason, item.detail)
         elif count == 11:
@@ -171,24 +253,83 @@ class LanIntake:
 
     # ---- the committer thread -------------------------------------------------------------
 
-    def _commit_loop(self) -> None:
+    def _gather(self, first: _Pending) -> tuple[list[_Pending], bool]:
+        """``first`` and what follows it into one group; True when the stop mark was met."""
         limit = self.cfg.outbox.commit_max
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
-                break
-            group = [first]
-            while len(group) < limit:
+        group = [first]
+        urgent = first.urgent
+        deadline: float | None = None
+        while len(group) < limit:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                if urgent or self._linger_s <= 0:
+                    break
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self._linger_s
+                if now >= deadline:
+                    break
                 try:
-                    nxt = self._queue.get_nowait()
+                    nxt = self._queue.get(timeout=deadline - now)
                 except queue.Empty:
                     break
-                if nxt is None:
-                    stopping = True
-                    break
-                group.append(nxt)
-            self._commit(group)
+            if nxt is None:
+                return group, True
+            group.append(nxt)
+            urgent = urgent or nxt.urgent
+        return group, False
+
+    def _commit_loop(self) -> None:
+        restarts = Restarts(
+            "commit",
+            self.progress,
+            self.metrics.thread_errors.labels("commit").inc,
+            max_errors=self.cfg.supervision.max_errors,
+        )
+        stopping = False
+        while not stopping and not self.progress.failed:
+            self.progress.beat("commit")
+            try:
+                first = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if first is None:
+                break
+            group, stopping = self._gather(first)
+            try:
+                self._commit(group)
+            except Exception as exc:
+                if not restarts.allow(exc):
+                    return  # nothing of the group acknowledged: the broker keeps it
+                if not self._commit_singly(group):
+                    return
+
+    def _commit_singly(self, group: list[_Pending]) -> bool:
+        """The group failed: store its messages one by one; reject those refused alone, if the
+        outbox itself works. False (and the gateway failed) when it does not."""
+        refused: list[_Pending] = []
+        for p in group:
+            try:
+                self._commit([p])
+            except Exception as exc:
+                log.error("the outbox refused one LAN message: %s: %s", type(exc).__name__, exc)
+                refused.append(p)
+        if not refused:
+            return True
+        try:
+            self.outbox.append(self.boot_id, [], self.clock.wall_ms())  # an empty transaction
+        except Exception as exc:
+            self.progress.fail("commit", f"the outbox does not work: {type(exc).__name__}: {exc}")
+            return False
+        for p in refused:
+            for _lane, _body in p.incoming.items:
+                self._reject(
+                    Rejected(None, "unstorable", "the outbox refused it"), p.payload, p.rx_ms
+                )
+            if p.qos > 0:
+                self.client.ack(p.incoming.mid, p.qos)
+        return True
 
     def _commit(self, group: list[_Pending]) -> None:
         delays = backoff(0.2, 5.0)
@@ -200,10 +341,11 @@ class LanIntake:
                 )
                 break
             except sqlite3.OperationalError as exc:  # disk full, I/O error: do not ack
+                # No progress mark meanwhile: a commit that cannot store is not healthy.
                 self.metrics.store_errors.inc()
                 delay = next(delays)
                 log.error("cannot store in the outbox (%s); again in %.1f s", exc, delay)
-                threading.Event().wait(delay)
+                time.sleep(delay)
         for p in group:
             if p.qos > 0:
                 self.client.ack(p.incoming.mid, p.qos)
@@ -212,6 +354,8 @@ class LanIntake:
         if res.dropped:
             self.metrics.dropped.labels("telemetry").inc(res.dropped)
             log.warning("outbox over its disk budget: dropped %d oldest readings", res.dropped)
+        for dev, n in res.dropped_events.items():
+            self.metrics.dropped_events.labels(dev).inc(n)
         per_lane = [0, 0]
         for m in messages:
             for lane, _ in m.items:

@@ -9,10 +9,20 @@ Every connection starts clean (``clean_start``): the sender resends whatever is 
 so nothing depends on the broker keeping a session. On connect the link subscribes to the
 backend's confirmations (and the remote configuration), and publishes the retained state
 ``{"online": true, ...}``; the Last Will sets ``{"online": false}``.
+
+Limits: the CONNECT asks the broker for a Maximum Packet Size (``uplink.max_packet_bytes``,
+MQTT 5), so a larger packet is never sent to the gateway to buffer. A confirmation is parsed
+with ``anju.canonical`` within ``MAX_ACK_BYTES`` and at most ``MAX_ACK_SEQS`` sequence numbers;
+anything else is rejected and counted (``anju_gateway_rejected_total{reason="bad_ack"}``).
+
+Supervision: the thread marks ``uplink`` progress on every turn (also while it waits to
+reconnect); an exception in a callback is counted and the message dropped, one in paho's loop
+is counted and the connection started again (``gateway.supervise.Restarts``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -23,15 +33,37 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from anju import canonical
 from anju.backoff import backoff
-from anju.uplink import ack_topic, config_topic, decode_ack, state_topic, up_topic
+from anju.canonical import InputError
+from anju.uplink import ack_topic, config_topic, state_topic, up_topic
 from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
 from gateway.mqttclient import configure
+from gateway.supervise import Progress, Restarts
 
 log = logging.getLogger("anju.gateway.uplink")
+
+MAX_ACK_BYTES = 1024 * 1024
+MAX_ACK_SEQS = 50_000
+
+
+def parse_ack(payload: bytes) -> list[int]:
+    """Sequence numbers in a confirmation ``{"seqs": [...]}``; ``InputError`` when it is not
+    one within the bounds."""
+    doc = canonical.loads(payload, max_bytes=MAX_ACK_BYTES)
+    seqs = doc.get("seqs") if isinstance(doc, dict) else None
+    if not isinstance(seqs, list):
+        raise InputError("bad_ack", 'expected {"seqs": [...]}')
+    if len(seqs) > MAX_ACK_SEQS:
+        raise InputError("bad_ack", f"{len(seqs)} sequence numbers > {MAX_ACK_SEQS}")
+    if not all(type(x) is int and x > 0 for x in seqs):
+        raise InputError("bad_ack", "sequence numbers must be positive integers")
+    return seqs
 
 
 class Uplink:
@@ -44,6 +76,7 @@ class Uplink:
         on_ack: Callable[[list[int]], None],
         on_config: Callable[[bytes], None] | None = None,
         on_connected: Callable[[], None] | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.cfg = cfg
         self.boot_id = boot_id
@@ -51,6 +84,7 @@ class Uplink:
         self.on_ack = on_ack
         self.on_config = on_config
         self.on_connected = on_connected
+        self.progress = progress or Progress(cfg.supervision.stall_s)
         gw = cfg.gateway_id
         self.up_topic = up_topic(gw)
         self.up_events_topic = up_topic(gw, events=True)
@@ -81,6 +115,8 @@ class Uplink:
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
         self.client = c
+        self._connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        self._connect_props.MaximumPacketSize = cfg.uplink.max_packet_bytes
         self._thread = threading.Thread(target=self._loop, name=f"gw-{gw}-uplink", daemon=True)
 
     # ---- life cycle -----------------------------------------------------------------------
@@ -104,29 +140,52 @@ class Uplink:
     def _loop(self) -> None:
         addr = self.cfg.uplink.address()
         up = self.cfg.uplink
+        restarts = Restarts(
+            "uplink",
+            self.progress,
+            self.metrics.thread_errors.labels("uplink").inc,
+            max_errors=self.cfg.supervision.max_errors,
+        )
         delays = backoff(up.backoff_base_s, up.backoff_cap_s)
-        while not self._stop.is_set():
+        beat = self.progress.beat
+        while not self._stop.is_set() and not self.progress.failed:
+            beat("uplink")
             try:
                 self.client.connect(
-                    addr.host, addr.port, keepalive=up.keepalive_s, clean_start=True
+                    addr.host,
+                    addr.port,
+                    keepalive=up.keepalive_s,
+                    clean_start=True,
+                    properties=self._connect_props,
                 )
-            except (OSError, ValueError) as exc:
-                self.last_error = str(exc)
-                log.warning("uplink %s unreachable: %s", addr, exc)
-            else:
                 rc = MQTTErrorCode.MQTT_ERR_SUCCESS
                 while not self._stop.is_set() and rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                     rc = self.client.loop(timeout=0.2)
+                    beat("uplink")
                 if self._stop.is_set():
                     self.client.loop(timeout=0.1)  # flush the DISCONNECT
                     break
                 self._lost(f"network loop ended ({rc.name})")
+            except (OSError, ValueError) as exc:
+                self.last_error = str(exc)
+                log.warning("uplink %s unreachable: %s", addr, exc)
+                self._lost(str(exc))
+            except Exception as exc:  # a bug in paho or ours: count it, connect again
+                self._lost(f"{type(exc).__name__}: {exc}")
+                if not restarts.allow(exc):
+                    return
+                with contextlib.suppress(Exception):
+                    self.client.disconnect()
             if self._connacked:
                 delays = backoff(up.backoff_base_s, up.backoff_cap_s)
                 self._connacked = False
             delay = next(delays)
             log.info("uplink: next attempt in %.1f s", delay)
-            self._stop.wait(delay)
+            until = time.monotonic() + delay
+            while not self._stop.wait(min(1.0, max(0.0, until - time.monotonic()))):
+                beat("uplink")  # waiting to reconnect is progress too
+                if time.monotonic() >= until:
+                    break
 
     # ---- paho callbacks (this thread) -----------------------------------------------------
 
@@ -169,11 +228,20 @@ class Uplink:
         self.metrics.uplink_connected.set(0)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        """Never raises (an exception here would end the network loop): counted, dropped."""
+        try:
+            self._handle(msg)
+        except Exception:
+            self.metrics.thread_errors.labels("uplink").inc()
+            log.exception("uplink: handling a message on %r failed", msg.topic)
+
+    def _handle(self, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == self._ack_topic:
             try:
-                seqs = decode_ack(bytes(msg.payload))
-            except ValueError:
-                log.warning("ignored a malformed confirmation on %s", msg.topic)
+                seqs = parse_ack(bytes(msg.payload))
+            except InputError as exc:
+                self.metrics.rejected.labels("bad_ack").inc()
+                log.warning("ignored a malformed confirmation on %s: %s", msg.topic, exc)
                 return
             self.last_ack_ms = time.time_ns() // 1_000_000
             self.on_ack(seqs)
@@ -182,15 +250,19 @@ class Uplink:
 
     # ---- for the sender -------------------------------------------------------------------
 
-    def state(self, *, online: bool) -> str:
-        return json.dumps(
-            {
-                "online": online,
-                "boot": self.boot_id,
-                "ts": time.time_ns() // 1_000_000,
-                "config_version": self.cfg.config_version,
-            }
-        )
+    def state(self, *, online: bool, stalled: list[str] | None = None) -> str:
+        """The retained state: ``online`` only while every part makes progress; when one does
+        not, ``healthy: false`` and the parts that are ``stalled``."""
+        doc: dict[str, Any] = {
+            "online": online,
+            "boot": self.boot_id,
+            "ts": time.time_ns() // 1_000_000,
+            "config_version": self.cfg.config_version,
+        }
+        if stalled:
+            doc["healthy"] = False
+            doc["stalled"] = stalled
+        return json.dumps(doc)
 
     def publish(self, topic: str, payload: bytes | str, *, retain: bool = False) -> bool:
         """Hand one message to paho (QoS 1); False when it was not taken."""

@@ -69,6 +69,23 @@ class GatewayMetrics:
         self.config_version = Gauge(
             "anju_gateway_config_version", "Version of the running configuration", registry=r
         )
+        self.dropped_events = Counter(
+            "anju_gateway_dropped_events",
+            "Events deleted unsent: the device held more than its share (its oldest go)",
+            ["device"],  # bounded: the gateway's configured devices
+            registry=r,
+        )
+        self.thread_errors = Counter(
+            "anju_gateway_thread_errors",
+            "Unexpected exceptions a gateway thread recovered from (or died of), by thread",
+            ["thread"],
+            registry=r,
+        )
+        self.healthy = Gauge(
+            "anju_gateway_healthy",
+            "1 while intake, commit, send and the uplink thread all make progress",
+            registry=r,
+        )
         self.config_results = Counter(
             "anju_gateway_remote_config",
             "Remote configurations, by result",

@@ -7,8 +7,13 @@
 - **Leaves only when confirmed.** ``confirm`` deletes records the backend has committed.
 - **Two lanes.** Events and statuses (lane 0) are read before telemetry (lane 1).
 - **Bounded.** When the pages in use exceed ``max_bytes`` the oldest telemetry is deleted until
-  the file is under 95 % of the budget; events are never deleted. Every deleted reading is
-  counted (``dropped_telemetry`` in table ``meta``, kept across restarts).
+  the file is under 95 % of the budget; the budget never deletes events. Every deleted reading
+  is counted (``dropped_telemetry`` in table ``meta``, kept across restarts).
+- **Fair.** Each device may hold at most ``device_events_max`` events (and statuses) and
+  ``device_event_bytes_max`` bytes of them; beyond either, *that device's* oldest events are
+  deleted, so one device flooding events during an outage cannot fill the disk: the events of
+  other devices are never touched. Deletions are counted per device (table ``dropped_events``,
+  kept across restarts).
 - **Clock.** Records stored while the gateway's clock was not known to be right carry
   ``untimed = 1``, the kernel boot id and ``clk_off`` (wall minus monotonic at receipt).
   ``restamp`` corrects their times once the clock is set; ``release_untimed`` flags them.
@@ -23,7 +28,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -43,11 +48,13 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_lane_seq ON records (lane, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS lan_seen (mid INTEGER PRIMARY KEY, digest BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS dropped_events (dev TEXT PRIMARY KEY, n INTEGER NOT NULL);
 """
 _COLUMNS: Final = {
     "untimed": "INTEGER NOT NULL DEFAULT 0",
     "kboot": "TEXT",
     "clk_off": "INTEGER",
+    "dev": "TEXT",  # the device of an event (lane 0); NULL for telemetry
 }
 Row = tuple[int, str, str]  # (seq, boot, body)
 
@@ -76,6 +83,7 @@ class AppendResult:
     seqs: list[int]
     duplicates: int  # redelivered LAN messages already stored
     dropped: int  # telemetry deleted to stay within the disk budget
+    dropped_events: dict[str, int] = field(default_factory=dict)  # by device, over its share
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +93,34 @@ class OutboxDepth:
     oldest_created_ms: int | None
     dropped_telemetry: int
     untimed: int
+    dropped_events: dict[str, int] = field(default_factory=dict)  # by device
+
+
+def _device_of(body: str) -> str:
+    try:
+        dev = json.loads(body).get("d")
+    except (ValueError, AttributeError):
+        return "?"
+    return dev if isinstance(dev, str) else "?"
+
+
+_BLOB_LEN: Final = "length(CAST(body AS BLOB))"
 
 
 class Outbox:
-    def __init__(self, path: Path, *, max_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int | None = None,
+        device_events_max: int | None = None,
+        device_event_bytes_max: int | None = None,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_bytes = max_bytes
+        self.device_events_max = device_events_max
+        self.device_event_bytes_max = device_event_bytes_max
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -102,6 +131,12 @@ class Outbox:
         for name, decl in _COLUMNS.items():
             if name not in have:
                 self._db.execute(f"ALTER TABLE records ADD COLUMN {name} {decl}")
+        self._db.execute(
+            "UPDATE records SET dev = json_extract(body, '$.d') WHERE lane = 0 AND dev IS NULL"
+        )
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS records_dev ON records (dev, seq) WHERE lane = 0"
+        )
         self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
         counts = dict(self._db.execute("SELECT lane, count(*) FROM records GROUP BY lane"))
         self._depth = [int(counts.get(EVENTS, 0)), int(counts.get(TELEMETRY, 0))]
@@ -109,10 +144,19 @@ class Outbox:
             self._db.execute("SELECT count(*) FROM records WHERE untimed = 1").fetchone()[0]
         )
         self._dropped = self._meta("dropped_telemetry")
+        self._dev: dict[str, list[int]] = {}  # device -> [events held, their bytes]
+        last = dict(self._db.execute("SELECT lane, max(seq) FROM records GROUP BY lane"))
+        self._last_seq = [int(last.get(EVENTS) or 0), int(last.get(TELEMETRY) or 0)]
+        self._load_device_shares()
 
-    def close(self) -> None:
-        with self._lock:
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Close the file; gives up (the process is going down) if a writer holds it longer."""
+        if not self._lock.acquire(timeout=timeout_s):
+            return
+        try:
             self._db.close()
+        finally:
+            self._lock.release()
 
     # ---- appending ------------------------------------------------------------------------
 
@@ -131,6 +175,8 @@ class Outbox:
         seqs: list[int] = []
         dups = 0
         added = [0, 0]
+        dev_added: dict[str, list[int]] = {}
+        last_seq = list(self._last_seq)
         db = self._db
         with self._lock:
             db.execute("BEGIN IMMEDIATE")
@@ -149,24 +195,90 @@ class Outbox:
                             (m.mid, m.digest),
                         )
                     for lane, body in m.items:
+                        dev = None
+                        if lane == EVENTS:
+                            dev = _device_of(body)
+                            share = dev_added.setdefault(dev, [0, 0])
+                            share[0] += 1
+                            share[1] += len(body.encode())
                         cur = db.execute(
                             "INSERT INTO records (lane, boot, body, created_ms, untimed, kboot,"
-                            " clk_off) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (lane, boot, body, now_ms, untimed, kboot, off),
+                            " clk_off, dev) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (lane, boot, body, now_ms, untimed, kboot, off, dev),
                         )
                         assert cur.lastrowid is not None
                         seqs.append(cur.lastrowid)
                         added[lane] += 1
+                        last_seq[lane] = cur.lastrowid
+                evicted = self._enforce_device_shares(dev_added) if dev_added else {}
                 dropped = self._enforce_budget()
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            self._depth[EVENTS] += added[EVENTS]
+            evicted_n = 0
+            for dev, (n, nbytes) in dev_added.items():
+                share = self._dev.setdefault(dev, [0, 0])
+                share[0] += n
+                share[1] += nbytes
+            dropped_events: dict[str, int] = {}
+            for dev, (n, nbytes, n_untimed) in evicted.items():
+                share = self._dev[dev]
+                share[0] -= n
+                share[1] -= nbytes
+                evicted_n += n
+                self._untimed -= n_untimed
+                dropped_events[dev] = n
+            self._last_seq = last_seq
+            self._depth[EVENTS] += added[EVENTS] - evicted_n
             self._depth[TELEMETRY] += added[TELEMETRY] - dropped
             self._untimed += untimed * len(seqs)
             self._dropped += dropped
-        return AppendResult(seqs, dups, dropped)
+        return AppendResult(seqs, dups, dropped, dropped_events)
+
+    def _load_device_shares(self) -> None:
+        self._dev = {
+            str(dev): [int(n), int(nbytes or 0)]
+            for dev, n, nbytes in self._db.execute(
+                f"SELECT dev, count(*), sum({_BLOB_LEN}) FROM records WHERE lane = 0 GROUP BY dev"
+            )
+        }
+
+    def _enforce_device_shares(self, added: dict[str, list[int]]) -> dict[str, list[int]]:
+        """Inside the append transaction: delete the oldest events of each device just added
+        to that holds more than its share. Returns {device: [events, bytes, untimed] deleted}."""
+        max_n = self.device_events_max
+        max_b = self.device_event_bytes_max
+        if max_n is None and max_b is None:
+            return {}
+        out: dict[str, list[int]] = {}
+        for dev, (n_add, b_add) in added.items():
+            held = self._dev.get(dev, [0, 0])
+            n, nbytes = held[0] + n_add, held[1] + b_add
+            gone = [0, 0, 0]
+            while (max_n is not None and n > max_n) or (max_b is not None and nbytes > max_b):
+                over = n - max_n if max_n is not None and n > max_n else 0
+                rows = self._db.execute(
+                    f"DELETE FROM records WHERE seq IN (SELECT seq FROM records WHERE lane = 0"
+                    f" AND dev = ? ORDER BY seq LIMIT ?) RETURNING {_BLOB_LEN}, untimed",
+                    (dev, max(1, over)),
+                ).fetchall()
+                if not rows:
+                    break
+                for size, was_untimed in rows:
+                    n -= 1
+                    nbytes -= int(size)
+                    gone[0] += 1
+                    gone[1] += int(size)
+                    gone[2] += int(was_untimed)
+            if gone[0]:
+                out[dev] = gone
+                self._db.execute(
+                    "INSERT INTO dropped_events (dev, n) VALUES (?, ?) "
+                    "ON CONFLICT (dev) DO UPDATE SET n = n + excluded.n",
+                    (dev, gone[0]),
+                )
+        return out
 
     def used_bytes(self) -> int:
         """Bytes of the database's pages in use (the budget's measure; the WAL is extra)."""
@@ -235,14 +347,21 @@ class Outbox:
             try:
                 lanes = self._db.execute(
                     "DELETE FROM records WHERE seq IN (SELECT value FROM json_each(?)) "
-                    "RETURNING lane, untimed",
+                    f"RETURNING lane, untimed, dev, CASE WHEN lane = 0 THEN {_BLOB_LEN} END",
                     (json.dumps(list(seqs)),),
                 ).fetchall()
             finally:
                 self._db.execute("PRAGMA synchronous=FULL")
-            for lane, untimed in lanes:
+            for lane, untimed, dev, size in lanes:
                 self._depth[lane] -= 1
                 self._untimed -= untimed
+                if lane == EVENTS:
+                    share = self._dev.get(dev)
+                    if share is not None:
+                        share[0] -= 1
+                        share[1] -= int(size)
+                        if share[0] <= 0:
+                            del self._dev[dev]
         return len(lanes)
 
     # ---- the clock ------------------------------------------------------------------------
@@ -270,6 +389,8 @@ class Outbox:
                 self._db.execute("ROLLBACK")
                 raise
             self._untimed -= n
+            if n:
+                self._load_device_shares()  # the bodies of events changed length
         return n
 
     def release_untimed(self, flag: str = "gateway_clock") -> int:
@@ -282,6 +403,8 @@ class Outbox:
                 (flag,),
             ).rowcount
             self._untimed -= n
+            if n:
+                self._load_device_shares()
         return n
 
     # ---- status ---------------------------------------------------------------------------
@@ -302,6 +425,20 @@ class Outbox:
                 (key, value),
             )
 
+    def last_seq(self, lane: int) -> int:
+        """The newest sequence number stored in a lane (from memory, no query): the sender
+        reads a lane only when this is past its cursor."""
+        return self._last_seq[lane]
+
+    def lane_depth(self, lane: int) -> int:
+        """Records held in a lane (from memory, no query)."""
+        return self._depth[lane]
+
+    def device_events(self, device_id: str) -> int:
+        """Events (and statuses) a device holds in the outbox (from memory)."""
+        share = self._dev.get(device_id)
+        return share[0] if share else 0
+
     def depth(self) -> OutboxDepth:
         """Counts kept in memory, plus the oldest record's time (one indexed row)."""
         with self._lock:
@@ -312,6 +449,7 @@ class Outbox:
                 oldest_created_ms=int(row[0]) if row else None,
                 dropped_telemetry=self._dropped,
                 untimed=self._untimed,
+                dropped_events=_dropped_events(self._db),
             )
 
 
@@ -323,6 +461,10 @@ def read_depth(path: Path) -> OutboxDepth:
         oldest = db.execute("SELECT created_ms FROM records ORDER BY seq LIMIT 1").fetchone()
         dropped = db.execute("SELECT value FROM meta WHERE key = 'dropped_telemetry'").fetchone()
         untimed = db.execute("SELECT count(*) FROM records WHERE untimed = 1").fetchone()
+        try:
+            by_device = _dropped_events(db)
+        except sqlite3.OperationalError:  # an outbox written before the table existed
+            by_device = {}
     finally:
         db.close()
     return OutboxDepth(
@@ -331,4 +473,9 @@ def read_depth(path: Path) -> OutboxDepth:
         oldest_created_ms=int(oldest[0]) if oldest else None,
         dropped_telemetry=int(dropped[0]) if dropped else 0,
         untimed=int(untimed[0]),
+        dropped_events=by_device,
     )
+
+
+def _dropped_events(db: sqlite3.Connection) -> dict[str, int]:
+    return {str(d): int(n) for d, n in db.execute("SELECT dev, n FROM dropped_events ORDER BY dev")}

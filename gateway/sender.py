@@ -11,6 +11,13 @@
   thread: the records are deleted from the outbox and leave the window.
 - A new uplink connection (``reset``) forgets the windows and reads both lanes from the start:
   everything unconfirmed is sent again; the backend drops the duplicates.
+- Batching by time: live telemetry that would fill less than a batch waits up to
+  ``outbox.send_linger_ms`` for company (devices that send one reading per message would
+  otherwise make batches of one or two). Events never wait.
+- A batch holds at most ``outbox.batch_max`` records and ``outbox.batch_bytes_max`` bytes of
+  them before compression (at least one record), below the brokers' ``max_packet_size``.
+- A lane is read only when the outbox holds something past its cursor (``Outbox.last_seq``, in
+  memory): an idle turn costs no query.
 
 The windows bound what is handed to paho at any time, so paho's internal queue never grows past
 ``window / batch_max + events_window`` messages.
@@ -80,6 +87,8 @@ class Sender:
         self._count = [0, 0]
         self._acks: list[int] = []
         self._acks_lock = threading.Lock()
+        self._linger_s = cfg.send_linger_ms / 1000
+        self._tel_waiting_since: float | None = None  # live telemetry lingering since
         self.bucket = TokenBucket(cfg.replay_rate, max(cfg.replay_rate, cfg.batch_max), clock())
 
     @property
@@ -91,6 +100,7 @@ class Sender:
         self._cursor = [0, 0]
         self._inflight.clear()
         self._count = [0, 0]
+        self._tel_waiting_since = None
 
     def on_ack(self, seqs: list[int]) -> None:
         """From the uplink's thread."""
@@ -109,6 +119,27 @@ class Sender:
                 self._count[entry[1]] -= 1
         self.metrics.confirmed.inc(n)
         return n
+
+    def _cap(self, rows: list[Row]) -> list[Row]:
+        """The first rows within ``batch_bytes_max`` (at least one)."""
+        room = self.cfg.batch_bytes_max
+        for i, (_seq, _boot, body) in enumerate(rows):
+            room -= len(body) + 64
+            if room < 0:
+                return rows[: max(1, i)]
+        return rows
+
+    def _linger(self, room: int) -> float:
+        """Seconds live telemetry should still wait for a fuller batch (0: send now)."""
+        if self._linger_s <= 0:
+            return 0.0
+        unsent = self.outbox.lane_depth(TELEMETRY) - self._count[TELEMETRY]
+        if unsent >= room:
+            return 0.0
+        now = self.clock()
+        if self._tel_waiting_since is None:
+            self._tel_waiting_since = now
+        return max(0.0, self._tel_waiting_since + self._linger_s - now)
 
     def _send(self, rows: list[Row], lanes: list[int], publish: Publish, *, resend: bool) -> bool:
         payload = encode_batch(self.gateway_id, rows)
@@ -142,8 +173,9 @@ class Sender:
                 break
             stale.append(seq)
         if stale:
-            rows = self.outbox.read_seqs(stale)
-            here = {r[0] for r in rows}
+            found = self.outbox.read_seqs(stale)
+            here = {r[0] for r in found}
+            rows = self._cap(found)
             for seq in stale:
                 if seq not in here:  # confirmed meanwhile, or dropped for the budget
                     _t, lane = self._inflight.pop(seq)
@@ -153,9 +185,12 @@ class Sender:
                 if not self._send(rows, lanes, publish, resend=True):
                     return 0.25
         # Events, ahead of any telemetry.
-        while self._count[EVENTS] < cfg.events_window:
+        while (
+            self._count[EVENTS] < cfg.events_window
+            and self.outbox.last_seq(EVENTS) > self._cursor[EVENTS]
+        ):
             room = min(cfg.batch_max, cfg.events_window - self._count[EVENTS])
-            rows = self.outbox.read(EVENTS, self._cursor[EVENTS], room)
+            rows = self._cap(self.outbox.read(EVENTS, self._cursor[EVENTS], room))
             if not rows:
                 break
             if not self._send(rows, [EVENTS] * len(rows), publish, resend=False):
@@ -164,19 +199,28 @@ class Sender:
         if hold_telemetry:
             return 0.25
         # Telemetry, paced.
-        while self._count[TELEMETRY] < cfg.window:
+        while (
+            self._count[TELEMETRY] < cfg.window
+            and self.outbox.last_seq(TELEMETRY) > self._cursor[TELEMETRY]
+        ):
             now = self.clock()
             tokens = self.bucket.available(now)
             room = min(cfg.batch_max, cfg.window - self._count[TELEMETRY])
             if tokens < min(room, max(1.0, cfg.replay_rate / 20)):
                 return max(0.005, self.bucket.wait_for(min(room, max(1.0, cfg.replay_rate / 20))))
+            wait = self._linger(room)
+            if wait > 0:
+                return wait
             rows = self.outbox.read(TELEMETRY, self._cursor[TELEMETRY], int(min(room, tokens)))
+            rows = self._cap(rows)
             if not rows:
+                self._tel_waiting_since = None
                 break
             if not self._send(rows, [TELEMETRY] * len(rows), publish, resend=False):
                 return 0.25
             self.bucket.spend(len(rows))
             self._cursor[TELEMETRY] = rows[-1][0]
+            self._tel_waiting_since = None
         if self._inflight:
             first_t = next(iter(self._inflight.values()))[0]
             return max(0.01, min(0.25, first_t + cfg.resend_after_s - self.clock()))

@@ -4,8 +4,17 @@ Threads, each owned here and stopped by ``run``'s exit: paho's network loop for 
 the committer (``gateway.intake``), the uplink's network thread (``gateway.link``), and the
 sender loop, which is ``run`` itself: it applies confirmations, sends within the windows and the
 pace, corrects the clock, sends heartbeats, writes the status file and pings the systemd
-watchdog. The watchdog is pinged only by this loop, so a stuck sender gets the gateway
-restarted.
+watchdog.
+
+Supervision (``gateway.supervise``): each of intake, commit, send and the uplink thread marks its
+progress on every turn. The watchdog is pinged, and the retained state and heartbeat say
+``"online": true``, only while none is stalled (``supervision.stall_s``); when one is, the state
+says ``{"online": false, "healthy": false, "stalled": [...]}`` so that the backend raises the
+gateway's offline alert at once. A part that fails beyond recovery, or stays stalled for
+``supervision.exit_after_s``, makes ``run`` raise ``GatewayFailure``: the process exits non-zero
+and systemd (or the demo) starts it again. An exception in the sender loop is logged, counted
+(``anju_gateway_thread_errors_total{thread="send"}``) and the sender starts again from the
+outbox (everything unconfirmed is resent; the backend drops duplicates).
 
 ``run`` returns ``None`` when ``stop`` is set, or a ``RemoteRequest`` when a valid new
 configuration arrived from the backend (``gateway.remote`` applies it).
@@ -33,6 +42,7 @@ from gateway.remote import RemoteRequest, RemoteResult, parse_remote
 from gateway.sdnotify import Notifier
 from gateway.sender import Sender
 from gateway.status import write_status
+from gateway.supervise import Progress, Restarts
 
 log = logging.getLogger("anju.gateway")
 
@@ -54,10 +64,19 @@ class Gateway:
         self.boot_id = str(uuid.uuid4())
         self.metrics = GatewayMetrics()
         self.clock = clock or SystemClock(cfg.clock.sync, cfg.clock.not_before_ms())
-        self.outbox = outbox or Outbox(cfg.outbox.path, max_bytes=cfg.outbox.max_bytes)
+        self.outbox = outbox or Outbox(
+            cfg.outbox.path,
+            max_bytes=cfg.outbox.max_bytes,
+            device_events_max=cfg.outbox.device_events_max,
+            device_event_bytes_max=device_event_bytes(cfg),
+        )
+        self.progress = Progress(cfg.supervision.stall_s)
         self.notifier = notifier or Notifier()
         self._wake = threading.Event()
         self._connected_gen = 0
+        self._said_healthy: bool | None = None
+        self._next_beat = 0.0
+        self._next_clock = 0.0
         self._remote: RemoteRequest | None = None
         self._results: list[RemoteResult] = []
         self._results_lock = threading.Lock()
@@ -75,9 +94,16 @@ class Gateway:
             on_ack=self._on_ack,
             on_config=self._on_config if cfg.remote_config.enabled else None,
             on_connected=self._wake.set,
+            progress=self.progress,
         )
         self.intake = LanIntake(
-            cfg, self.outbox, self.metrics, self.clock, self.boot_id, self._wake.set
+            cfg,
+            self.outbox,
+            self.metrics,
+            self.clock,
+            self.boot_id,
+            self._wake.set,
+            progress=self.progress,
         )
         self.lan_ready = self.intake.ready
         self.uplink_ready = self.link.ready
@@ -147,37 +173,33 @@ class Gateway:
             self.cfg.config_version,
         )
         started = time.monotonic()
-        next_beat = started + self.cfg.heartbeat_s
+        self._next_beat = started + self.cfg.heartbeat_s
         next_status = 0.0
-        next_clock = 0.0
+        self._next_clock = 0.0
+        restarts = Restarts(
+            "send",
+            self.progress,
+            self.metrics.thread_errors.labels("send").inc,
+            max_errors=self.cfg.supervision.max_errors,
+        )
         try:
             while not stop.is_set() and not (until is not None and until.is_set()):
                 if self._remote is not None:
                     return self._remote
-                now = time.monotonic()
-                if now >= next_clock:
-                    next_clock = now + 1.0
-                    self._clock_turn(now - started)
-                if self.link.ready.is_set():
-                    if self.link.generation != self._connected_gen:
-                        self._connected_gen = self.link.generation
+                self.progress.beat("send")
+                try:
+                    pause = self._turn(started)
+                except Exception as exc:  # a bug: count it, start the sender again
+                    if restarts.allow(exc):
                         self.sender.reset()
-                    self._flush_results()
-                    pause = self.sender.pump(
-                        self.link.publish_batch, hold_telemetry=self.outbox.has_untimed()
-                    )
-                    if now >= next_beat:
-                        next_beat = now + self.cfg.heartbeat_s
-                        self.link.publish(
-                            self.link.state_topic, self.link.state(online=True), retain=True
-                        )
-                else:
-                    self.sender.apply_acks()
                     pause = 0.25
+                now = time.monotonic()
+                healthy = self._check_health()
                 if now >= next_status:
                     next_status = now + self.cfg.status_every_s
-                    self._publish_status()
-                self.notifier.watchdog()
+                    self._publish_status(healthy=healthy)
+                if healthy:
+                    self.notifier.watchdog()
                 self._wake.wait(pause)
                 self._wake.clear()
             return None
@@ -190,6 +212,51 @@ class Gateway:
             if metrics_server is not None:
                 metrics_server.shutdown()
             log.info("gateway %s stopped", self.cfg.gateway_id)
+
+    def _turn(self, started: float) -> float:
+        """One turn of the sender loop; returns how long it may sleep."""
+        now = time.monotonic()
+        if now >= self._next_clock:
+            self._next_clock = now + 1.0
+            self._clock_turn(now - started)
+        if not self.link.ready.is_set():
+            self.sender.apply_acks()
+            return 0.25
+        if self.link.generation != self._connected_gen:
+            self._connected_gen = self.link.generation
+            self._said_healthy = None
+            self.sender.reset()
+        self._flush_results()
+        pause = self.sender.pump(self.link.publish_batch, hold_telemetry=self.outbox.has_untimed())
+        if now >= self._next_beat and self.progress.healthy():
+            self._next_beat = now + self.cfg.heartbeat_s
+            self.link.publish(self.link.state_topic, self.link.state(online=True), retain=True)
+        return pause
+
+    def _check_health(self) -> bool:
+        """Healthy when no part is stalled; says so (retained state) when it changes; raises
+        ``GatewayFailure`` when a part failed or stayed stalled too long."""
+        if self.progress.failure is not None:
+            raise self.progress.failure
+        stalled = self.progress.stalled()
+        healthy = not stalled
+        self.metrics.healthy.set(1 if healthy else 0)
+        if healthy != self._said_healthy and self.link.ready.is_set():
+            if stalled:
+                log.error("not healthy: %s making no progress", ", ".join(stalled))
+            else:
+                log.info("healthy: intake, commit, send and uplink make progress")
+            if self.link.publish(
+                self.link.state_topic,
+                self.link.state(online=healthy, stalled=stalled),
+                retain=True,
+            ):
+                self._said_healthy = healthy
+        if stalled and self.progress.stalled_for() >= self.cfg.supervision.exit_after_s:
+            self.progress.fail(stalled[0], f"no progress for {self.progress.stalled_for():.0f} s")
+            assert self.progress.failure is not None
+            raise self.progress.failure
+        return healthy
 
     def _clock_turn(self, uptime_s: float) -> None:
         trusted = self.clock.trusted()
@@ -207,7 +274,14 @@ class Gateway:
             self.metrics.time_flagged.labels("gateway_clock").inc(n)
             log.warning("%d records go with unverified times (flagged gateway_clock)", n)
 
-    def _publish_status(self, *, running: bool = True) -> None:
+    def _publish_status(self, *, running: bool = True, healthy: bool = True) -> None:
+        try:
+            self._write_status(running=running, healthy=healthy)
+        except Exception as exc:  # the status is for people: never a reason to stop the alarms
+            self.metrics.thread_errors.labels("status").inc()
+            log.warning("cannot write the status file: %s: %s", type(exc).__name__, exc)
+
+    def _write_status(self, *, running: bool, healthy: bool) -> None:
         depth = self.outbox.depth()
         now_ms = self.clock.wall_ms()
         self.metrics.outbox_depth.labels("events").set(depth.events)
@@ -233,8 +307,16 @@ class Gateway:
             },
             "inflight": self.sender.inflight,
             "dropped_telemetry": depth.dropped_telemetry,
+            "dropped_events": depth.dropped_events,
+            "healthy": healthy and self.progress.failure is None,
+            "stalled": self.progress.stalled(),
         }
-        try:
-            write_status(self.cfg.status_path(), doc)
-        except OSError as exc:
-            log.warning("cannot write the status file: %s", exc)
+        write_status(self.cfg.status_path(), doc)
+
+
+def device_event_bytes(cfg: GatewayConfig) -> int:
+    """Bytes of events one device may hold: as configured, or half the disk budget shared
+    among the gateway's devices (at least 256 KiB)."""
+    if cfg.outbox.device_event_bytes_max is not None:
+        return cfg.outbox.device_event_bytes_max
+    return max(256 * 1024, cfg.outbox.max_bytes // (2 * max(1, len(cfg.devices))))

@@ -32,6 +32,7 @@ def gather_status(cfg: GatewayConfig, *, now_ms: int | None = None) -> dict[str,
             None if d.oldest_created_ms is None else round((now - d.oldest_created_ms) / 1000, 1)
         )
         out["dropped_telemetry"] = d.dropped_telemetry
+        out["dropped_events"] = d.dropped_events
         out["untimed"] = d.untimed
         out["size_bytes"] = sum(
             p.stat().st_size
@@ -62,6 +63,8 @@ def gather_status(cfg: GatewayConfig, *, now_ms: int | None = None) -> dict[str,
         out["clock_trusted"] = live.get("clock_trusted")
         out["config_version"] = live.get("config_version")
         out["status_updated_ms"] = live.get("updated_ms")
+        out["healthy"] = bool(running and live.get("healthy", True))
+        out["stalled"] = live.get("stalled") or [] if running else []
     else:
         out["link"] = "unknown (no status file)"
     return out
@@ -86,6 +89,12 @@ def format_status(s: dict[str, Any]) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
 
     lines = [f"gateway     {s['gateway_id']}  ({'running' if s['running'] else 'NOT RUNNING'})"]
+    if s["running"]:
+        if s.get("healthy", True):
+            lines.append("health      ok (intake, commit, send and uplink make progress)")
+        else:
+            stalled = ", ".join(s.get("stalled") or []) or "a part failed"
+            lines.append(f"health      NOT HEALTHY: no progress in {stalled}")
     lines.append(f"link        {s['link']}")
     up = s.get("uplink") or {}
     if up:
@@ -103,6 +112,15 @@ def format_status(s: dict[str, Any]) -> str:
             + ("" if age is None else f"  ({age:,.0f} s ago)")
         )
         lines.append(f"dropped     {s['dropped_telemetry']:,} readings (disk budget)")
+        by_device = s.get("dropped_events") or {}
+        if by_device:
+            worst = sorted(by_device.items(), key=lambda kv: -kv[1])[:10]
+            more = f" (and {len(by_device) - 10} more devices)" if len(by_device) > 10 else ""
+            lines.append(
+                f"dropped     {sum(by_device.values()):,} events over a device's share: "
+                + ", ".join(f"{d} {n}" for d, n in worst)
+                + more
+            )
         lines.append(
             f"disk        {s['size_bytes']:,} of {s['budget_bytes']:,} bytes"
             + (f"; {s['untimed']:,} records waiting for the clock" if s["untimed"] else "")

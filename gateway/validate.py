@@ -3,16 +3,23 @@
 Pure functions of the topic, the payload and the set of known devices: no I/O, no clock (the
 caller passes its receive time). Anything invalid becomes a ``Rejected`` with a reason that is
 used as a metric label; valid items in the same payload are kept.
+
+What is accepted is in the canonical form of ``anju.canonical`` (so that SQLite, the uplink and
+PostgreSQL can store it): strings with NUL, lone surrogates and other C0 controls replaced by
+U+FFFD, ``-0.0`` as ``0.0``, integers of at most 19 digits (metrics within 2**53), event data
+nested at most ``MAX_DEPTH`` levels. The JSON parse is bounded (``anju.canonical.loads``): no
+payload raises past ``decode_device_message``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any, Final
 
+from anju import canonical
+from anju.canonical import InputError
 from anju.contract import (
     DEV_CHANNELS,
     DEVICE_ID_RE,
@@ -27,11 +34,15 @@ REASONS: Final = (
     "bad_topic",
     "too_large",
     "bad_json",
+    "too_deep",
+    "bad_number",
     "bad_shape",
     "bad_ts",
     "bad_metric",
     "bad_event",
     "unknown_device",
+    "unstorable",  # the outbox refused it (a decoder bug; counted, acknowledged, kept in status)
+    "internal_error",  # the decoder raised (a bug; counted, acknowledged, kept in status)
 )
 
 # Timestamps outside this window cannot be right: before 2020 or after 2100.
@@ -70,19 +81,17 @@ class _Invalid(Exception):
         self.detail = detail
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number")
-
-
 def _parse_json(payload: bytes) -> Any:
     try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _Invalid("bad_json", f"not UTF-8: {exc.reason}") from exc
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
-        raise _Invalid("bad_json", str(exc)[:120]) from exc
+        return canonical.loads(payload, max_bytes=MAX_PAYLOAD_BYTES)
+    except InputError as exc:
+        raise _Invalid(exc.reason, exc.detail) from exc
+
+
+def _what(v: Any) -> str:
+    """A short, safe description of a value for a rejection's detail (never ``repr`` of a
+    nested value, which could recurse past the interpreter's limit)."""
+    return canonical.clean_str(v[:64]) if isinstance(v, str) else type(v).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +136,11 @@ def _metric_value(name: str, v: Any) -> bool | int | float | str:
     if isinstance(v, float):
         if not math.isfinite(v):
             raise _Invalid("bad_metric", f"{name}: not a finite number")
-        return v
+        return v + 0.0  # -0.0 becomes 0.0
     if isinstance(v, str):
         if len(v) > MAX_STRING_LEN:
             raise _Invalid("bad_metric", f"{name}: string longer than {MAX_STRING_LEN}")
-        return v
+        return canonical.clean_str(v)
     raise _Invalid("bad_metric", f"{name}: {type(v).__name__} is not a number, bool or string")
 
 
@@ -143,8 +152,8 @@ def _telemetry(obj: Any) -> tuple[int | None, dict[str, Any]]:
         raise _Invalid("bad_shape", "telemetry without a metrics object")
     clean: dict[str, Any] = {}
     for name, value in metrics.items():
-        if not METRIC_RE.match(name):
-            raise _Invalid("bad_metric", f"metric name {name[:64]!r} is not allowed")
+        if not METRIC_RE.fullmatch(name):
+            raise _Invalid("bad_metric", f"metric name {_what(name)!r} is not allowed")
         clean[name] = _metric_value(name, value)
     return _ts(obj), {"m": clean}
 
@@ -153,13 +162,19 @@ def _event(obj: Any) -> tuple[int | None, dict[str, Any]]:
     if not isinstance(obj, dict):
         raise _Invalid("bad_shape", "event is not an object")
     et = obj.get("type")
-    if not isinstance(et, str) or not EVENT_TYPE_RE.match(et):
-        raise _Invalid("bad_event", f"event type {str(et)[:64]!r} is not allowed")
+    if not isinstance(et, str) or not EVENT_TYPE_RE.fullmatch(et):
+        raise _Invalid("bad_event", f"event type {_what(et)!r} is not allowed")
     data = obj.get("data", {})
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise _Invalid("bad_event", "event data is not an object")
+    if data:
+        try:
+            # The event's object is level 1, its data level 2.
+            data = canonical.clean(data, max_depth=canonical.MAX_DEPTH - 1)
+        except InputError as exc:
+            raise _Invalid(exc.reason, f"event data: {exc.detail}") from exc
     return _ts(obj), {"e": et, "x": data}
 
 
@@ -169,10 +184,10 @@ def _status(obj: Any) -> tuple[int | None, dict[str, Any]]:
     status: dict[str, Any] = {"online": obj["online"]}
     fw = obj.get("fw")
     if isinstance(fw, str) and len(fw) <= MAX_STRING_LEN:
-        status["fw"] = fw
+        status["fw"] = canonical.clean_str(fw)
     batt = obj.get("battery_pct")
     if isinstance(batt, int | float) and not isinstance(batt, bool) and 0 <= batt <= 100:
-        status["battery_pct"] = batt
+        status["battery_pct"] = batt if isinstance(batt, int) else batt + 0.0
     return None, {"s": status}
 
 
@@ -188,7 +203,7 @@ def parse_topic(topic: str) -> tuple[str, str] | None:
     parts = topic.split("/")
     if len(parts) != 4 or parts[0] != "anju" or parts[1] != "dev" or parts[3] not in DEV_CHANNELS:
         return None
-    if not DEVICE_ID_RE.match(parts[2]):
+    if not DEVICE_ID_RE.fullmatch(parts[2]):
         return None
     return parts[2], parts[3]
 
@@ -199,7 +214,13 @@ def decode_device_message(
     """Every item of one LAN message, each either Accepted or Rejected."""
     parsed = parse_topic(topic)
     if parsed is None:
-        return [Rejected(None, "bad_topic", f"topic {topic[:128]!r} does not match the contract")]
+        return [
+            Rejected(
+                None,
+                "bad_topic",
+                f"topic {canonical.clean_str(topic[:128])!r} does not match the contract",
+            )
+        ]
     device_id, channel = parsed
     if device_id not in known:
         return [Rejected(device_id, "unknown_device", f"{device_id} is not in this gateway's list")]

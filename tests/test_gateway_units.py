@@ -11,6 +11,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from anju import canonical
 from anju.errors import ConfigError
 from anju.uplink import (
     COMPRESSED,
@@ -81,8 +82,8 @@ def test_array_keeps_good_items_and_rejects_bad_ones() -> None:
 def test_garbage_is_rejected_with_a_reason() -> None:
     cases = {
         ("anju/dev/elev-1/telemetry", "{not json"): "bad_json",
-        ("anju/dev/elev-1/telemetry", '{"metrics": {"speed_mps": NaN}}'): "bad_json",
-        ("anju/dev/elev-1/telemetry", '{"metrics": {"x": 1e999}}'): "bad_metric",
+        ("anju/dev/elev-1/telemetry", '{"metrics": {"speed_mps": NaN}}'): "bad_number",
+        ("anju/dev/elev-1/telemetry", '{"metrics": {"x": 1e999}}'): "bad_number",
         ("anju/dev/elev-1/telemetry", '{"ts": "yesterday", "metrics": {}}'): "bad_ts",
         ("anju/dev/elev-1/telemetry", "[1]"): "bad_shape",
         ("anju/dev/elev-1/event", '{"type": "Bad Type"}'): "bad_event",
@@ -132,7 +133,7 @@ def test_valid_metrics_survive_the_round_trip_to_the_backend(metrics: dict[str, 
         "elev-1",
         1764122400123,
     )
-    assert rec.metrics == metrics
+    assert rec.metrics == canonical.clean(metrics)  # strings in canonical form
 
 
 def test_decode_batch_rejects_impersonation_and_garbage() -> None:
