@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -36,3 +37,23 @@ def parse_mqtt_url(url: str) -> MqttUrl:
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
     )
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_password_transport(addr: MqttUrl, *, allow_plain: bool = False) -> None:
+    """Refuse to send a password in clear over the network: a password over plain ``mqtt://``
+    is allowed to a loopback host only, unless ``allow_plain`` says so explicitly."""
+    if addr.password and not addr.tls and not allow_plain and not is_loopback(addr.host):
+        raise ConfigError(
+            f"{addr}: a password would cross the network in clear; use mqtts:// (with the "
+            "city's CA), or allow plain TCP explicitly"
+        )

@@ -1,16 +1,41 @@
-"""The backend's MQTT connections to the uplink broker."""
+"""The backend's MQTT connections to the uplink broker: TLS for ``mqtts://`` (the city's CA,
+optionally a client certificate), never a password in clear over the network (settings refuse
+it), and one broker user per session: with ``use_username_as_clientid`` (deploy/, ``anju
+provision``) the client id is the user name, so the alarm lane's session ``<client_id>-events``
+logs in as ``<user>-events`` (provisioned with the worker's password)."""
 
 from __future__ import annotations
 
 import socket
+import ssl
 
 import aiomqtt
 
-from anju.mqtturl import parse_mqtt_url
+from anju.mqtturl import MqttUrl, check_password_transport, parse_mqtt_url
 from backend.config import BackendSettings
 
 # Small packets (alerts, acks, PUBACKs) go out at once, not held back by Nagle's algorithm.
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+
+
+def tls_context(settings: BackendSettings) -> ssl.SSLContext:
+    """Verify the broker against ``mqtt_ca_file`` (the system's CAs when unset), host name
+    included; present ``mqtt_cert_file``/``mqtt_key_file`` when given."""
+    ca = str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if settings.mqtt_cert_file is not None:
+        key = str(settings.mqtt_key_file) if settings.mqtt_key_file else None
+        ctx.load_cert_chain(str(settings.mqtt_cert_file), key)
+    return ctx
+
+
+def session_username(addr: MqttUrl, settings: BackendSettings, identifier: str) -> str | None:
+    """The user of session ``identifier``: the URL's user, with the suffix that tells the
+    session from the main one (``anju-backend-events`` for ``-events``)."""
+    if addr.username is None:
+        return None
+    return addr.username + identifier.removeprefix(settings.client_id)
 
 
 def uplink_client(settings: BackendSettings, identifier: str) -> aiomqtt.Client:
@@ -18,14 +43,16 @@ def uplink_client(settings: BackendSettings, identifier: str) -> aiomqtt.Client:
     queue: beyond it aiomqtt discards (and logs), and a discarded batch, unconfirmed, is sent
     again by its gateway."""
     addr = parse_mqtt_url(settings.mqtt_url)
+    check_password_transport(addr, allow_plain=settings.mqtt_allow_plain_password)
     return aiomqtt.Client(
         addr.host,
         addr.port,
-        username=addr.username,
+        username=session_username(addr, settings, identifier),
         password=addr.password,
         identifier=identifier,
         clean_session=False,
         keepalive=30,
         socket_options=NODELAY,
         max_queued_incoming_messages=settings.mqtt_incoming_max,
+        tls_context=tls_context(settings) if addr.tls else None,
     )
