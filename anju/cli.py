@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gateway.cli.register(sub)
     backend.cli.register(sub)
+    __import__("anju.provision.cli", fromlist=["register"]).register(sub)
     device_simulators.cli.register(sub)
 
     bn = sub.add_parser("bench", help="benchmarks: gateway, ingest, alerts, simulate")
