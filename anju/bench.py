@@ -20,6 +20,10 @@ BENCHES: Final = {
     "alerts": ("backend.alerting.bench", "alert latency under load, rule throughput (issue 5)"),
     "simulate": ("device_simulators.bench", "simulated devices per core (issue 6)"),
     "supervision": ("backend.supervision.bench", "supervision figures on a city's year (issue 15)"),
+    "screen": (
+        "backend.api.bench_screen",
+        "control-room page: 1,000 alerts, 300 communities (issue 14)",
+    ),
 }
 
 

@@ -170,6 +170,20 @@ async def test_department_console_shows_its_district_only_and_a_wrong_token_says
             await expect(page.locator("#banner")).to_contain_text("令牌被拒绝")
             await snap(page, "wrong-token")
 
+        # Admin (as every caller is in `anju demo`) acknowledges on behalf of an audience it
+        # chooses (property by default), instead of the 422 the old page met.
+        async with new_page(browser) as page:
+            await log_in(page, port, "tok-root")
+            await live(page)
+            await expect(page.locator("#rows tr")).to_have_count(2, timeout=10_000)
+            await page.locator("#rows tr").first.click()
+            await expect(page.locator("#ack-audience")).to_have_value("property")
+            await page.click("#ack-btn")
+            await expect(page.locator("#rows tr.acknowledged")).to_have_count(1, timeout=5_000)
+            await expect(page.locator("#detail-error")).to_have_text("")
+            await expect(page.locator("#timeline li")).to_have_count(2, timeout=5_000)
+            await expect(page.locator("#timeline")).to_contain_text("root")
+
 
 async def test_elevator_panel_follows_the_car_floor_by_floor(
     db_url: str, broker: PrivateMosquitto, city_file: Path, tmp_path: Path

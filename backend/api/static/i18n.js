@@ -32,7 +32,7 @@ const I18N = {
     keys: "键盘：1-4 切换页面 · ↑↓ 选择 · Enter 详情 · A 确认 · R 解除 · M 静音 · L 语言 · Esc 关闭",
     ago_s: "秒", ago_m: "分", ago_h: "小时", ago_d: "天", never: "从未",
     ack_failed: "确认失败", resolve_failed: "解除失败", choose_audience: "选择代表的接收方",
-    all_acked: "所有接收方均已确认", nobody: "—",
+    all_acked: "所有接收方均已确认", nobody: "—", more: "还有未显示的警报：",
   },
   en: {
     app: "anju · Control room", dept_app: "anju · Department console",
@@ -67,6 +67,7 @@ const I18N = {
     ago_s: "s", ago_m: "min", ago_h: "h", ago_d: "d", never: "never",
     ack_failed: "Acknowledge failed", resolve_failed: "Resolve failed",
     choose_audience: "choose the audience", all_acked: "every audience has acknowledged", nobody: "—",
+    more: "More alerts not shown:",
   },
 };
 

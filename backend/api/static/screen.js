@@ -27,6 +27,8 @@ const S = {
   started: false,
 };
 const SEV_RANK = { critical: 0, major: 1, minor: 2, info: 3 };
+const PAGE_ROWS = 200;
+S.shown = PAGE_ROWS;
 
 // ---- words ----------------------------------------------------------------------------------
 const zh = () => S.lang === "zh";
@@ -141,6 +143,7 @@ function unlockAudio() {
 // ---- liveness -------------------------------------------------------------------------------
 function setLive(live) {
   if (live && !S.live) S.retryMs = 1000;
+  if (live && !window.anjuScreen.liveAt) window.anjuScreen.liveAt = performance.now(); // first time live, rows on screen
   if (!live && S.live) S.notLiveSince = Date.now();
   S.live = live;
   window.anjuScreen.live = live;
@@ -218,7 +221,7 @@ async function reload() {
     if (a.state === "resolved" || seen.has(id)) continue;
     try { upsert(await api("/api/alerts/" + id), false); } catch (e) { S.alerts.delete(id); }
   }
-  scheduleRender();
+  renderAlerts();
 }
 function upsert(a, live) {
   const before = S.alerts.get(a.id);
@@ -261,9 +264,10 @@ function renderAlerts() {
   const rows = $("rows");
   const list = sorted();
   const frag = document.createDocumentFragment();
-  let open = 0;
-  for (const a of list) {
-    if (a.state !== "resolved") open++;
+  const open = list.filter((a) => a.state !== "resolved").length;
+  // The most urgent PAGE_ROWS rows first (a wall shows ~20); the rest one key or click away,
+  // counted on a red line: never hidden silently, never 1,000 rows laid out every second.
+  for (const a of list.slice(0, S.shown)) {
     const cls = [a.severity, a.state, needsAlarm(a) ? "flash" : "", a.id === S.selected ? "sel" : ""].join(" ");
     const tr = el("tr", { class: cls, "data-id": a.id, tabindex: "-1", onclick: () => { select(a.id); openDetail(a.id, true); } },
       el("td", { class: "level" }, pair(SEVERITY, a.severity)),
@@ -277,6 +281,13 @@ function renderAlerts() {
       el("td", {}, a.state !== "resolved" && !ackedByMe(a)
         ? el("button", { class: "ack", onclick: (e) => { e.stopPropagation(); quickAck(a.id); } }, t("ack")) : null));
     frag.append(tr);
+  }
+  const rest = list.slice(S.shown);
+  if (rest.length) {
+    const crit = rest.filter(needsAlarm).length;
+    frag.append(el("tr", { class: "more" }, el("td", { colspan: "9" },
+      el("button", { id: "more", onclick: () => { S.shown += PAGE_ROWS; renderAlerts(); } },
+        `${t("more")} ${rest.length}${crit ? ` (${pair(SEVERITY, "critical")} ${crit})` : ""} · +${PAGE_ROWS}`))));
   }
   rows.replaceChildren(frag);
   $("open-count").textContent = String(open);
@@ -314,9 +325,10 @@ function select(id) {
   if (tr) { tr.focus({ preventScroll: true }); tr.scrollIntoView({ block: "nearest" }); }
 }
 function moveSelection(step) {
-  const ids = [...$("rows").children].map((tr) => tr.dataset.id);
+  const ids = [...$("rows").children].map((tr) => tr.dataset.id).filter(Boolean);
   if (!ids.length) return;
   const i = ids.indexOf(S.selected);
+  if (step > 0 && i === ids.length - 1 && $("more")) { $("more").click(); return moveSelection(step); }
   select(ids[Math.max(0, Math.min(ids.length - 1, i < 0 ? 0 : i + step))]);
 }
 function audienceChoice(a) {
@@ -418,12 +430,20 @@ async function openDetail(id, fetchAudit) {
     el("h3", {}, t("todo")), el("p", { class: "todo" }, todo ? todo[zh() ? 0 : 1] : "—"),
     note, actions, err,
     el("h3", {}, t("timeline")), ol);
-  if (fetchAudit !== false) {
-    try {
-      const audit = await api(`/api/alerts/${id}/audit`);
-      ol.replaceChildren(...audit.map((e) => el("li", {}, `${fmtTime(e.at)} · ${pair(STATE, e.action)} · ${e.actor}`)));
-    } catch (e) { ol.replaceChildren(el("li", { class: "error" }, e.message)); }
-  }
+  if (fetchAudit !== false) await refreshAudit(id);
+  else if (lastAudit.id === id) fillAudit(lastAudit.entries);
+}
+let lastAudit = { id: null, entries: [] };
+function fillAudit(entries) {
+  const ol = $("timeline");
+  if (ol) ol.replaceChildren(...entries.map((e) => el("li", {}, `${fmtTime(e.at)} · ${pair(STATE, e.action)} · ${e.actor}`)));
+}
+async function refreshAudit(id) {
+  // Also every 3 s while the detail is open: a change is stored just after it is announced.
+  try {
+    lastAudit = { id, entries: await api(`/api/alerts/${id}/audit`) };
+    if (S.selected === id && !$("detail").hidden) fillAudit(lastAudit.entries);
+  } catch (e) { const ol = $("timeline"); if (ol) ol.replaceChildren(el("li", { class: "error" }, e.message)); }
 }
 function closeDetail() { $("detail").hidden = true; }
 
@@ -641,7 +661,8 @@ for (const b of document.querySelectorAll("#tabs button")) b.onclick = () => sho
 document.addEventListener("keydown", onKey);
 document.addEventListener("pointerdown", unlockAudio);
 
-window.anjuScreen = { live: false, refused: false, rendered: 0, state: S, render: renderAlerts };
+// For tests and the benchmark (anju bench screen): read-only state and the render steps.
+window.anjuScreen = { live: false, refused: false, rendered: 0, liveAt: 0, state: S, render: renderAlerts, tick: tickRows, upsert: (a) => upsert(a, true) };
 const initial = location.hash.slice(1).split("/")[0];
 if (["alerts", "communities", "elevators", "charts"].includes(initial)) S.tab = initial;
 applyLang();
@@ -650,6 +671,7 @@ setInterval(() => {
   $("clock").textContent = fmtTime(new Date().toISOString());
   $("banner-since").textContent = !S.live && S.started ? `${t("banner_since")} ${fmtDur(Date.now() - S.notLiveSince)}` : "";
   tickRows();
+  if (S.selected && !$("detail").hidden && Math.floor(Date.now() / 1000) % 3 === 0) refreshAudit(S.selected);
 }, 1000);
 setInterval(soundTick, 1500);
 setInterval(watchdog, 10000);
