@@ -50,6 +50,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             duration_s=args.duration,
             db_url=args.db,
             time_scale=args.time_scale,
+            history_days=args.history,
         )
     )
 
@@ -87,7 +88,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.name not in names:
         known = ", ".join(names) or "none yet"
         raise AnjuError(f"no benchmark called {args.name!r}; available: {known}")
-    figures = bench.load(args.name)(quick=args.quick)
+    kwargs = {"db": args.db} if args.db else {}  # benches where a database matters take it
+    try:
+        figures = bench.load(args.name)(quick=args.quick, **kwargs)
+    except TypeError as exc:
+        if not kwargs or "db" not in str(exc):
+            raise
+        raise AnjuError(f"the {args.name} benchmark does not take --db") from exc
     print(json.dumps(figures) if args.json else bench.table(args.name, figures))
     return 0
 
@@ -113,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--time-scale", type=float, default=1.0, help="simulated device time runs this much faster"
     )
+    d.add_argument(
+        "--history", type=int, default=0, metavar="DAYS", help="first fill the database with "
+        "DAYS days of a generated past for the supervision pages (once per database)"
+    )  # fmt: skip
     d.set_defaults(func=cmd_demo)
 
     gateway.cli.register(sub)
@@ -124,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("name")
     bn.add_argument("--json", action="store_true", help="print one JSON object")
     bn.add_argument("--quick", action="store_true", help="a small run that checks it works")
+    bn.add_argument("--db", help="measure this PostgreSQL database instead of a private server")
     bn.set_defaults(func=cmd_bench)
 
     r = sub.add_parser("registry", help="registries").add_subparsers(dest="sub", required=True)

@@ -1,16 +1,22 @@
 """``anju bench ingest``: end-to-end ingest, bare COPY, lag at half load, queries at 10M readings.
 
-Everything runs here: a private PostgreSQL and Mosquitto (anju.servers), simulated gateways in a
-separate process (paho-mqtt, QoS 1, pre-encoded uplink batches), and the backend's ingest path
-in this process: an aiomqtt subscriber feeding ``Ingest.submit`` and ``Ingest.run`` committing
-with COPY and publishing the acknowledgements (the real backend's path minus the rules and
-the API).
+Everything runs here: a private PostgreSQL (or the server given by ``--db``) and Mosquitto
+(anju.servers), simulated gateways in a separate process (paho-mqtt, QoS 1, pre-encoded uplink
+batches), and the backend's ingest path in this process: an aiomqtt subscriber feeding
+``Ingest.submit`` and ``Ingest.run`` committing with COPY and publishing the acknowledgements
+(the real backend's path minus the rules and the API).
+
+With ``--db URL`` the figures are those of that server, in whichever storage mode its database
+has (migrated first, ``auto``); ``timescaledb`` says which. The bench writes its rows into that
+database (gateways and devices named ``gw-*`` / ``h-d*``, tagged per run so that a second run
+is not taken for redelivery): give it a database for measuring, not a production one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import secrets
 import statistics
 import tempfile
 import time
@@ -35,8 +41,7 @@ from anju.uplink import (
 )
 from backend import queries as q
 from backend.db.maintenance import maintain_once
-from backend.db.migrate import migrate
-from backend.db.registry import RegistryRow, sync_registry
+from backend.db.migrate import StorageMode, migrate
 from backend.db.rows import build_rows
 from backend.ingest import READINGS_COPY, READINGS_TYPES, Ingest
 from backend.metrics import BackendMetrics
@@ -208,27 +213,26 @@ async def _bare_copy(pg_url: str, n_batches: int, gateways: int) -> float:
         return len(rows) / (time.monotonic() - started)
 
 
-async def _load_history(pg_url: str, n: int) -> dict[str, Any]:
+async def _load_history(pg_url: str, n: int, mode: StorageMode) -> dict[str, Any]:
     """n readings over the last 30 days for 2,000 devices in 100 communities, by COPY; events;
-    the registry; then maintenance materialises the rollups."""
+    the registry; then maintenance materialises the rollups (plain) or refreshes the
+    continuous aggregates (TimescaleDB), as it does for any late data."""
     devices, per_com, metrics = 2_000, 20, 5
     now = datetime.now(UTC)
     span = timedelta(days=30)
     per_pair = max(1, n // (devices * metrics))
     step = span / per_pair
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
-        await sync_registry(
-            conn,
-            [RegistryRow(f"h-d{d:04d}", f"h-c{d // per_com:03d}", "x") for d in range(devices)],
-        )
+        # added to the registry, not replacing it (a database given with --db keeps its own)
         await conn.execute(
-            "SELECT anju_ensure_partitions('readings', 'day', %s, %s)", (now - span, now)
-        )
-        await conn.execute(
-            "SELECT anju_ensure_partitions('events', 'month', %s, %s)", (now - span, now)
+            "INSERT INTO device_registry SELECT 'h-d' || lpad(d::text, 4, '0'),"
+            " 'h-c' || lpad((d / %s)::text, 3, '0'), 'x' FROM generate_series(0, %s) d"
+            " ON CONFLICT (device_id) DO NOTHING",
+            (per_com, devices - 1),
         )
         wm = q.floor_to(now - span, q.DAY)
-        await conn.execute("UPDATE rollup_watermark SET until = %s, dirty_from = %s", (wm, wm))
+        if mode is StorageMode.PLAIN:
+            await _plain_history_room(conn, now, span, wm, devices)
         for i in range(per_pair):
             t = now - span + step * i
             async with conn.transaction(), conn.cursor().copy(READINGS_COPY) as cp:
@@ -255,10 +259,40 @@ async def _load_history(pg_url: str, n: int) -> dict[str, Any]:
         await conn.execute("VACUUM ANALYZE events")
         while (await maintain_once(conn, max_hours=24 * 31)).hours_materialised:
             pass
-        await conn.execute("ANALYZE readings_hourly_mat")
-        await conn.execute("ANALYZE readings_daily_mat")
+        if mode is StorageMode.PLAIN:
+            await conn.execute("ANALYZE readings_hourly_mat")
+            await conn.execute("ANALYZE readings_daily_mat")
+        else:
+            await conn.execute("ANALYZE readings_hourly")
+            await conn.execute("ANALYZE readings_daily")
         total = await (await conn.execute("SELECT count(*) FROM readings")).fetchone()
     return {"now": now, "stored": int(total[0]) if total else 0}
+
+
+async def _plain_history_room(
+    conn: psycopg.AsyncConnection, now: datetime, span: timedelta, wm: datetime, devices: int
+) -> None:
+    """Partitions for the history; on an empty rollup, the watermark moved back to its start
+    (nothing below it to recompute); else the history's hours marked dirty, as ingest marks
+    late readings."""
+    await conn.execute(
+        "SELECT anju_ensure_partitions('readings', 'day', %s, %s)", (now - span, now)
+    )
+    await conn.execute(
+        "SELECT anju_ensure_partitions('events', 'month', %s, %s)", (now - span, now)
+    )
+    cur = await conn.execute("SELECT EXISTS (SELECT 1 FROM readings_hourly_mat)")
+    row = await cur.fetchone()
+    if not (row and row[0]):
+        await conn.execute("UPDATE rollup_watermark SET until = %s, dirty_from = %s", (wm, wm))
+        return
+    await conn.execute(
+        "INSERT INTO rollup_dirty SELECT h, 'h-d' || lpad(d::text, 4, '0')"
+        " FROM rollup_watermark w, generate_series(%s::timestamptz, w.until - interval '1 hour',"
+        " interval '1 hour') h, generate_series(0, %s) d WHERE w.name = 'hourly'"
+        " ON CONFLICT DO NOTHING",
+        (wm, devices - 1),
+    )
 
 
 async def _time_queries(pg_url: str, now: datetime) -> dict[str, float]:
@@ -289,32 +323,45 @@ async def _time_queries(pg_url: str, now: datetime) -> dict[str, float]:
     return out
 
 
-async def _main(quick: bool) -> dict[str, Any]:
+async def _storage(url: str) -> tuple[StorageMode, str | None]:
+    """The database's storage mode, and the TimescaleDB version installed in it."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT (SELECT mode FROM anju_storage),"
+            " (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')"
+        )
+        row = await cur.fetchone()
+    assert row is not None and row[0] is not None
+    return StorageMode(row[0]), row[1]
+
+
+async def _main(quick: bool, db: str | None) -> dict[str, Any]:
     n_batches = 120 if quick else 3_000
     gateways = 20 if quick else 300
     history = 200_000 if quick else 10_000_000
+    run_tag = secrets.token_hex(3)  # a second run on the same database is new data
     with tempfile.TemporaryDirectory(prefix="anju-bench-") as tmp:
-        pg = PrivatePostgres(Path(tmp) / "pg").start()
+        pg = None if db else PrivatePostgres(Path(tmp) / "pg").start()
         broker = PrivateMosquitto(Path(tmp) / "mqtt").start()
         try:
-            url = pg.url()
+            url = db or (pg.url() if pg else "")
             migrate(url)
-            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                ts = await (await conn.execute("SELECT extension IS NOT NULL FROM"
-                    " (SELECT (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
-                    " AS extension) s")).fetchone()  # fmt: skip
-            rate, _ = await _ingest_phase(url, broker.port, n_batches, gateways, 0, "max")
+            mode, ts_version = await _storage(url)
+            rate, _ = await _ingest_phase(url, broker.port, n_batches, gateways, 0, f"max{run_tag}")
             recv = await _receive_only(broker.port, n_batches, gateways)
             bare = await _bare_copy(url, n_batches, gateways)
             half_batches_per_s = rate / 2 / (RECS_PER_BATCH * METRICS)
             n_half = max(20, int(half_batches_per_s * (3 if quick else 15)))
-            _, sink = await _ingest_phase(url, broker.port, n_half, 1, half_batches_per_s, "half")
+            _, sink = await _ingest_phase(
+                url, broker.port, n_half, 1, half_batches_per_s, f"half{run_tag}"
+            )
             lags = sorted(sink.lags)
-            hist = await _load_history(url, history)
+            hist = await _load_history(url, history, mode)
             qms = await _time_queries(url, hist["now"])
         finally:
             broker.stop()
-            pg.destroy()
+            if pg is not None:
+                pg.destroy()
     return {
         "ingest_readings_per_s": round(rate),
         "bare_copy_rows_per_s": round(bare),
@@ -322,12 +369,15 @@ async def _main(quick: bool) -> dict[str, Any]:
         "lag_p50_ms": round(lags[len(lags) // 2] * 1000, 1),
         "lag_p99_ms": round(lags[int(len(lags) * 0.99)] * 1000, 1),
         "query_ms": qms,
-        "timescaledb": bool(ts and ts[0]),
+        "timescaledb": mode is StorageMode.TIMESCALE,
+        "timescaledb_version": ts_version,
+        "server": "given" if db else "private",
         "mqtt_receive_decode_readings_per_s": round(recv),
         "readings_stored_for_queries": hist["stored"],
         "half_load_readings_per_s": round(rate / 2),
     }
 
 
-def run(*, quick: bool) -> dict[str, Any]:
-    return asyncio.run(_main(quick))
+def run(*, quick: bool, db: str | None = None) -> dict[str, Any]:
+    """The figures; ``db``: measure that database's server instead of a private one."""
+    return asyncio.run(_main(quick, db))

@@ -1,4 +1,4 @@
-"""The telemetry queries on the partitioned schema against a brute-force reference in Python."""
+"""The telemetry queries, in both storage modes, against a brute-force reference in Python."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from backend import queries as q
 from backend.db.maintenance import maintain_once
-from backend.db.migrate import migrate
+from backend.db.migrate import StorageMode, migrate
 from backend.db.registry import RegistryRow, sync_registry
 
 pytestmark = pytest.mark.integration
@@ -42,25 +42,36 @@ def cols(v: Any) -> tuple[float | None, str | None, bool | None]:
 
 
 @pytest.fixture
-async def conn(db_url: str) -> Any:
-    migrate(db_url)
+async def conn(db_url: str, storage: StorageMode) -> Any:
+    migrate(db_url, prefer=storage)
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as c:
         await sync_registry(c, [RegistryRow(d, com, "x") for d, com in DEVICES])
-        # partitions for the last 5 days only: older rows sit in the default partition
-        await c.execute(
-            "SELECT anju_ensure_partitions('readings', 'day', %s, %s)",
-            (NOW - timedelta(days=5), NOW),
-        )
+        if storage is StorageMode.PLAIN:
+            # partitions for the last 5 days only: older rows sit in the default partition
+            await c.execute(
+                "SELECT anju_ensure_partitions('readings', 'day', %s, %s)",
+                (NOW - timedelta(days=5), NOW),
+            )
         yield c
 
 
 async def load(c: psycopg.AsyncConnection, rs: list[Any], es: list[Any], mat_hours: int) -> None:
-    await c.execute(
-        "TRUNCATE readings, events, device_metrics, readings_hourly_mat, readings_daily_mat,"
-        " rollup_dirty"
-    )
-    wm = q.floor_to(NOW - timedelta(days=11), timedelta(days=1))
-    await c.execute("UPDATE rollup_watermark SET until = %s, dirty_from = %s", (wm, wm))
+    """The rows, and maintenance: on plain storage ``mat_hours`` of them materialised and the
+    rest computed on the fly; on TimescaleDB a refresh (DELETE, not TRUNCATE: the aggregates
+    hear of deleted rows through their invalidation log), with the last hour on the fly."""
+    cur = await c.execute("SELECT mode FROM anju_storage")
+    mode = StorageMode(((await cur.fetchone()) or ("plain",))[0])
+    if mode is StorageMode.PLAIN:
+        await c.execute(
+            "TRUNCATE readings, events, device_metrics, readings_hourly_mat, readings_daily_mat,"
+            " rollup_dirty"
+        )
+        wm = q.floor_to(NOW - timedelta(days=11), timedelta(days=1))
+        await c.execute("UPDATE rollup_watermark SET until = %s, dirty_from = %s", (wm, wm))
+    else:
+        await c.execute("DELETE FROM readings")
+        await c.execute("TRUNCATE events, device_metrics")
+        mat_hours = mat_hours or 1
     async with c.cursor().copy(
         "COPY readings (ts, device_id, metric, num, txt, flag) FROM STDIN"
     ) as cp:
