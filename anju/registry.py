@@ -7,6 +7,7 @@ id, is rejected with a message that names the file and the line.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from anju.yamlfile import _node_at, line_of, read_yaml, validation_message
 Id = Annotated[str, StringConstraints(pattern=DEVICE_ID_RE.pattern)]
 DistrictCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
 Scalar = str | int | float | bool
+_HEX12 = re.compile(r"^[0-9a-fA-F]{12}$")
 
 
 class _Strict(BaseModel):
@@ -88,6 +90,7 @@ class Registry(_Strict):
         seen_communities: set[str] = set()
         seen_gateways: set[str] = set()
         seen_devices: set[str] = set()
+        seen_uitds: set[str] = set()
         for c, com in enumerate(self.communities):
             at: tuple[str | int, ...] = ("communities", c)
             if com.id in seen_communities:
@@ -117,6 +120,18 @@ class Registry(_Strict):
                             f"unknown gateway {dev.gateway!r} (not a gateway of {com.id})",
                         )
                     )
+                src = dev.params.get("source_address")  # GB/T 26875.3 UITD (docs/adapters.md)
+                if src is not None:
+                    if dev.kind != "fire_panel" or not _HEX12.match(str(src)):
+                        out.append(
+                            (
+                                (*dat, "params", "source_address"),
+                                "source_address is 12 hex digits, on a fire_panel",
+                            )
+                        )
+                    elif str(src).lower() in seen_uitds:
+                        out.append(((*dat, "params", "source_address"), f"{src} is used twice"))
+                    seen_uitds.add(str(src).lower())
                 if dev.maintenance is not None and orgs.get(dev.maintenance) != "maintenance":
                     out.append(
                         (

@@ -12,6 +12,7 @@ from anju.contract import DEVICE_ID_RE
 from anju.errors import ConfigError
 from anju.mqtturl import MqttUrl, parse_mqtt_url
 from anju.yamlfile import load_model
+from gateway.adapters.config import Gbt26875Config, ModbusConfig
 
 
 class _Strict(BaseModel):
@@ -140,6 +141,9 @@ class GatewayConfig(_Strict):
     remote_config: RemoteConfigPolicy = RemoteConfigPolicy.model_validate({})
     supervision: SupervisionConfig = SupervisionConfig.model_validate({})
     config_version: int = Field(0, ge=0, description="set by remote configuration")
+    # Southbound adapters (docs/adapters.md); absent: not started.
+    gbt26875: Gbt26875Config | None = None
+    modbus: ModbusConfig | None = None
 
     @field_validator("gateway_id")
     @classmethod

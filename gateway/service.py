@@ -32,6 +32,7 @@ from typing import Any
 from prometheus_client import start_http_server
 
 from anju.uplink import config_result_topic
+from gateway.adapters.runner import Adapters
 from gateway.clock import SystemClock
 from gateway.config import GatewayConfig
 from gateway.intake import LanIntake
@@ -108,6 +109,17 @@ class Gateway:
         self.lan_ready = self.intake.ready
         self.uplink_ready = self.link.ready
         self.metrics.config_version.set(cfg.config_version)
+        # Southbound adapters (GB/T 26875.3, Modbus; docs/adapters.md): built here so that a bad
+        # register map stops the gateway at start; started and stopped with the intake.
+        self.adapters = Adapters(
+            gbt=cfg.gbt26875,
+            modbus=cfg.modbus,
+            outbox=self.outbox,
+            boot_id=self.boot_id,
+            clock=self.clock,
+            registry=self.metrics.registry,
+            on_stored=self._wake.set,
+        )
 
     @property
     def recent_rejects(self) -> Any:
@@ -163,6 +175,7 @@ class Gateway:
                 self.cfg.metrics_port, addr="127.0.0.1", registry=self.metrics.registry
             )
         self.intake.start()
+        self.adapters.start()  # adapters (docs/adapters.md)
         self.link.start()
         self.notifier.ready()
         log.info(
@@ -205,6 +218,7 @@ class Gateway:
             return None
         finally:
             self.notifier.stopping()
+            self.adapters.stop()  # adapters: commit and confirm what they received
             self.intake.stop()
             self.link.close()
             self._publish_status(running=False)
