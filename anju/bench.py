@@ -19,6 +19,8 @@ BENCHES: Final = {
     "ingest": ("backend.bench_ingest", "end-to-end ingest and queries (issue 4)"),
     "alerts": ("backend.alerting.bench", "alert latency under load, rule throughput (issue 5)"),
     "simulate": ("device_simulators.bench", "simulated devices per core (issue 6)"),
+    "adapters": ("gateway.adapters.bench", "GB/T 26875.3 frames and Modbus polls (issue 12)"),
+    "fuzz-gbt26875": ("gateway.adapters.fuzz", "GB/T 26875.3 codec fuzz, ANJU_FUZZ_MINUTES"),
     "supervision": ("backend.supervision.bench", "supervision figures on a city's year (issue 15)"),
     "screen": (
         "backend.api.bench_screen",

@@ -221,3 +221,12 @@ def test_a_flooding_and_garbling_uitd_does_not_disturb_another(tmp_path: Path) -
         flooder.join(10)
     got = [r for r in records(path) if r["d"] == "panel-b" and r.get("e") == "fire"]
     assert sorted(r["x"]["component_addr"] for r in got) == list(range(50))
+
+
+def test_the_benchmarks_run() -> None:
+    from anju import bench
+
+    figures = bench.load("adapters")(quick=True)
+    assert figures["gbt26875_frames_per_s"] > 0 and figures["modbus_polls_per_s"] > 0
+    fuzz = bench.load("fuzz-gbt26875")(quick=True)
+    assert fuzz["frames_decoded"] > 0 and fuzz["clean_frames_lost"] == 0
