@@ -26,7 +26,7 @@ from anju.contract import AlertState, Audience, Severity
 from anju.registry import CityIndex, DeviceInfo
 from backend.alerting.lifecycle import Alert, Change, parse_rfc3339
 from backend.alerting.storm import pseudo_device
-from backend.audit import GENESIS, V2, Anchor, ChainReport, sha, v1_text, v2_text, verify_async
+from backend.audit import GENESIS, V2, Anchor, ChainReport, v2_text, verify_async
 from backend.audit_anchor import anchors_for
 
 _AUDIT_LOCK = 0x61756474  # "audt": one writer extends the chain at a time
@@ -43,18 +43,6 @@ _INSERT_AUDIT = (
     " coalesce((SELECT hash FROM alert_audit ORDER BY n DESC LIMIT 1), %s) AS prev) AS x"
     " RETURNING n"
 )
-
-
-__all__ = ["GENESIS", "AlertStore", "Pending", "canonical", "entry_hash"]
-
-# Rule v1 (entries before migration 0006), kept for code that still computes it: an entry
-# written with it now is reported by verification (``backend.audit.seal_v2`` seals bulk loads).
-canonical = v1_text
-
-
-def entry_hash(prev_hash: str, entry: dict[str, Any]) -> str:
-    """The v1 hash of an entry (see ``canonical``)."""
-    return sha(prev_hash, v1_text(entry))
 
 
 def _dt(ms: int) -> datetime:
