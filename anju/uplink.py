@@ -159,14 +159,11 @@ def _decompress(payload: bytes) -> bytes:
     return out
 
 
-def encode_ack(seqs: list[int], *, rejected: list[int] | None = None) -> bytes:
+def encode_ack(seqs: list[int]) -> bytes:
     """The backend's confirmation that these records are done with: committed to the
-    database, or (``rejected``, a subset of ``seqs``) kept as dead letters. A gateway deletes
-    every confirmed record alike; ``rejected`` is for its logs (older gateways ignore it)."""
-    doc: dict[str, list[int]] = {"seqs": seqs}
-    if rejected:
-        doc["rejected"] = rejected
-    return json.dumps(doc, separators=(",", ":")).encode()
+    database, or kept in its dead-letter table (a record it rejected: sending it again would
+    change nothing). The gateway deletes them from its outbox."""
+    return json.dumps({"seqs": seqs}, separators=(",", ":")).encode()
 
 
 def decode_ack(payload: bytes) -> list[int]:

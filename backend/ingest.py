@@ -407,7 +407,7 @@ class Ingest:
             return await self._commit(conn, lane, flush)
         except psycopg.OperationalError:
             raise
-        except psycopg.Error as exc:
+        except (psycopg.Error, UnicodeError) as exc:  # (a lone surrogate fails in psycopg)
             if len(flush.records) <= 1:
                 for r in flush.records:
                     log.error("database refused record %s/%s/%s: %s", *_key(r), exc)
@@ -420,7 +420,7 @@ class Ingest:
                     await self._commit(conn, lane, flush, only_mark=True)
                 except psycopg.OperationalError:
                     raise
-                except psycopg.Error as exc2:
+                except (psycopg.Error, UnicodeError) as exc2:
                     # Not even its sequence number could be stored (e.g. out of range): it is
                     # acknowledged all the same, or it would be sent and refused forever.
                     log.error("could not mark the refused record seen: %s", exc2)

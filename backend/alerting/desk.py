@@ -150,7 +150,7 @@ class Keeper:
         backend stops (it is restarted) rather than acknowledge an alarm it did not store."""
         try:
             pending = await self._save(change)
-        except psycopg.Error as exc:
+        except (psycopg.Error, UnicodeError) as exc:  # (a lone surrogate fails in psycopg)
             self.metrics.alert_store_refused.inc()
             log.error(
                 "the database refused alert change %s %s of %s (%s); storing it in canonical form",
@@ -163,8 +163,8 @@ class Keeper:
             for fallback in (_canonical, _without_evidence):
                 try:
                     pending = await self._save(fallback(change, str(exc)))
-                except (psycopg.Error, canonical.InputError) as again:
-                    exc = again if isinstance(again, psycopg.Error) else exc
+                except (psycopg.Error, UnicodeError, canonical.InputError) as again:
+                    exc = again if not isinstance(again, canonical.InputError) else exc
                     continue
                 stored = pending
                 break

@@ -33,7 +33,7 @@ from backend.alerting.model import (
     Update,
 )
 from backend.alerting.rules import ALL_INPUTS, INPUTS, RULES_BY_KIND, Rule
-from backend.alerting.rules_common import resolved_params
+from backend.alerting.rules_common import ms, resolved_params
 from backend.alerting.rules_health import GATEWAY_OFFLINE, OFFLINE, TRANSMISSION, liveness
 from backend.alerting.storm import Storms, pseudo_device
 
@@ -174,22 +174,23 @@ class Engine:
                 )
             return changes
         st = self.state(rec.device_id)
+        ts = self._rules_time(dev, st, rec)
         inp: Input
         if rec.kind == "t" and rec.metrics is not None:
-            if rec.ts < st.last_ts:
+            if ts < st.last_ts:
                 return changes  # older than what the rules have seen: stored, not evaluated
             st.values.update(rec.metrics)
-            inp = Telemetry(rec.device_id, rec.ts, rec.metrics)
+            inp = Telemetry(rec.device_id, ts, rec.metrics)
         elif rec.kind == "e" and rec.event_type is not None:
-            inp = DeviceEvent(rec.device_id, rec.ts, rec.event_type, rec.data or {})
+            inp = DeviceEvent(rec.device_id, ts, rec.event_type, rec.data or {})
         elif rec.kind == "s" and rec.status is not None:
-            inp = Status(rec.device_id, max(rec.ts, st.last_ts), rec.status)
+            inp = Status(rec.device_id, max(ts, st.last_ts), rec.status)
         else:
             return changes
         st.last_rx = max(st.last_rx, rec.rx)
         if rec.kind != "s":
-            st.last_ts = max(st.last_ts, rec.ts)
-            st.offset_ms = rec.rx - rec.ts
+            st.last_ts = max(st.last_ts, ts)
+            st.offset_ms = rec.rx - ts
             if rec.gateway_timed:
                 st.mem["gw_timed"] = 1
             elif "gw_timed" in st.mem:
@@ -201,6 +202,25 @@ class Engine:
             if isinstance(alive, Clear):
                 changes += self._apply(dev, st, alive, rec.ts, now_ms)
         return changes
+
+    @staticmethod
+    def _rules_time(dev: DeviceInfo, st: DeviceState, rec: Record) -> int:
+        """The time the rules see for a record (docs/alerts.md, "Device clocks"): the device's
+        own, unless it is more than ``clock_skew_s`` away from the gateway's receive time;
+        then the receive time (or the last time seen, if later), and ``device.clock_skew``
+        sees the skew (``mem["skew_ms"]``).
+        So one reading from a clock hours ahead never makes the next ones look old. A last
+        time that far ahead of this receive time (a state saved before this rule) is
+        forgotten."""
+        bound = ms(dev, "clock_skew_s")
+        if st.last_ts - rec.rx > bound:
+            st.last_ts = 0
+        if rec.kind == "s" or abs(rec.rx - rec.ts) <= bound:
+            if rec.kind != "s" and "skew_ms" in st.mem:
+                del st.mem["skew_ms"]
+            return rec.ts
+        st.mem["skew_ms"] = rec.rx - rec.ts
+        return max(rec.rx, st.last_ts)  # (never older than what the rules have seen)
 
     def tick(self, now_ms: int, *, liveness_check: bool = True) -> list[Change]:
         """Timers due on device time, then (optionally) liveness and deadlines."""

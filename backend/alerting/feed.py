@@ -101,7 +101,7 @@ class StateWriter:
 
         try:
             await self._write(docs, also)
-        except psycopg.Error as exc:
+        except (psycopg.Error, UnicodeError) as exc:  # (a lone surrogate fails in psycopg)
             log.error("the database refused rule state (%s); storing it in canonical form", exc)
             await self._write_canonical(docs, also)
 
@@ -128,13 +128,13 @@ class StateWriter:
         try:
             await self._write(clean, also)
             return
-        except psycopg.Error:
+        except (psycopg.Error, UnicodeError):
             pass
         # One at a time: what is still refused is left out.
         for key, text in clean.items():
             try:
                 await self._write({key: text}, None)
-            except psycopg.Error as exc:
+            except (psycopg.Error, UnicodeError) as exc:
                 self._refused(key, exc)
         if also is not None:
             await self._write({}, also)

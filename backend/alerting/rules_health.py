@@ -41,12 +41,15 @@ def device_battery_low(dev: DeviceInfo, st: DeviceState, inp: Input) -> list[Dec
 
 def device_clock_skew(dev: DeviceInfo, st: DeviceState, inp: Input) -> list[Decision]:
     """Device time more than 5 min away from the gateway's; clears within 1 min. The engine
-    keeps ``offset_ms`` (gateway receive time minus device time) of the last record."""
+    keeps ``offset_ms`` (gateway receive time minus device time) of the last record, and,
+    when that record was evaluated on its receive time for being too far off,
+    ``mem["skew_ms"]`` (its real offset)."""
     if not isinstance(inp, Telemetry) or st.mem.get("gw_timed"):
         return []
-    skew = abs(st.offset_ms)
+    offset = st.mem.get("skew_ms", st.offset_ms)
+    skew = abs(offset)
     if SKEW not in st.open and skew > ms(dev, "clock_skew_s"):
-        ev = {"skew_s": round(st.offset_ms / 1000, 3)}
+        ev = {"skew_s": round(offset / 1000, 3)}
         return [raise_(SKEW, "设备时钟偏差 Device clock skew", inp.ts, ev)]
     if SKEW in st.open and skew <= ms(dev, "clock_ok_s"):
         return [Clear(SKEW, "device clock within 1 min")]
