@@ -13,8 +13,9 @@ from typing import Any, Final
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
-from backend.supervision.rollup import TZ
+from backend.supervision.rollup import ROLLUP_LOCK, TZ
 
 
 class Level(StrEnum):
@@ -90,20 +91,22 @@ def _period(col: str, period: Period) -> str:
 
 
 def _grid(level: Level) -> str:
-    """Units per (key, day): devices, gateways and elevators held that day."""
-    days = "generate_series(%(start)s::date, %(end)s::date - 1, interval '1 day')"
+    """Units per (key, day): devices, gateways and elevators held that day. Days are numbered
+    (``generate_series`` over integers) so that the planner knows how many there are."""
+    days = "(SELECT (%(start)s::date + i) AS d FROM generate_series(0, %(ndays)s - 1) i) d"
     if level is Level.MAINTENANCE:
         return (
-            "SELECT m.maintenance_org AS key, d::date AS day, 0 AS devices, 0 AS gateways,"
+            "SELECT m.maintenance_org AS key, d.d AS day, 0 AS devices, 0 AS gateways,"
             " m.elevators FROM sv_maintenance m JOIN sv_community c USING (community_id)"
-            f" CROSS JOIN {days} d WHERE {{cfilter}}"
+            f" CROSS JOIN {days} WHERE {{cfilter}}"
         )
     key = "t.property_org" if level is Level.PROPERTY else "c.community_id"
     return (
-        f"SELECT {key} AS key, d::date AS day, c.devices, c.gateways, c.elevators"
-        f" FROM sv_community c CROSS JOIN {days} d"
-        " CROSS JOIN LATERAL (SELECT property_org FROM sv_tenure t WHERE"
-        " t.community_id = c.community_id AND t.since <= d::date ORDER BY since DESC LIMIT 1) t"
+        f"SELECT {key} AS key, d.d AS day, c.devices, c.gateways, c.elevators"
+        " FROM sv_community c JOIN (SELECT community_id, since, property_org,"
+        " lead(since, 1, 'infinity'::date) OVER (PARTITION BY community_id ORDER BY since)"
+        " AS until FROM sv_tenure) t ON t.community_id = c.community_id"
+        f" JOIN {days} ON d.d >= t.since AND d.d < t.until"
         " WHERE {cfilter}"
     )
 
@@ -139,16 +142,14 @@ al AS (
       count(*) FILTER (WHERE a.severity = 'minor') AS minor,
       count(*) FILTER (WHERE a.severity = 'info') AS info,
       count(a.ack_property_s) AS acked,
-      percentile_cont(0.5) WITHIN GROUP (ORDER BY a.ack_property_s) AS ack_median_s,
-      percentile_cont(0.9) WITHIN GROUP (ORDER BY a.ack_property_s) AS ack_p90_s,
-      percentile_cont(0.5) WITHIN GROUP (ORDER BY a.resolve_s) AS resolve_median_s,
-      percentile_cont(0.9) WITHIN GROUP (ORDER BY a.resolve_s) AS resolve_p90_s,
+      percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY a.ack_property_s) AS ack,
+      percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY a.resolve_s) AS res,
       count(*) FILTER (WHERE a.escalated) AS escalated,
       count(*) FILTER (WHERE a.overdue) AS overdue,
       count(*) FILTER (WHERE a.type = 'elevator.trapped') AS trapped,
       count(*) FILTER (WHERE a.type IN ({faults})) AS elevator_faults,
-      percentile_cont(0.5) WITHIN GROUP (ORDER BY a.ack_maintenance_s) AS maint_ack_median_s,
-      percentile_cont(0.9) WITHIN GROUP (ORDER BY a.ack_maintenance_s) AS maint_ack_p90_s,
+      percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY a.ack_maintenance_s)
+        AS mack,
       count(*) FILTER (WHERE a.type = 'fire.alarm') AS fire_alarms,
       count(*) FILTER (WHERE a.type = 'fire.alarm' AND a.confirmed) AS fire_confirmed,
       count(*) FILTER (WHERE a.type = 'fire.alarm' AND a.false_alarm) AS fire_false_alarms,
@@ -173,8 +174,8 @@ du AS (
 SELECT u.key, u.period, u.days,
   coalesce(al.alerts, 0) AS alerts, coalesce(al.critical, 0) AS critical,
   coalesce(al.major, 0) AS major, coalesce(al.minor, 0) AS minor, coalesce(al.info, 0) AS info,
-  coalesce(al.acked, 0) AS acked, al.ack_median_s, al.ack_p90_s,
-  al.resolve_median_s, al.resolve_p90_s,
+  coalesce(al.acked, 0) AS acked, al.ack[1] AS ack_median_s, al.ack[2] AS ack_p90_s,
+  al.res[1] AS resolve_median_s, al.res[2] AS resolve_p90_s,
   coalesce(al.escalated, 0) AS escalated, coalesce(al.overdue, 0) AS overdue,
   CASE WHEN u.device_days > 0 THEN greatest(0.0, 1 - coalesce(du.device_off_s, 0)
        / (u.device_days * 86400.0)) END AS device_online_ratio,
@@ -184,7 +185,7 @@ SELECT u.key, u.period, u.days,
   coalesce(al.elevator_faults, 0) AS elevator_faults,
   CASE WHEN u.elevators > 0 THEN coalesce(al.elevator_faults, 0) / u.elevators
        END AS faults_per_elevator,
-  al.maint_ack_median_s, al.maint_ack_p90_s,
+  al.mack[1] AS maint_ack_median_s, al.mack[2] AS maint_ack_p90_s,
   coalesce(al.fire_alarms, 0) AS fire_alarms, coalesce(al.fire_confirmed, 0) AS fire_confirmed,
   coalesce(al.fire_false_alarms, 0) AS fire_false_alarms,
   coalesce(du.water_pressure_hours, 0) AS water_pressure_hours,
@@ -214,17 +215,68 @@ async def figures(
 ) -> list[dict[str, Any]]:
     """One row per (key, period) for local days ``start`` <= day < ``end``: the key (a
     company's or community's id), the period's first day, its number of days, and FIGURES.
-    Whole months for ``Period.MONTH`` (give month starts)."""
+    Whole months for ``Period.MONTH`` (give month starts): those are read from the monthly
+    materialisation (``sv_month_cache``), and the months missing from it computed and kept."""
+    if period is Period.DAY:
+        return await _live(conn, level, period, start, end, scope)
+    skey = "*" if scope.districts is None else ",".join(sorted(scope.districts))
+    months = []
+    m = start
+    while m < end:
+        months.append(m)
+        m = month_bounds(m)[1]
+    out: list[dict[str, Any]] = []
+    async with conn.transaction():
+        # Shared with other readers, exclusive with the refresh: what is kept matches the
+        # rollup it was computed from.
+        await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (ROLLUP_LOCK,))
+        cur = await conn.execute(
+            "SELECT month, rows FROM sv_month_cache WHERE level = %s AND scope = %s"
+            " AND month = ANY(%s)",
+            (str(level), skey, months),
+        )
+        cached = {mm: rows for mm, rows in await cur.fetchall()}
+        whole = Scope(scope.districts, None)
+        for mm in months:
+            rows = cached.get(mm)
+            if rows is None:
+                live = await _live(conn, level, period, mm, month_bounds(mm)[1], whole)
+                rows = [{**r, "period": r["period"].isoformat()} for r in live]
+                await conn.execute(
+                    "INSERT INTO sv_month_cache (level, scope, month, rows)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (month, level, scope)"
+                    " DO UPDATE SET rows = excluded.rows, computed_at = now()",
+                    (str(level), skey, mm, Jsonb(rows)),
+                )
+            out.extend(r for r in rows if scope.ids is None or r["key"] in scope.ids)
+    for r in out:
+        if isinstance(r["period"], str):
+            r["period"] = date.fromisoformat(r["period"])
+    return out
+
+
+async def _live(
+    conn: AsyncConnection, level: Level, period: Period, start: date, end: date, scope: Scope
+) -> list[dict[str, Any]]:
     params: dict[str, Any] = {
         "start": start,
         "end": end,
+        "ndays": (end - start).days,
         "districts": list(scope.districts or ()),
         "ids": list(scope.ids or ()),
     }
-    async with conn.cursor(row_factory=dict_row) as cur:
+    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        await _settings(conn)
         await cur.execute(figures_sql(level, period, scope).encode(), params)
         rows = await cur.fetchall()
     return [_clean(r) for r in rows]
+
+
+async def _settings(conn: AsyncConnection) -> None:
+    """For this transaction: no JIT (compiling these plans costs more than running them) and
+    room to sort a month of a city's alerts in memory."""
+    await conn.execute("SET LOCAL jit = off")
+    await conn.execute("SET LOCAL work_mem = '64MB'")
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:

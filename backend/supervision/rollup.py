@@ -21,7 +21,7 @@ from anju.registry import CityIndex
 from backend.alerting.catalog import ACK_DEADLINE_MS, FIRE_ACK_DEADLINE_MS
 
 TZ: Final = "Asia/Shanghai"
-_LOCK: Final = 0x73757076  # "supv": one refresh at a time
+ROLLUP_LOCK: Final = 0x73757076  # "supv": one refresh at a time (readers share it)
 # Alert types whose open time is a figure (outages, out of range).
 DURATION_TYPES: Final = (
     "device.offline",
@@ -90,11 +90,22 @@ WHERE least(f.until, (d.day + 1)::timestamp AT TIME ZONE '{TZ}')
 """
 
 
+# The months the touched alerts were (before) or are (after) counted in: their monthly
+# materialisation is stale.
+_STALE_MONTHS: Final = """
+DELETE FROM sv_month_cache WHERE month IN (
+    SELECT date_trunc('month', day)::date FROM sv_alert
+    WHERE alert_id IN (SELECT id FROM sv_touched)
+    UNION SELECT date_trunc('month', day)::date FROM sv_alert_day
+    WHERE alert_id IN (SELECT id FROM sv_touched))
+"""
+
+
 async def refresh(conn: AsyncConnection, *, now: datetime | None = None) -> int:
     """Bring the rollup up to date; returns how many alerts were recomputed. ``now`` (the
     database's clock by default) is where the open time of alerts still open ends."""
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK,))
         cur = await conn.execute(
             "SELECT upto, coalesce((SELECT max(n) FROM alert_audit), 0), now()"
             " FROM sv_watermark WHERE name = 'alerts'"
@@ -115,6 +126,7 @@ async def refresh(conn: AsyncConnection, *, now: datetime | None = None) -> int:
         touched = int(count_row[0]) if count_row else 0
         if touched:
             await conn.execute("ANALYZE sv_touched")
+            await conn.execute(_STALE_MONTHS)
             await conn.execute(
                 "DELETE FROM sv_alert_day WHERE alert_id IN (SELECT id FROM sv_touched)"
             )
@@ -127,6 +139,7 @@ async def refresh(conn: AsyncConnection, *, now: datetime | None = None) -> int:
             }
             await conn.execute(_FACTS_SQL, params)
             await conn.execute(_DAYS_SQL, params)
+            await conn.execute(_STALE_MONTHS)
         await conn.execute(
             "UPDATE sv_watermark SET upto = %s, updated_at = now() WHERE name = 'alerts'",
             (top,),
@@ -153,6 +166,8 @@ async def sync_registry(conn: AsyncConnection, city: CityIndex, *, today: date) 
             if d.maintenance:
                 maint[(com.id, d.maintenance)] = maint.get((com.id, d.maintenance), 0) + 1
     async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK,))
+        await conn.execute("DELETE FROM sv_month_cache")  # device counts, tenures may change
         await conn.execute("DELETE FROM sv_community")
         await conn.execute("DELETE FROM sv_gateway")
         await conn.execute("DELETE FROM sv_maintenance")

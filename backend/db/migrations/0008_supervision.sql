@@ -93,6 +93,18 @@ CREATE TABLE sv_alert_day (
 );
 CREATE INDEX sv_alert_day_day ON sv_alert_day (day, community_id);
 
+-- Monthly figures materialised: one row per (level, scope, month) holding every key's row
+-- of that month, written when first read and deleted by the refresh when an alert of that
+-- month changes (late data included). scope: '*' (every district) or the district codes.
+CREATE TABLE sv_month_cache (
+    level        text NOT NULL,
+    scope        text NOT NULL,
+    month        date NOT NULL,
+    rows         jsonb NOT NULL,
+    computed_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (month, level, scope)
+);
+
 -- How far the rollup has read the audit log (alert_audit.n).
 CREATE TABLE sv_watermark (
     name        text PRIMARY KEY,
