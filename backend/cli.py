@@ -92,6 +92,39 @@ def cmd_verify_audit(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """List the uplink's dead letters (``backend.deadletters``), newest first."""
+    import json
+
+    import psycopg
+
+    from backend.deadletters import as_json, listing_query
+
+    q, params = listing_query(gateway_id=args.gateway, reason=args.reason, limit=args.limit)
+    try:
+        with psycopg.connect(args.db) as conn:
+            rows = [as_json(r) for r in conn.execute(q.encode(), params).fetchall()]
+    except psycopg.OperationalError as exc:
+        raise AnjuError(f"cannot reach the database: {str(exc).strip()}") from exc
+    except psycopg.errors.UndefinedTable as exc:
+        raise AnjuError("no dead_letters table: run `anju db migrate --db URL` first") from exc
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no dead letters")
+        return 0
+    for r in rows:
+        seq = "-" if r["seq"] is None else r["seq"]
+        where = f"{r['gateway_id'] or '?'}/{r['boot_id'] or '-'}/{seq}"
+        acked = "confirmed" if r["seq"] is not None else "not confirmed"
+        print(
+            f"{r['last_at']}  {r['reason']:<16} {where}  x{r['count']}  ({acked})"
+            f"  {r['device_id'] or ''}  {r['detail'][:100]}"
+        )
+    return 0
+
+
 def register(sub: Any) -> None:
     b = sub.add_parser("backend", help="the backend service").add_subparsers(
         dest="sub", required=True
@@ -105,6 +138,15 @@ def register(sub: Any) -> None:
     br.add_argument("--api-token")
     br.add_argument("--audit-anchor-file", type=Path, help="append the audit chain's head here")
     br.set_defaults(func=cmd_run)
+    bd = b.add_parser(
+        "dead-letters", help="uplink input the backend rejected (newest first), with reasons"
+    )
+    bd.add_argument("--db", required=True, help="postgresql://user@host:port/database")
+    bd.add_argument("--gateway", help="only this gateway's")
+    bd.add_argument("--reason", help="only this reason (e.g. too_deep, foreign_device)")
+    bd.add_argument("--limit", type=int, default=50)
+    bd.add_argument("--json", action="store_true", help="print one JSON array")
+    bd.set_defaults(func=cmd_dead_letters)
 
     db = sub.add_parser("db", help="database").add_subparsers(dest="sub", required=True)
     dm = db.add_parser("migrate", help="apply schema migrations")

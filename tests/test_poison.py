@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import httpx
 import psycopg
 import pytest
 
+from anju.cli import main as cli
 from anju.contract import Severity
 from anju.servers import PrivateMosquitto
 from anju.uplink import Record, encode_batch, record_body, up_topic
@@ -155,7 +157,7 @@ async def test_nul_and_lone_surrogates_do_not_stop_the_backend(
 
 
 async def test_poison_batches_end_and_are_dead_lettered(
-    db_url: str, broker: PrivateMosquitto, city_file: Path
+    db_url: str, broker: PrivateMosquitto, city_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     boot = uuid.uuid4().hex
     deep = '"m":{"x":' + "[" * 100_000 + "]" * 100_000 + "}"
@@ -193,6 +195,14 @@ async def test_poison_batches_end_and_are_dead_lettered(
         ]
         rejected = backend.metrics.rejected
         assert rejected.labels("too_deep")._value.get() == 3
+        # What an operator sees: the admin API and the command line.
+        url = f"http://127.0.0.1:{backend.settings.api_port}/api/ingest/dead-letters"
+        async with httpx.AsyncClient() as http:
+            listed = (await http.get(url, params={"reason": "too_deep"})).json()
+        assert sorted(str(d["seq"]) for d in listed) == ["2", "None"]
+    assert await asyncio.to_thread(cli, ["backend", "dead-letters", "--db", db_url]) == 0
+    out = capsys.readouterr().out
+    assert "bad_number" in out and f"{GW}/{boot}/3  x2  (confirmed)" in out
     with psycopg.connect(db_url) as conn:
         rows = conn.execute(
             "SELECT txt, num FROM readings WHERE device_id = %s ORDER BY ts, metric", (ELEV,)

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from backend.api.deps import AppState
-from backend.api.routes import alerts, health, stream, telemetry, webhooks
+from backend.api.routes import alerts, deadletters, health, stream, telemetry, webhooks
 from backend.api.routes import status as status_routes
 from backend.api.routes import supervision as supervision_routes
 
@@ -18,6 +18,7 @@ def create_app(state: AppState) -> FastAPI:
     app.include_router(stream.router)  # before alerts: /api/alerts/stream is not an alert id
     app.include_router(alerts.router)
     app.include_router(webhooks.router)
+    app.include_router(deadletters.router)
     app.include_router(telemetry.router)
     app.include_router(status_routes.router)
     app.include_router(supervision_routes.router)
