@@ -218,6 +218,9 @@ def run_demo(opts: DemoOptions) -> int:
                 str(registry_path),
                 "--api-port",
                 str(api_port),
+                # The audit chain's head, appended every 10 s (docs/alerts.md, The audit chain)
+                "--audit-anchor-file",
+                str(data / "audit-anchors.jsonl"),
             ),
         )
         view = _AlertView(uplink.port)
