@@ -10,6 +10,7 @@ Output folder (documented in docs/deploy.md, "Provisioning a city"):
 - ``lan/<gateway>/``: the same for that gateway's LAN broker;
 - ``clients/<user>.crt|.key``: client certificates of gateways, backend workers and the operator;
 - ``gateways/<gateway>.yaml`` (0600): the gateway's credentials, to merge into its gateway.yaml;
+- ``workers/<worker>.env`` (0600): a backend worker's ``ANJU_MQTT_*`` settings;
 - ``api/tokens.yaml`` (0640): the API tokens as SHA-256 digests (``tokens:`` of alerting.yaml).
 """
 
@@ -265,6 +266,10 @@ def provision(
     write_if_changed(tokens_file, _tokens_yaml(api.values()), mode=SHARED_SECRET_MODE)
     for gid in lan:
         _gateway_handout(out, gid, identities)
+    broker_host = hostnames[0] if hostnames else "localhost"
+    for w in wanted:
+        if w.role == "backend":
+            _worker_env(out, identities[f"backend/{w.username}"], broker_host)
     write_public(out / "README.txt", _README)
     return ProvisionResult(
         out_dir=out,
@@ -337,6 +342,21 @@ def _gateway_handout(out: Path, gid: str, ids: dict[str, Identity]) -> None:
     write_if_changed(out / "gateways" / f"{gid}.yaml", text, mode=SECRET_MODE)
 
 
+def _worker_env(out: Path, worker: Identity, host: str) -> None:
+    """``workers/<name>.env``: the ``ANJU_MQTT_*`` settings of one backend worker, with the
+    city folder mounted at /etc/anju/city (deploy/compose.yaml)."""
+    text = (
+        f"# Backend worker {worker.username} (`anju provision`; mode 0600). The alarm lane logs\n"
+        f"# in as {worker.username}-events with the same password.\n"
+        f"ANJU_CLIENT_ID={worker.username}\n"
+        f"ANJU_MQTT_URL={worker.url(host, 8883)}\n"
+        "ANJU_MQTT_CA_FILE=/etc/anju/city/ca.crt\n"
+        f"ANJU_MQTT_CERT_FILE=/etc/anju/city/clients/{worker.username}.crt\n"
+        f"ANJU_MQTT_KEY_FILE=/etc/anju/city/clients/{worker.username}.key\n"
+    )
+    write_if_changed(out / "workers" / f"{worker.username}.env", text, mode=SECRET_MODE)
+
+
 _README = """\
 Provisioned by `anju provision` (docs/deploy.md). Keep this folder private.
 
@@ -347,5 +367,6 @@ backend/              the backend broker: passwd (hashed), acl, ca.crt, server.c
 lan/<gateway>/        that gateway's LAN broker: the same files
 clients/<user>.*      client certificates (gateways, backend workers, operator)
 gateways/<gw>.yaml    a gateway's credentials, to merge into its gateway.yaml
+workers/<name>.env    a backend worker's ANJU_MQTT_* settings (city folder at /etc/anju/city)
 api/tokens.yaml       API tokens as SHA-256 digests, for alerting.yaml
 """
