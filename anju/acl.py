@@ -85,6 +85,9 @@ def gateway_ids(reg: Registry) -> list[str]:
     return [gw.id for com in reg.communities for gw in com.gateways]
 
 
+AUDIT_HEAD = "anju/audit/head"  # backend/audit_anchor.py publishes it
+
+
 def backend_rules(
     reg: Registry,
     *,
@@ -94,7 +97,8 @@ def backend_rules(
 ) -> list[Rule]:
     """The backend broker's rules: workers everything under ``anju/``, an operator the gateways'
     remote configuration, viewers every alert, gateways their own ``anju/gw/<id>/`` topics,
-    subscribers their own alert prefix."""
+    subscribers their own alert prefix; viewers and subscribers also the audit chain's head
+    (``AUDIT_HEAD``, retained), to keep as witnesses."""
     rules = [Rule(u, "readwrite", "anju/#") for u in backend_users]
     for u in operators:
         rules += [
@@ -102,7 +106,8 @@ def backend_rules(
             Rule(u, "read", "anju/gw/+/config/result"),
             Rule(u, "read", "anju/gw/+/state"),
         ]
-    rules += [Rule(u, "read", "anju/alerts/#") for u in viewers]
+    for u in viewers:
+        rules += [Rule(u, "read", "anju/alerts/#"), Rule(u, "read", AUDIT_HEAD)]
     for g in gateway_ids(reg):
         rules += [
             Rule(g, "write", f"anju/gw/{g}/up"),
@@ -113,9 +118,8 @@ def backend_rules(
             Rule(g, "write", f"anju/gw/{g}/config/result"),
         ]
     for audience, scope in subscribers(reg):
-        rules.append(
-            Rule(subscriber_user(audience, scope), "read", f"anju/alerts/{audience}/{scope}/#")
-        )
+        u = subscriber_user(audience, scope)
+        rules += [Rule(u, "read", f"anju/alerts/{audience}/{scope}/#"), Rule(u, "read", AUDIT_HEAD)]
     return rules
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from anju.acl import write_broker_files
+from anju.registry import load_registry
 from anju.servers import PrivateMosquitto
 from backend.api import AppState, create_app
 from backend.audit import Anchor, seal_v2
@@ -32,6 +35,7 @@ from backend.db.migrate import migrate
 from backend.metrics import BackendMetrics
 from backend.store import AlertStore
 from tests.support import eventually
+from tests.test_acl import Client, _clear_and_hash
 from tests.test_audit_chain import cli, save_all, story
 
 H = "ab" * 32
@@ -170,3 +174,35 @@ async def test_the_anchor_task_follows_the_head(db_url: str, tmp_path: Path) -> 
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+
+
+@pytest.mark.integration
+def test_subscribers_may_keep_the_head_as_witnesses(tmp_path: Path, city_file: Path) -> None:
+    """The registry's ACLs let a department read the retained ``anju/audit/head``."""
+    out = tmp_path / "acl"
+    write_broker_files(load_registry(city_file), out)
+    users = _clear_and_hash(out / "backend.passwd")
+    broker = PrivateMosquitto(
+        tmp_path / "b",
+        name="secured",
+        password_file=out / "backend.passwd",
+        acl_file=out / "backend.acl",
+    ).start()
+    clients: list[Client] = []
+    try:
+        backend = Client(broker.port, "anju-backend", users["anju-backend"])
+        clients.append(backend)
+        assert backend.connected.wait(5)
+        head = f'{{"n":1,"hash":"{H}","at":"2026-11-28T00:00:00.000Z"}}'.encode()
+        backend.c.publish(HEAD_TOPIC, head, qos=1, retain=True).wait_for_publish(5)
+        fire = Client(broker.port, "fire.330402", users["fire.330402"])
+        clients.append(fire)
+        fire.sub(HEAD_TOPIC)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not fire.got:
+            time.sleep(0.05)
+        assert fire.got[:1] == [HEAD_TOPIC]
+    finally:
+        for c in clients:
+            c.close()
+        broker.stop()
