@@ -26,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from anju.errors import AnjuError
 from anju.registry import CityIndex, load_registry, sample_registry_path
 from anju.servers import PrivateMosquitto, PrivatePostgres, _die_with_parent, free_port
+from gateway.adapters.demo import DemoAdapters
 
 SAMPLE_SCENARIO = Path(__file__).parent / "data" / "scenarios" / "demo.yaml"
 _SEV_COLOUR = {"critical": "\033[1;31m", "major": "\033[33m", "minor": "\033[36m", "info": ""}
@@ -203,6 +204,8 @@ def run_demo(opts: DemoOptions) -> int:
             b = PrivateMosquitto(data / "mqtt-lan" / gw_id, name=f"LAN broker of {gw_id}")
             servers.append(b)
             lan[gw_id] = b.start().url
+        # Devices reached through the gateways' adapters (GB/T 26875.3, Modbus; docs/adapters.md)
+        adapters = DemoAdapters.plan(city, free_port)
 
         api_port = free_port()
         backend = children.start(
@@ -233,6 +236,7 @@ def run_demo(opts: DemoOptions) -> int:
                 "uplink": {"url": uplink.url},
                 "outbox": {"path": str(data / "gateways" / gw_id / "outbox.sqlite3")},
                 "devices": [d.id for d in city.gateway_devices(gw_id)],
+                **adapters.sections(gw_id),
             }
             cfg_path.write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False))
             children.start(f"gateway-{gw_id}", _anju("gateway", "run", "--config", str(cfg_path)))
@@ -245,6 +249,7 @@ def run_demo(opts: DemoOptions) -> int:
             "lan_mqtt": lan,
             "database": db_url,
             "data_dir": str(data),
+            "gbt26875": adapters.endpoints(),
         }
         print(json.dumps(endpoints, ensure_ascii=False), flush=True)
         print(
@@ -258,12 +263,15 @@ def run_demo(opts: DemoOptions) -> int:
         )
         _show_open_alerts(f"http://127.0.0.1:{api_port}/api/alerts?open_only=true", view)
         if opts.simulators:
-            sim = ["simulate", "--registry", str(registry_path)]
+            fleet = adapters.fleet_registry(registry_path, data / "registry-mqtt-devices.yaml")
+            sim = ["simulate", "--registry", str(fleet)]
             for gw_id, url in lan.items():
                 sim += ["--lan", f"{gw_id}={url}"]
             scenario = opts.scenario or SAMPLE_SCENARIO
             sim += ["--scenario", str(scenario.resolve()), "--time-scale", str(opts.time_scale)]
             children.start("simulators", _anju(*sim))
+            for name, argv in adapters.simulators():
+                children.start(name, argv)
 
         deadline = None if opts.duration_s is None else time.monotonic() + opts.duration_s
         while not stop.is_set():
@@ -283,7 +291,7 @@ def run_demo(opts: DemoOptions) -> int:
         # Devices first, then the backend, then the gateways: a demo that ends is not an
         # outage, so the backend is not there to raise gateway.offline for it. (Whatever the
         # gateways still hold stays in their outboxes for the next run.)
-        children.stop(["simulators"], timeout=3)
+        children.stop([n for n in children.procs if n.startswith("simulators")], timeout=3)
         children.stop(["backend"], timeout=3)
         children.stop([n for n in children.procs if n.startswith("gateway-")], timeout=3)
         if view is not None:

@@ -22,7 +22,8 @@ Component actions (``fire``, ``fault``, ``disabled``, ``supervisory``, ``start``
 ``component_type``; ``component_addr``; ``text``) and report its status word (unit 2);
 ``normal`` clears its bits. ``system_power_fault`` (``power``: main, backup, bus) reports the
 system status (unit 1). ``reset`` reports a reset operation (unit 4) and clears every bit.
-``analog`` reports a value (unit 3). ``drop_link`` closes the connection and stays silent for
+``analog`` reports a value (unit 3), and again with every heartbeat. ``drop_link`` closes the
+connection and stays silent for
 ``for_s`` seconds.
 
 ``python -m device_simulators.uitd --connect tcp://HOST:PORT --source HEX12 --scenario NAME``
@@ -220,6 +221,7 @@ class Uitd:
         self.heartbeat_s = heartbeat_s
         self.status: dict[tuple[int, int, int, int], int] = {}
         self.system: dict[tuple[int, int], int] = {}
+        self.analog: dict[tuple[int, int, int, int, int], Step] = {}  # sent again each heartbeat
 
     def apply(self, s: Step) -> None:
         now = self.c.now()
@@ -227,6 +229,8 @@ class Uitd:
             self.c.close()
             return
         if s.action == "analog":
+            key = (s.system_type, s.system_addr, s.component_type, s.component_addr, s.analog_type)
+            self.analog[key] = s
             obj = ComponentAnalog(
                 s.system_type, s.system_addr, s.component_type, s.component_addr,
                 s.analog_type, s.value, now,
@@ -275,6 +279,8 @@ class Uitd:
             if now >= silent_until and now >= next_beat:
                 next_beat = now + self.heartbeat_s
                 self.c.report(None)
+                for a in list(self.analog.values()):
+                    self.apply(a)
             if self.c.sock is not None:
                 try:
                     self.c.poll()
