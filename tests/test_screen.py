@@ -8,6 +8,7 @@ go to ``test-artifacts/screens/``."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,6 +30,8 @@ SMOKE_2 = "jx-nh-0001-smoke-3-0801"
 SMOKE_XZ = "jx-xz-0001-smoke-2-0101"
 PRESSURE = "jx-nh-0001-wp-1"
 GW_XZ = "gw-jx-xz-0001-a"
+LIVE = re.compile(r"(^|\s)live(\s|$)")  # the body's classes
+NOT_LIVE = re.compile(r"(^|\s)not-live(\s|$)")
 
 
 def city_with_pressure(city_file: Path, tmp_path: Path) -> Path:
@@ -67,7 +70,7 @@ async def log_in(page: Page, port: int, token: str, tab: str = "alerts") -> None
 
 
 async def live(page: Page) -> None:
-    await expect(page.locator("body")).to_have_class("live", timeout=15_000)
+    await expect(page.locator("body")).to_have_class(LIVE, timeout=15_000)
     await expect(page.locator("#banner")).to_be_hidden()
 
 
@@ -120,7 +123,7 @@ async def test_fire_alarm_sounds_is_acknowledged_and_the_page_rides_out_a_restar
 
         # The backend is gone: the page says so, loudly, and does not look like "all clear".
         await expect(page.locator("#banner")).to_be_visible(timeout=15_000)
-        await expect(page.locator("body")).to_have_class("not-live")
+        await expect(page.locator("body")).to_have_class(NOT_LIVE)
         await expect(page.locator("#empty")).to_contain_text("没有数据")
         await page.wait_for_function("window.anjuAlarm.lost", timeout=10_000)
         await snap(page, "control-room-not-live")

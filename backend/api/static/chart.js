@@ -27,7 +27,9 @@ function drawChart(host, points, opts) {
   const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img" });
   host.replaceChildren(svg);
   if (!points.length) return svg;
-  const t0 = points[0].t.getTime(), t1 = points[points.length - 1].t.getTime();
+  // The x axis spans the requested range (opts.start, opts.end), not just the data.
+  const t0 = opts.start ? opts.start.getTime() : points[0].t.getTime();
+  const t1 = opts.end ? opts.end.getTime() : points[points.length - 1].t.getTime();
   let lo = Math.min(...points.map((p) => p.min)), hi = Math.max(...points.map((p) => p.max));
   if (opts.limit != null) { lo = Math.min(lo, opts.limit); hi = Math.max(hi, opts.limit); }
   const pad = (hi - lo) * 0.08 || 1;
@@ -38,10 +40,9 @@ function drawChart(host, points, opts) {
     svg.append(svgEl("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "grid" }));
     svg.append(svgEl("text", { x: L - 10, y: y(v) + 6, class: "tick", "text-anchor": "end" }, String(v)));
   }
-  const nx = Math.min(8, points.length);
-  for (let i = 0; i < nx; i++) {
-    const p = points[Math.round((i * (points.length - 1)) / Math.max(1, nx - 1))];
-    svg.append(svgEl("text", { x: x(p.t.getTime()), y: H - 20, class: "tick", "text-anchor": "middle" }, opts.fmtTime(p.t)));
+  for (let i = 0; i <= 6; i++) {
+    const at = t0 + ((t1 - t0) * i) / 6;
+    svg.append(svgEl("text", { x: x(at), y: H - 20, class: "tick", "text-anchor": i === 0 ? "start" : i === 6 ? "end" : "middle" }, opts.fmtTime(new Date(at))));
   }
   if (points.some((p) => p.max !== p.min)) {
     const up = points.map((p) => `${x(p.t.getTime())},${y(p.max)}`);

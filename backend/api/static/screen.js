@@ -275,7 +275,7 @@ function renderAlerts() {
       el("td", { class: "where" }, `${a.community_name} · ${a.location || (a.building ? a.building + t("building") : a.device_id)}`),
       el("td", { class: "state state-" + a.state }, pair(STATE, a.state)),
       el("td", { class: "told" }, chips(a)),
-      el("td", { class: "time" }, fmtTime(a.occurred_at)),
+      el("td", { class: "time", title: `${t("occurred")} ${fmtTime(a.occurred_at)}` }, fmtTime(a.raised_at)),
       el("td", { class: "age", "data-since": a.raised_at }, ""),
       el("td", { class: "deadline" }, ""),
       el("td", {}, a.state !== "resolved" && !ackedByMe(a)
@@ -395,6 +395,7 @@ async function openDetail(id, fetchAudit) {
   if (!a) return;
   const body = $("detail-body");
   $("detail").hidden = false;
+  document.body.classList.add("detail-open");
   const todo = TODO[a.type] || TODO[a.type.split(".")[0]];
   const note = el("textarea", { id: "ack-note", rows: "2", placeholder: t("note") });
   const by = el("input", { id: "ack-by", value: store.getItem("anju.by") || "", placeholder: t("by"), size: "10", oninput: (e) => store.setItem("anju.by", e.target.value) });
@@ -424,8 +425,9 @@ async function openDetail(id, fetchAudit) {
     el("h3", {}, t("evidence")), el("p", { class: "sentence", id: "sentence" }, sentence(a)),
     el("dl", {},
       el("dt", {}, t("device")), el("dd", {}, `${pair(KIND, a.device_kind)} ${a.device_id}`),
-      el("dt", {}, t("location")), el("dd", {}, `${a.community_name} · ${a.building ? a.building + t("building") + " · " : ""}${a.location || ""}`),
-      el("dt", {}, t("col_time")), el("dd", {}, fmtTime(a.occurred_at)),
+      el("dt", {}, t("location")), el("dd", {}, [a.community_name, a.building ? a.building + t("building") : "", a.location || ""].filter(Boolean).join(" · ")),
+      el("dt", {}, t("occurred")), el("dd", {}, fmtTime(a.occurred_at)),
+      el("dt", {}, t("col_time")), el("dd", {}, fmtTime(a.raised_at)),
       el("dt", {}, t("col_told")), el("dd", {}, chips(a))),
     el("h3", {}, t("todo")), el("p", { class: "todo" }, todo ? todo[zh() ? 0 : 1] : "—"),
     note, actions, err,
@@ -445,7 +447,7 @@ async function refreshAudit(id) {
     if (S.selected === id && !$("detail").hidden) fillAudit(lastAudit.entries);
   } catch (e) { const ol = $("timeline"); if (ol) ol.replaceChildren(el("li", { class: "error" }, e.message)); }
 }
-function closeDetail() { $("detail").hidden = true; }
+function closeDetail() { $("detail").hidden = true; document.body.classList.remove("detail-open"); }
 
 // ---- communities (a schematic, not a map) ---------------------------------------------------
 async function loadCommunities() {
@@ -464,7 +466,7 @@ function renderSchematic() {
       blds.append(el("div", { class: "bld " + cls, title: `${b.online}/${b.total} ${t("online")}` }, el("b", {}, b.id || "·"), `${b.online}/${b.total}`));
     }
     const gws = el("div", {}, ...c.gateways.map((g) => el("span", { class: "gw " + (g.online === false ? "off" : g.online ? "on" : "") },
-      `${g.online === false ? "⛔" : "●"} ${g.id} · ${t("last_contact")} ${g.last_contact ? fmtDur(Date.now() - Date.parse(g.last_contact)) : t("never")}${g.outbox_depth != null ? " · " + t("outbox") + " " + g.outbox_depth : ""} `)));
+      `${g.online === false ? "✖" : "●"} ${g.id} · ${t("last_contact")} ${g.last_contact ? fmtDur(Date.now() - Date.parse(g.last_contact)) : t("never")}${g.outbox_depth != null ? " · " + t("outbox") + " " + g.outbox_depth : ""} `)));
     const d = c.devices;
     frag.append(el("div", { class: "com" + (crit ? " alerting" : ""), "data-id": c.id, tabindex: "0", onclick: () => loadDevices(c), onkeydown: (e) => { if (e.key === "Enter") loadDevices(c); } },
       el("div", { class: "name" }, c.name, mine.length ? el("span", { class: "chip" }, `${mine.length} ${t("open_alerts")}`) : null),
@@ -548,7 +550,7 @@ async function drawSelected() {
   const limit = d && limitKey && d.params[limitKey] != null ? Number(d.params[limitKey]) : null;
   $("chart-source").textContent = `${t("chart_source")}: ${t(r.source)} · ${fmtDur(bucket * 1000)}`;
   $("chart").dataset.source = r.source;
-  drawChart($("chart"), pts, { limit, limitLabel: t("limit"), fmtTime: span > 86400 ? fmtShort : (x) => `${pad2(x.getHours())}:${pad2(x.getMinutes())}` });
+  drawChart($("chart"), pts, { start, end, limit, limitLabel: t("limit"), fmtTime: span > 86400 ? fmtShort : (x) => `${pad2(x.getHours())}:${pad2(x.getMinutes())}` });
   if (!pts.length) { $("chart-stats").textContent = t("no_points"); return; }
   const avg = pts.reduce((s, p) => s + p.avg, 0) / pts.length;
   $("chart-stats").textContent = `${pair(METRIC, metric)} · ${t("latest")} ${+pts[pts.length - 1].avg.toFixed(3)} · ${t("min")} ${+Math.min(...pts.map((p) => p.min)).toFixed(3)} · ${t("max")} ${+Math.max(...pts.map((p) => p.max)).toFixed(3)} · ${t("avg")} ${+avg.toFixed(3)}`;
