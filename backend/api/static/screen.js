@@ -25,6 +25,7 @@ const S = {
   elevators: [],
   devices: [],
   started: false,
+  checks: 0,
 };
 const SEV_RANK = { critical: 0, major: 1, minor: 2, info: 3 };
 const PAGE_ROWS = 200;
@@ -205,6 +206,9 @@ async function watchdog() {
   if (!S.started || S.refused) return;
   try {
     await api("/api/status/me");
+    // Once a minute, reload the list anyway: the stream drops the oldest change for a client
+    // that falls 256 behind (anju_alert_live_dropped_total); this is how such a screen heals.
+    if (S.live && ++S.checks % 6 === 0) await reload();
   } catch (e) {
     if (e instanceof ApiError && (e.status === 401 || e.status === 403)) return setRefused(e.status);
     if (S.live) { setLive(false); if (S.es) S.es.close(); S.es = null; scheduleReconnect(); }
