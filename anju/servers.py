@@ -213,7 +213,9 @@ class PrivateMosquitto:
 
 
 class PrivatePostgres:
-    """A PostgreSQL cluster of our own in ``data_dir``, TCP on 127.0.0.1 only, trust auth.
+    """A PostgreSQL cluster of our own in ``data_dir``, TCP on 127.0.0.1 only, trust auth;
+    TimescaleDB preloaded when the binaries have it (``timescaledb``: None decides so, unless
+    ``ANJU_PG_TIMESCALE=off``; True insists; False never), ``self.timescaledb`` says which.
 
     PostgreSQL refuses to run as root; when we are root it runs as the system's ``postgres``
     user (which owns the data folder).

@@ -262,9 +262,14 @@ async def _load_history(pg_url: str, n: int, mode: StorageMode) -> dict[str, Any
         if mode is StorageMode.PLAIN:
             await conn.execute("ANALYZE readings_hourly_mat")
             await conn.execute("ANALYZE readings_daily_mat")
-        else:
-            await conn.execute("ANALYZE readings_hourly")
-            await conn.execute("ANALYZE readings_daily")
+        else:  # the continuous aggregates' materialisation hypertables
+            cur = await conn.execute(
+                "SELECT format('%I.%I', materialization_hypertable_schema,"
+                " materialization_hypertable_name)"
+                " FROM timescaledb_information.continuous_aggregates"
+            )
+            for (rel,) in await cur.fetchall():
+                await conn.execute(f"ANALYZE {rel}".encode())
         total = await (await conn.execute("SELECT count(*) FROM readings")).fetchone()
     return {"now": now, "stored": int(total[0]) if total else 0}
 
