@@ -29,8 +29,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from itertools import product
 from typing import Any, Final
 
@@ -169,7 +171,7 @@ def _v1_readings(jsonb_text: str) -> Iterable[str]:
         v = int(t)
         if abs(v) >= 10**16:  # Python writes such floats as 1e+16: jsonb as digits
             f = float(t)
-            if f == v and abs(f) != float("inf"):
+            if math.isfinite(f) and Decimal(repr(f)) == Decimal(t):
                 return either(v, f)
         return v
 

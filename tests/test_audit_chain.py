@@ -12,6 +12,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from psycopg_pool import AsyncConnectionPool
 
 from anju.contract import Audience
@@ -272,14 +274,50 @@ async def test_a_bulk_load_is_sealed_by_rule_v2(db_url: str) -> None:
 
 def test_check_chain_without_a_database() -> None:
     """Pure: the v1 readings of numbers jsonb rewrote, and every problem of a chain."""
-    e = {"v": -0.0, "w": 1e16, "x": [0.0, 1]}
+    e = {"v": -0.0, "w": 1e16, "x": [0.0, 1], "y": 1.2345678901234568e20}
     h1 = sha(GENESIS, v1_text(e))
-    stored = '{"v": 0.0, "w": 10000000000000000, "x": [0.0, 1]}'  # jsonb's text of it
+    # jsonb's text of it
+    stored = '{"v": 0.0, "w": 10000000000000000, "x": [0.0, 1], "y": 123456789012345680000}'
     assert check_chain([(1, V1, GENESIS, h1, stored)]).ok
-    assert not check_chain([(1, V1, GENESIS, h1, '{"v": 0.0, "w": 1, "x": [0.0, 1]}')]).ok
+    assert not check_chain([(1, V1, GENESIS, h1, stored.replace("[0.0, 1]", "[0.0, 2]"))]).ok
     t = "[1]"
     rows = [(1, V2, GENESIS, sha(GENESIS, t), t), (2, V2, "x", "y", t), (4, V2, "y", "z", t)]
     r = check_chain(rows, rules=[(V2, 0)])
     # Entry 2: its link and its content; entry 4 only its content (a gap in n alone is no
     # problem: a refused insert uses up a number).
     assert [p.n for p in r.problems] == [2, 2, 4] and r.head == 4
+
+
+_chars = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")  # storable
+_numbers = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([-0.0, 0.0, 1e16, -1e16, 1e22, 1.5e-07, 2.0**53, 1e300]),
+)
+_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), _numbers, st.text(_chars, max_size=8)),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(_chars, max_size=4), inner, max_size=4)
+    ),
+    max_leaves=10,  # below V1_MAX_AMBIGUOUS numbers in one entry
+)
+
+
+@pytest.mark.integration
+def test_rule_v1_verifies_from_what_jsonb_kept(db_url: str) -> None:
+    """Property: whatever Python hashed by rule v1, the verifier finds it again from the text
+    PostgreSQL gives back for the stored jsonb (at most ``V1_MAX_AMBIGUOUS`` ambiguous numbers:
+    the strategy stays below)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+
+        @settings(max_examples=200, deadline=None, database=None)
+        @given(st.dictionaries(st.text(_chars, max_size=6), _values, max_size=1))
+        def check(entry: dict[str, Any]) -> None:
+            text = v1_text(entry)
+            row = conn.execute("SELECT %s::jsonb::text", (text,)).fetchone()
+            assert row is not None
+            h = sha(GENESIS, text)
+            assert check_chain([(1, V1, GENESIS, h, row[0])]).ok, (text, row[0])
+
+        check()
