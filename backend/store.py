@@ -200,11 +200,11 @@ class AlertStore:
         return None if row is None else dict(row[0])
 
     async def audit_of(self, alert_id: str) -> list[dict[str, Any]]:
-        """The audit entries of one alert, oldest first, with their hashes."""
+        """The audit entries of one alert, oldest first, with their hashes and hash rules."""
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
-                "SELECT n, at, action, actor, entry, prev_hash, hash FROM alert_audit"
+                "SELECT n, at, action, actor, entry, prev_hash, hash, hash_v FROM alert_audit"
                 " WHERE alert_id = %s ORDER BY n",
                 (alert_id,),
             )
