@@ -4,11 +4,13 @@ written out by hand from the standard's layout, property tests, and the mapping'
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.adapters import gbt_tables as T
+from gateway.adapters.fuzz import STREAMS, check
 from gateway.adapters.gbt26875 import (
     ComponentAnalog,
     ComponentConfig,
@@ -343,3 +345,9 @@ def test_impossible_unit_times_fall_back_to_the_gateway_clock() -> None:
         st_.records(DataUnit(1, (SystemStatus(1, 1, 3, bad),)), rx_ms=RX, clock_trusted=True)
     )
     assert out[0]["ts"] == RX and out[0]["gt"] is True
+
+
+@settings(max_examples=100, deadline=None)
+@given(STREAMS)
+def test_the_fuzz_target_holds(example: Any) -> None:
+    check(example)  # anju fuzz gbt26875 runs the same property for as long as asked
