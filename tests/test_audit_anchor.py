@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from anju.acl import write_broker_files
 from anju.registry import load_registry
-from anju.servers import PrivateMosquitto
+from anju.servers import PrivateMosquitto, free_port
 from backend.api import AppState, create_app
 from backend.audit import Anchor, seal_v2
 from backend.audit_anchor import (
@@ -31,8 +31,10 @@ from backend.audit_anchor import (
     parse_anchor,
     read_anchors,
 )
+from backend.config import BackendSettings
 from backend.db.migrate import migrate
 from backend.metrics import BackendMetrics
+from backend.service import Backend
 from backend.store import AlertStore
 from tests.support import eventually
 from tests.test_acl import Client, _clear_and_hash
@@ -206,3 +208,45 @@ def test_subscribers_may_keep_the_head_as_witnesses(tmp_path: Path, city_file: P
         for c in clients:
             c.close()
         broker.stop()
+
+
+@pytest.mark.integration
+async def test_the_backend_anchors_its_chain_and_verifies_against_it(
+    db_url: str, broker: PrivateMosquitto, city_file: Path, tmp_path: Path
+) -> None:
+    """``ANJU_AUDIT_ANCHOR_FILE`` wired in the service: at start the head is anchored in the
+    file and retained on the broker, and the API verifies against the file."""
+    migrate(db_url)
+    await save_all(db_url, story())
+    path = tmp_path / "anchors" / "audit.jsonl"
+    port = free_port()
+    settings = BackendSettings(
+        database_url=db_url,
+        mqtt_url=broker.url,
+        registry=city_file,
+        api_port=port,
+        audit_anchor_file=path,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(Backend(settings).run(stop), name="backend-under-test")
+    try:
+        await eventually(lambda: path.exists() and bool(read_anchors(path)), 30, "an anchor")
+        [anchor] = read_anchors(path)
+        assert anchor.n == 6
+        async with aiomqtt.Client("127.0.0.1", broker.port) as witness:
+            await witness.subscribe(HEAD_TOPIC, qos=1)
+            msg = await asyncio.wait_for(anext(witness.messages), 10)
+        assert isinstance(msg.payload, bytes) and parse_anchor(msg.payload.decode()) == anchor
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            for _ in range(100):  # the API may still be starting
+                try:
+                    v = (await http.get("/api/alerts/audit/verify")).json()
+                    break
+                except httpx.ConnectError:
+                    await asyncio.sleep(0.1)
+            else:
+                pytest.fail("the backend's API did not answer within 10 s")
+        assert (v["ok"], v["entries"], v["anchors"], v["broken"]) == (True, 6, 1, []), v
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
