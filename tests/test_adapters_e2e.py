@@ -5,22 +5,39 @@ backend; alerts on the departments' topics."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import yaml
 
 from anju.errors import ConfigError
 from anju.registry import CityIndex, load_registry
-from anju.servers import PrivateMosquitto
+from anju.servers import PrivateMosquitto, free_port
 from device_simulators.modbus_elevator import ModbusElevator
 from device_simulators.uitd import Step, Uitd, UitdClient
 from gateway import Gateway, GatewayConfig
 from gateway.adapters.fromregistry import gbt_section, modbus_section
+from gateway.adapters.gbt26875 import (
+    ComponentStatus,
+    DataUnit,
+    Frame,
+    Time,
+    deframe,
+    encode_description,
+    encode_frame,
+    encode_unit,
+)
 from gateway.adapters.modbus_map import load_map
 from tests.support import Subscriber, eventually, running_backend
 
@@ -261,3 +278,146 @@ def test_a_register_map_with_an_error_is_refused_at_start(tmp_path: Path) -> Non
     msg = str(err.value)
     assert f"{bad}:4: points.1: Value error, unknown elevator metric 'flor'" in msg
     assert f"{bad}:5: points.2: Value error, door needs an 'enum'" in msg
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class _GatewayProcess:
+    """``python -m anju gateway run --config FILE`` as a child process."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.argv = [sys.executable, "-m", "anju", "gateway", "run", "--config", str(config)]
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+class _PipeliningUitd:
+    """Sends numbered fire reports (one component each), up to 32 unconfirmed; on a lost link
+    reconnects and sends every unconfirmed frame again, byte for byte (as a UITD resends)."""
+
+    def __init__(self, port: int, n: int) -> None:
+        self.port = port
+        self.frames = {
+            s: encode_frame(
+                Frame(s, 2, bytes.fromhex(SOURCE), bytes(6), encode_unit(_fire_unit(s)), T0)
+            )
+            for s in range(1, n + 1)
+        }
+        self.confirmed: set[int] = set()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set() and len(self.confirmed) < len(self.frames):
+            try:
+                self._session()
+            except OSError:
+                time.sleep(0.2)
+
+    def _session(self) -> None:
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+        s.settimeout(0.2)
+        sent: set[int] = set()
+        buf = bytearray()
+        try:
+            while not self.stop.is_set() and len(self.confirmed) < len(self.frames):
+                todo = [k for k in sorted(self.frames) if k not in self.confirmed and k not in sent]
+                room = 32 - len(sent - self.confirmed)
+                if todo and room > 0:
+                    batch = todo[:room]
+                    s.sendall(b"".join(self.frames[k] for k in batch))
+                    sent.update(batch)
+                try:
+                    chunk = s.recv(65536)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    raise ConnectionResetError("closed")
+                buf += chunk
+                items, used = deframe(buf)
+                del buf[:used]
+                self.confirmed.update(
+                    f.serial for f in items if isinstance(f, Frame) and f.command == 3
+                )
+        finally:
+            s.close()
+
+
+T0 = Time(5, 4, 10, 28, 11, 26)
+
+
+def _fire_unit(addr: int) -> DataUnit:
+    return DataUnit(2, (ComponentStatus(1, 1, 40, addr, 0b11, encode_description("烟感"), T0),))
+
+
+def _panel_fires(db_url: str) -> list[int]:
+    with psycopg.connect(db_url) as conn:
+        try:
+            rows = conn.execute(
+                "SELECT (data->>'component_addr')::int FROM events"
+                " WHERE device_id = %s AND type = 'fire'",
+                (PANEL,),
+            ).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return []
+    return [int(r[0]) for r in rows]
+
+
+async def test_a_gateway_killed_between_receipt_and_confirm_loses_and_doubles_nothing(
+    db_url: str,
+    broker: PrivateMosquitto,
+    lan_broker: PrivateMosquitto,
+    city_file: Path,
+    tmp_path: Path,
+) -> None:
+    path = city_with_adapters(city_file, tmp_path)
+    city = CityIndex(load_registry(path))
+    port = free_port()
+    doc = gateway_config(
+        city, lan_broker, broker, tmp_path, gbt26875=gbt_section(city, GW, port=port)
+    ).model_dump(mode="json", exclude_none=True)
+    cfg_file = tmp_path / "gateway.yaml"
+    cfg_file.write_text(yaml.safe_dump(doc))
+    gw = _GatewayProcess(cfg_file, tmp_path / "gateway.log")
+    n = 600
+    uitd = _PipeliningUitd(port, n)
+    sender = threading.Thread(target=uitd.run, name="uitd")
+    gw.start()
+    try:
+        async with running_backend(db_url, broker, path):
+            sender.start()
+            await eventually(lambda: len(uitd.confirmed) >= 100, 60, "the first confirms")
+            gw.kill()  # frames in flight: received, some committed, none confirmed yet
+            assert len(uitd.confirmed) < n, "the kill came too late to test anything"
+            gw.start()
+            await eventually(lambda: len(uitd.confirmed) == n, 120, "every frame confirmed")
+            await eventually(lambda: len(_panel_fires(db_url)) >= n, 90, "every fire stored")
+            await asyncio.sleep(1.0)  # anything stored twice would have landed by now
+            got = _panel_fires(db_url)
+            assert sorted(got) == list(range(1, n + 1))
+    finally:
+        uitd.stop.set()
+        if sender.is_alive():
+            sender.join(10)
+        gw.stop()
