@@ -72,9 +72,10 @@ CREATE TABLE sv_alert (
     false_alarm        boolean NOT NULL,
     resolved_by        text
 );
-CREATE INDEX sv_alert_day_property ON sv_alert (day, property_org);
-CREATE INDEX sv_alert_day_community ON sv_alert (day, community_id);
-CREATE INDEX sv_alert_day_maintenance ON sv_alert (day, maintenance_org)
+CREATE INDEX sv_alert_by_day ON sv_alert (day);
+CREATE INDEX sv_alert_property_day ON sv_alert (property_org, day);
+CREATE INDEX sv_alert_community_day ON sv_alert (community_id, day);
+CREATE INDEX sv_alert_maintenance_day ON sv_alert (maintenance_org, day)
     WHERE maintenance_org IS NOT NULL;
 CREATE INDEX sv_alert_open ON sv_alert (alert_id) WHERE resolved_at IS NULL;
 
