@@ -99,6 +99,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    try:
+        from anju import fuzz
+    except ImportError as exc:
+        raise AnjuError(f"{exc.name} is not installed: pip install 'anju[dev]'") from exc
+    if args.name not in fuzz.TARGETS:
+        known = ", ".join(fuzz.TARGETS)
+        raise AnjuError(f"no fuzz target called {args.name!r}; available: {known}")
+    figures = fuzz.run(args.name, minutes=args.minutes, db_url=args.db)
+    print(
+        json.dumps(
+            {
+                "target": args.name,
+                "examples": figures.examples,
+                "failures": figures.failures,
+                "seconds": figures.seconds,
+                "failed": figures.failed,
+            },
+            ensure_ascii=False,
+        )
+    )
+    return 1 if figures.failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     import backend.cli
     import device_simulators.cli
@@ -137,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--quick", action="store_true", help="a small run that checks it works")
     bn.add_argument("--db", help="measure this PostgreSQL database instead of a private server")
     bn.set_defaults(func=cmd_bench)
+
+    fz = sub.add_parser("fuzz", help="property-based fuzzing of a boundary for N minutes")
+    fz.add_argument("name", help="uplink, ingest, rules (and others registered in anju/fuzz.py)")
+    fz.add_argument("--minutes", type=float, default=2.0)
+    fz.add_argument("--db", help="PostgreSQL to use (default: a private one, removed after)")
+    fz.set_defaults(func=cmd_fuzz)
 
     r = sub.add_parser("registry", help="registries").add_subparsers(dest="sub", required=True)
     rc = r.add_parser("check", help="validate a registry file")
