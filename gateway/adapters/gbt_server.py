@@ -80,6 +80,7 @@ class UitdServer:
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
         self._conns: set[_Connection] = set()
+        self._panel_states: dict[bytes, PanelState] = {}
         self._lock = threading.Lock()
         self._serial = 0
         self._accept: threading.Thread | None = None
@@ -107,6 +108,17 @@ class UitdServer:
             conns = list(self._conns)
         for c in conns:
             c.join(5)
+
+    def panel_state(self, source: bytes, binding: Binding) -> PanelState | None:
+        """The UITD's component states, kept across its reconnections (so that a status
+        repeated after a reconnection is not a new edge); at most 256 unknown UITDs."""
+        with self._lock:
+            st = self._panel_states.get(source)
+            if st is None:
+                if len(self._panel_states) >= len(self.bindings) + 256:
+                    return None
+                st = self._panel_states[source] = PanelState(binding)
+            return st
 
     def next_serial(self) -> int:
         with self._lock:
@@ -275,7 +287,9 @@ class _Connection(threading.Thread):
             binding = Binding(f"uitd-{source.hex()}", self.srv.cfg.utc_offset_min)
         if len(self.states) >= 16:
             return None  # one connection speaking for many addresses: not a UITD
-        st = PanelState(binding)
+        st = self.srv.panel_state(source, binding)
+        if st is None:
+            return None
         self.states[source] = st
         self.next_sync[source] = 0.0
         log.info("UITD %s (%s) connected from %s", source.hex(), binding.device_id, self.peer)
