@@ -149,5 +149,9 @@ async def test_status_routes_are_scoped_and_follow_what_was_received(
         assert [a["by"] for a in r.json()["acks"]] == ["greentown", "李 (root)"]
         [c] = await get("greentown", "/api/status/communities")
         assert c["open_alerts"] == 2  # the fire and the smoke detector's low battery
+        [c] = await get("fire-nh", "/api/status/communities")
+        assert c["open_alerts"] == 2  # a smoke detector's health goes to the brigade too
+        [c] = await get("market-nh", "/api/status/communities")
+        assert c["open_alerts"] == 0  # neither was sent to market supervision
         [e] = await get("market-nh", "/api/status/elevators")
         assert e["open_alerts"] == []  # the fire is not the elevator's

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from fastapi import APIRouter, HTTPException, Query
+from psycopg.types.json import Jsonb
 
 from anju.contract import FIRE_KINDS, Audience
 from anju.registry import CityIndex, DeviceInfo
@@ -173,12 +174,24 @@ async def _gateways(state: StateDep, ids: list[str]) -> dict[str, dict[str, Any]
     return out
 
 
-async def _open_alert_counts(state: StateDep, community_ids: list[str]) -> dict[str, int]:
+def _sent_to(who: Principal) -> tuple[str, list[Any]]:
+    """SQL (and its arguments) keeping the alerts sent to ``who``'s audience and scope."""
+    if who.admin:
+        return "", []
+    return " AND payload -> 'audiences' @> %s", [
+        Jsonb([{"audience": who.audience, "scope": who.scope or ""}])
+    ]
+
+
+async def _open_alert_counts(
+    state: StateDep, who: Principal, community_ids: list[str]
+) -> dict[str, int]:
+    sent, args = _sent_to(who)
     async with state.store.pool.connection() as conn:
         cur = await conn.execute(
             "SELECT community_id, count(*) FROM alerts WHERE state <> 'resolved'"
-            " AND community_id = ANY(%s) GROUP BY 1",
-            (community_ids,),
+            " AND community_id = ANY(%s)" + sent + " GROUP BY 1",
+            [community_ids, *args],
         )
         return {r[0]: int(r[1]) for r in await cur.fetchall()}
 
@@ -186,7 +199,7 @@ async def _open_alert_counts(state: StateDep, community_ids: list[str]) -> dict[
 @router.get("/communities")
 async def communities(state: StateDep, who: PrincipalDep) -> list[dict[str, Any]]:
     """Each visible community with its buildings (device counts by status, low batteries), its
-    gateways (online, last contact) and its number of open alerts (all audiences)."""
+    gateways (online, last contact) and its number of open alerts sent to the caller."""
     city = _city(state)
     devices = visible_devices(who, city)
     by_com: dict[str, list[DeviceInfo]] = defaultdict(list)
@@ -199,7 +212,7 @@ async def communities(state: StateDep, who: PrincipalDep) -> list[dict[str, Any]
     rows = await _device_rows(state, [d.id for d in devices])
     offline = await _offline_alerts(state, [d.id for d in devices])
     gws = await _gateways(state, gw_ids)
-    counts = await _open_alert_counts(state, [c.id for c in coms])
+    counts = await _open_alert_counts(state, who, [c.id for c in coms])
     orgs = {o.id: o.name for o in city.registry.organisations}
     out = []
     for c in coms:
@@ -300,10 +313,11 @@ async def elevators(
             },
         )
         latest = await cur.fetchall()
+        sent, args = _sent_to(who)
         cur = await conn.execute(
             "SELECT device_id, id::text, type, severity, state FROM alerts"
-            " WHERE state <> 'resolved' AND device_id = ANY(%s) ORDER BY raised_at",
-            (ids,),
+            " WHERE state <> 'resolved' AND device_id = ANY(%s)" + sent + " ORDER BY raised_at",
+            [ids, *args],
         )
         open_rows = await cur.fetchall()
     values: dict[str, dict[str, Any]] = defaultdict(dict)
