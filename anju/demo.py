@@ -41,6 +41,7 @@ class DemoOptions:
     duration_s: float | None = None
     db_url: str | None = None
     time_scale: float = 1.0
+    history_days: int = 0  # a generated past for the supervision pages (issue 15)
 
 
 class _Children:
@@ -196,6 +197,10 @@ def run_demo(opts: DemoOptions) -> int:
             pg = PrivatePostgres(data / "postgres")
             servers.append(pg)
             db_url = pg.start().url()
+        if opts.history_days > 0:
+            from backend.supervision.history import fill_for_demo
+
+            print(f"anju demo: {fill_for_demo(db_url, city, opts.history_days)}", file=sys.stderr)
         uplink = PrivateMosquitto(data / "mqtt-uplink", name="uplink broker")
         servers.append(uplink)
         uplink.start()
