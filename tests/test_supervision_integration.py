@@ -220,3 +220,27 @@ async def test_a_published_month_is_kept_and_recomputes_the_same(
     ]  # fmt: skip
     assert again == first
     assert all(r["ruleset_sha256"] == rules.sha256 for r in kept)
+
+
+def test_demo_history_fills_once_publishes_and_keeps_the_chain(db_url: str) -> None:
+    from backend.supervision.history import fill_for_demo
+
+    city = CityIndex(load_registry(sample_registry_path()))
+    line = fill_for_demo(db_url, city, 12)
+    assert line.startswith("history: ") and "months published" in line
+    assert fill_for_demo(db_url, city, 12).startswith("history: kept the")
+
+    async def check() -> None:
+        async with AsyncConnectionPool(db_url, min_size=1, max_size=1, open=False) as pool:
+            assert (await AlertStore(pool).verify_audit()).ok
+            async with pool.connection() as conn:
+                cur = await conn.execute("SELECT count(DISTINCT month) FROM sv_credit")
+                row = await cur.fetchone()
+                assert row is not None and row[0] >= 1
+                cur = await conn.execute("SELECT count(*) FROM alerts WHERE state <> 'resolved'")
+                row = await cur.fetchone()
+                assert row == (0,)  # the past ends resolved: the backend starts on a clean book
+
+    import asyncio
+
+    asyncio.run(check())
