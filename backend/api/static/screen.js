@@ -401,7 +401,11 @@ async function openDetail(id, fetchAudit) {
   $("detail").hidden = false;
   document.body.classList.add("detail-open");
   const todo = TODO[a.type] || TODO[a.type.split(".")[0]];
-  const note = el("textarea", { id: "ack-note", rows: "2", placeholder: t("note") });
+  // A change of the alert redraws the panel: keep the note being typed (and its focus).
+  const old = $("ack-note");
+  const keep = old && old.dataset.id === id ? { text: old.value, focus: document.activeElement === old } : null;
+  const note = el("textarea", { id: "ack-note", rows: "2", placeholder: t("note"), "data-id": id });
+  if (keep) note.value = keep.text;
   const by = el("input", { id: "ack-by", value: store.getItem("anju.by") || "", placeholder: t("by"), size: "10", oninput: (e) => store.setItem("anju.by", e.target.value) });
   const err = el("p", { class: "error", id: "detail-error" });
   const actions = el("div", { class: "actions" }, el("label", {}, t("by") + " ", by));
@@ -436,6 +440,7 @@ async function openDetail(id, fetchAudit) {
     el("h3", {}, t("todo")), el("p", { class: "todo" }, todo ? todo[zh() ? 0 : 1] : "—"),
     note, actions, err,
     el("h3", {}, t("timeline")), ol);
+  if (keep && keep.focus) note.focus();
   if (fetchAudit !== false) await refreshAudit(id);
   else if (lastAudit.id === id) fillAudit(lastAudit.entries);
 }
