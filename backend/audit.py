@@ -175,7 +175,10 @@ def _v1_readings(jsonb_text: str) -> Iterable[str]:
                 return either(v, f)
         return v
 
-    doc = json.loads(jsonb_text, parse_float=parse_float, parse_int=parse_int)
+    try:
+        doc = json.loads(jsonb_text, parse_float=parse_float, parse_int=parse_int)
+    except (ValueError, RecursionError):  # an entry Python cannot have written: none holds
+        return
     k = len(alts)
     choices = product((0, 1), repeat=k) if k <= V1_MAX_AMBIGUOUS else iter([(0,) * k])
     for choice in choices:

@@ -280,6 +280,9 @@ def test_check_chain_without_a_database() -> None:
     stored = '{"v": 0.0, "w": 10000000000000000, "x": [0.0, 1], "y": 123456789012345680000}'
     assert check_chain([(1, V1, GENESIS, h1, stored)]).ok
     assert not check_chain([(1, V1, GENESIS, h1, stored.replace("[0.0, 1]", "[0.0, 2]"))]).ok
+    # Entries Python cannot have written (edited in the database) are reported, not raised.
+    for odd in ('{"v": 1' + "0" * 5000 + "}", "[" * 5000 + "]" * 5000):
+        assert not check_chain([(1, V1, GENESIS, h1, odd)]).ok
     t = "[1]"
     rows = [(1, V2, GENESIS, sha(GENESIS, t), t), (2, V2, "x", "y", t), (4, V2, "y", "z", t)]
     r = check_chain(rows, rules=[(V2, 0)])
