@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from anju.errors import AnjuError
+from backend.supervision import cli as supervision_cli
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -178,3 +179,5 @@ def register(sub: Any) -> None:
     )
     av.add_argument("--json", action="store_true", help="print the report as one JSON object")
     av.set_defaults(func=cmd_verify_audit)
+
+    supervision_cli.register(sub)  # issue 15

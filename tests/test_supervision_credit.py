@@ -114,3 +114,14 @@ def test_scorecard_lines_with_trend() -> None:
     ]
     [bad] = scorecard(figs(trapped=1, ack_p90_s=301), [], rules)
     assert not bad["passed"] and [x["passed"] for x in bad["lines"]] == [False, False]
+
+
+def test_check_rules_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from anju.cli import main
+
+    assert main(["supervision", "check-rules"]) == 0
+    assert "anju-default" in capsys.readouterr().out
+    f = tmp_path / "rules.yaml"
+    f.write_text(RULES.replace("per: 3, cap: 9", "per: 3, cap: nine"), encoding="utf-8")
+    assert main(["supervision", "check-rules", str(f)]) == 2
+    assert f"{f}:4: lines.0.cap" in capsys.readouterr().err
