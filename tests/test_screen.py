@@ -120,6 +120,11 @@ async def test_fire_alarm_sounds_is_acknowledged_and_the_page_rides_out_a_restar
             [ack] = a["acks"]
             assert ack["audience"] == "property" and ack["by"] == "王 (greentown)"
             assert ack["note"] == "保安已出发"
+            # Muting shows (per screen); the next new critical alert ends it (below).
+            await page.keyboard.press("Escape")
+            await page.keyboard.press("m")
+            await expect(page.locator("#mute")).to_have_class("muted")
+            await expect(page.locator("#mute")).to_contain_text("已静音")
 
         # The backend is gone: the page says so, loudly, and does not look like "all clear".
         await expect(page.locator("#banner")).to_be_visible(timeout=15_000)
@@ -136,6 +141,9 @@ async def test_fire_alarm_sounds_is_acknowledged_and_the_page_rides_out_a_restar
             await expect(page.locator("#rows tr.critical.flash")).to_have_count(1, timeout=15_000)
             await expect(page.locator("#rows tr.acknowledged")).to_have_count(1)
             await page.wait_for_function("!window.anjuAlarm.lost", timeout=5_000)
+            await page.wait_for_function(
+                "!window.anjuAlarm.muted && window.anjuAlarm.playing", timeout=5_000
+            )
             await snap(page, "control-room-caught-up")
 
 

@@ -26,6 +26,7 @@ const S = {
   devices: [],
   started: false,
   checks: 0,
+  loadedOnce: false,
 };
 const SEV_RANK = { critical: 0, major: 1, minor: 2, info: 3 };
 const PAGE_ROWS = 200;
@@ -225,13 +226,15 @@ async function reload() {
     if (a.state === "resolved" || seen.has(id)) continue;
     try { upsert(await api("/api/alerts/" + id), false); } catch (e) { S.alerts.delete(id); }
   }
+  S.loadedOnce = true;
   renderAlerts();
 }
 function upsert(a, live) {
   const before = S.alerts.get(a.id);
   if (before && Date.parse(before.updated_at) > Date.parse(a.updated_at)) return;
   S.alerts.set(a.id, a);
-  if (!before && live && needsAlarm(a) && anjuAlarm.muted) setMuted(false); // a new critical alert ends a mute
+  // A critical alert new to this screen (live, or found by a reload after a gap) ends a mute.
+  if (!before && S.loadedOnce && needsAlarm(a) && anjuAlarm.muted) setMuted(false);
   if (!before && needsAlarm(a)) setTimeout(soundTick, 0);
   if (S.selected === a.id && !$("detail").hidden) openDetail(a.id, false);
   scheduleRender();
