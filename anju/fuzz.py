@@ -40,6 +40,7 @@ TARGETS: Final = {
     "ingest": ("backend.fuzzing", "the ingest writer against a real PostgreSQL"),
     "rules": ("backend.fuzzing_rules", "the rules and the alert store against a real PostgreSQL"),
     "gbt26875": ("gateway.adapters.fuzz", "the GB/T 26875.3 codec and mapping, pure"),
+    "lan": ("gateway.fuzz", "the gateway's LAN decoder into a real outbox (SQLite)"),
 }
 
 GW: Final = "gw-c0"

@@ -15,6 +15,10 @@ array, as the contract allows).
 - ``peak_rss_mb``: the gateway's peak resident memory (``VmHWM`` in ``/proc``), over both runs.
 - ``cpu_s_per_1k_readings``: the gateway's CPU time (user + system) per 1,000 readings during
   the sustained run.
+- ``cpu_s_per_1k_single``: the same measure when devices send one reading per message, paced
+  at 2,000 messages per second (``SINGLE_RATE``), the pattern of devices (and adapters) that
+  report each reading on its own: what batching by time is for. The gateway's CPU time from
+  the first publish to the last confirmation, per 1,000 readings.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from anju.uplink import ack_topic, decode_batch, encode_ack, record_body
 from gateway.outbox import TELEMETRY, Outbox
 
 GW = "gw-bench"
+SINGLE_RATE = 2_000  # single-reading messages per second
 DEVICES = [f"bench-dev-{i:03d}" for i in range(50)]
 REPO = Path(__file__).resolve().parents[1]
 
@@ -160,6 +165,49 @@ def _sustained(lan: PrivateMosquitto, acker: Acker, readings: int, pid: int) -> 
     return readings / elapsed, cpu / (readings / 1000)
 
 
+def _single(lan: PrivateMosquitto, acker: Acker, seconds: float, pid: int) -> tuple[float, int]:
+    """Paced single-reading messages: (gateway CPU-s per 1,000 readings, readings sent)."""
+    n = int(SINGLE_RATE * seconds)
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-single-devices")
+    pub.max_inflight_messages_set(200)
+    pub.connect("127.0.0.1", lan.port)
+    pub.loop_start()
+    ts = int(time.time() * 1000)
+    payloads = [
+        (
+            f"anju/dev/{DEVICES[i % len(DEVICES)]}/telemetry",
+            json.dumps({"ts": ts + i, "metrics": {"floor": i % 18, "door": "closed"}}),
+        )
+        for i in range(n)
+    ]
+    with acker.lock:
+        start_confirmed = acker.confirmed
+    tick = 0.01  # publish each 10 ms what the rate allows
+    per_tick = SINGLE_RATE * tick
+    cpu0 = _cpu_s(pid)
+    t0 = time.perf_counter()
+    last = None
+    sent = 0
+    k = 0
+    while sent < n:
+        k += 1
+        due = min(n, int(k * per_tick))
+        while sent < due:
+            topic, body = payloads[sent]
+            last = pub.publish(topic, body, qos=1)
+            sent += 1
+        sleep = t0 + k * tick - time.perf_counter()
+        if sleep > 0:
+            time.sleep(sleep)
+    assert last is not None
+    last.wait_for_publish(60)
+    _wait(lambda: acker.confirmed - start_confirmed >= n, 120, "the single-reading run")
+    cpu = _cpu_s(pid) - cpu0
+    pub.disconnect()
+    pub.loop_stop()
+    return cpu / (n / 1000), n
+
+
 def _fill(path: Path, n: int) -> None:
     ob = Outbox(path)
     ts = int(time.time() * 1000)
@@ -185,6 +233,7 @@ def _fill(path: Path, n: int) -> None:
 
 def run(*, quick: bool) -> dict[str, Any]:
     sustained_n = 20_000 if quick else 300_000
+    single_s = 5.0 if quick else 15.0
     backlog_n = 20_000 if quick else 1_000_000
     with tempfile.TemporaryDirectory(prefix="anju-bench-gw-") as d:
         tmp = Path(d)
@@ -216,6 +265,7 @@ def run(*, quick: bool) -> dict[str, Any]:
             procs.append(gw)
             _wait(lambda: _ready(status), 30, "the gateway")
             rate, cpu_per_1k = _sustained(lan, acker, sustained_n, gw.pid)
+            cpu_single, single_n = _single(lan, acker, single_s, gw.pid)
             hwm = _hwm_mb(gw.pid)
             gw.terminate()
             gw.wait(30)
@@ -242,6 +292,9 @@ def run(*, quick: bool) -> dict[str, Any]:
         "replay_1m_s": round(replay_s * 1_000_000 / backlog_n, 2),
         "peak_rss_mb": round(hwm, 1),
         "cpu_s_per_1k_readings": round(cpu_per_1k, 4),
+        "cpu_s_per_1k_single": round(cpu_single, 4),
+        "readings_single": single_n,
+        "single_messages_per_s": SINGLE_RATE,
         "readings_sustained": sustained_n,
         "readings_replayed": backlog_n,
         "readings_per_message": 10,

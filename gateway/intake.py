@@ -47,6 +47,7 @@ from anju.backoff import backoff
 from anju.uplink import record_body
 from gateway.clock import SystemClock
 from gateway.config import GatewayConfig
+from gateway.lanclient import LanClient
 from gateway.metrics import GatewayMetrics
 from gateway.mqttclient import configure
 from gateway.outbox import EVENTS, LANE_NAMES, TELEMETRY, Incoming, Outbox
@@ -97,13 +98,14 @@ class LanIntake:
         self._linger_s = cfg.outbox.commit_linger_ms / 1000
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._urgent = threading.Event()  # an event or a status was queued: no lingering
         self._log_budget: dict[str, tuple[int, int]] = {}
         gw = cfg.gateway_id
         self._committer = threading.Thread(
             target=self._commit_loop, name=f"gw-{gw}-commit", daemon=True
         )
         self._network = threading.Thread(target=self._lan_loop, name=f"gw-{gw}-lan", daemon=True)
-        c = mqtt.Client(
+        c = LanClient(
             CallbackAPIVersion.VERSION2,
             client_id=f"anju-{gw}-lan",
             protocol=mqtt.MQTTv311,
@@ -188,6 +190,8 @@ class LanIntake:
         while True:  # waits when full: back-pressure, nothing dropped
             try:
                 self._queue.put(pending, timeout=1.0)
+                if pending.urgent:
+                    self._urgent.set()
                 return
             except queue.Full:
                 self.progress.beat("intake")  # waiting on the committer, whose mark counts
@@ -270,10 +274,11 @@ class LanIntake:
                     deadline = now + self._linger_s
                 if now >= deadline:
                     break
-                try:
-                    nxt = self._queue.get(timeout=deadline - now)
-                except queue.Empty:
-                    break
+                # Sleep out the linger (not woken by each message that arrives meanwhile),
+                # unless an event arrives: then at once.
+                if self._urgent.wait(deadline - now):
+                    self._urgent.clear()
+                continue
             if nxt is None:
                 return group, True
             group.append(nxt)
@@ -294,6 +299,7 @@ class LanIntake:
                 first = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
+            self._urgent.clear()
             if first is None:
                 break
             group, stopping = self._gather(first)
@@ -327,8 +333,7 @@ class LanIntake:
                 self._reject(
                     Rejected(None, "unstorable", "the outbox refused it"), p.payload, p.rx_ms
                 )
-            if p.qos > 0:
-                self.client.ack(p.incoming.mid, p.qos)
+        self.client.ack_many(p.incoming.mid for p in refused if p.qos > 0)
         return True
 
     def _commit(self, group: list[_Pending]) -> None:
@@ -346,9 +351,7 @@ class LanIntake:
                 delay = next(delays)
                 log.error("cannot store in the outbox (%s); again in %.1f s", exc, delay)
                 time.sleep(delay)
-        for p in group:
-            if p.qos > 0:
-                self.client.ack(p.incoming.mid, p.qos)
+        self.client.ack_many(p.incoming.mid for p in group if p.qos > 0)  # one write
         if res.duplicates:
             self.metrics.lan_duplicates.inc(res.duplicates)
         if res.dropped:

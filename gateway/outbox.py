@@ -181,19 +181,22 @@ class Outbox:
         with self._lock:
             db.execute("BEGIN IMMEDIATE")
             try:
+                seen: dict[int, bytes] = {}  # lan_seen rows of this group, in order
+                rows: list[tuple[int, str, str, int, int, str | None, int | None, str | None]] = []
                 for m in msgs:
                     if m.digest is not None:
                         if m.dup:
-                            row = db.execute(
-                                "SELECT digest FROM lan_seen WHERE mid = ?", (m.mid,)
-                            ).fetchone()
-                            if row is not None and bytes(row[0]) == m.digest:
+                            earlier = seen.get(m.mid)
+                            if earlier is None:
+                                row = db.execute(
+                                    "SELECT digest FROM lan_seen WHERE mid = ?", (m.mid,)
+                                ).fetchone()
+                                earlier = None if row is None else bytes(row[0])
+                            if earlier == m.digest:
                                 dups += 1
                                 continue
-                        db.execute(
-                            "INSERT OR REPLACE INTO lan_seen (mid, digest) VALUES (?, ?)",
-                            (m.mid, m.digest),
-                        )
+                        seen.pop(m.mid, None)
+                        seen[m.mid] = m.digest
                     for lane, body in m.items:
                         dev = None
                         if lane == EVENTS:
@@ -201,15 +204,25 @@ class Outbox:
                             share = dev_added.setdefault(dev, [0, 0])
                             share[0] += 1
                             share[1] += len(body.encode())
-                        cur = db.execute(
-                            "INSERT INTO records (lane, boot, body, created_ms, untimed, kboot,"
-                            " clk_off, dev) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            (lane, boot, body, now_ms, untimed, kboot, off, dev),
-                        )
-                        assert cur.lastrowid is not None
-                        seqs.append(cur.lastrowid)
+                        rows.append((lane, boot, body, now_ms, untimed, kboot, off, dev))
                         added[lane] += 1
-                        last_seq[lane] = cur.lastrowid
+                if seen:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO lan_seen (mid, digest) VALUES (?, ?)",
+                        seen.items(),
+                    )
+                if rows:
+                    # One statement for the group. Inside this transaction nobody else
+                    # writes, so AUTOINCREMENT gives the rows consecutive sequence numbers.
+                    db.executemany(
+                        "INSERT INTO records (lane, boot, body, created_ms, untimed, kboot,"
+                        " clk_off, dev) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                    last = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+                    seqs = list(range(last - len(rows) + 1, last + 1))
+                    for row, seq in zip(rows, seqs, strict=True):
+                        last_seq[row[0]] = seq
                 evicted = self._enforce_device_shares(dev_added) if dev_added else {}
                 dropped = self._enforce_budget()
                 db.execute("COMMIT")

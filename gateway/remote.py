@@ -14,6 +14,9 @@ the running configuration. The gateway:
    (atomically; the previous file is kept as ``<file>.prev``);
 5. publishes the result, retained, on ``anju/gw/{gw}/config/result``:
    ``{"version": N, "ok": true|false, "error": ..., "ts": ms}``.
+
+The payload is read within bounds (``MAX_CONFIG_BYTES``, ``anju.canonical``: nesting, numbers,
+strings); anything else is refused and reported like an invalid configuration, never raised.
 """
 
 from __future__ import annotations
@@ -30,9 +33,12 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from anju import canonical
+from anju.canonical import InputError
 from gateway.config import GatewayConfig
 
 log = logging.getLogger("anju.gateway.remote")
+MAX_CONFIG_BYTES = 64 * 1024
 _FIXED = (("gateway_id",), ("outbox", "path"))
 
 
@@ -85,9 +91,9 @@ def parse_remote(
 ) -> RemoteRequest | RemoteResult | None:
     """A valid request, a refusal to report, or None (nothing to do). Pure."""
     try:
-        doc = json.loads(payload)
-    except ValueError as exc:
-        return RemoteResult(0, False, f"not JSON: {exc}")
+        doc = canonical.clean(canonical.loads(payload, max_bytes=MAX_CONFIG_BYTES))
+    except InputError as exc:
+        return RemoteResult(0, False, f"not a configuration ({exc.reason}): {exc.detail}")
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
         return RemoteResult(0, False, 'expected {"version": N, "config": {...}}')
     version = doc.get("version")

@@ -13,6 +13,7 @@ payload raises past ``decode_device_message``.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Container
 from dataclasses import dataclass
@@ -81,11 +82,29 @@ class _Invalid(Exception):
         self.detail = detail
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+# One decoder, built once (``json.loads`` with options builds one per call). Numbers are not
+# bounded by the parser on this fast path: the validators below bound every number they keep.
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _parse_json(payload: bytes) -> Any:
+    """The parsed payload; what cannot be parsed is explained by ``anju.canonical.loads``
+    (the bounded parser), whose reason becomes the rejection's."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise _Invalid("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
-        return canonical.loads(payload, max_bytes=MAX_PAYLOAD_BYTES)
+        return _DECODER.decode(payload.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
+        pass
+    try:
+        canonical.loads(payload, max_bytes=MAX_PAYLOAD_BYTES)
     except InputError as exc:
         raise _Invalid(exc.reason, exc.detail) from exc
+    raise _Invalid("bad_json", "not parseable")  # (the two parsers agree: not reached)
 
 
 def _what(v: Any) -> str:
@@ -131,11 +150,11 @@ def _metric_value(name: str, v: Any) -> bool | int | float | str:
         return v
     if isinstance(v, int):
         if abs(v) > 2**53:
-            raise _Invalid("bad_metric", f"{name}: integer out of range")
+            raise _Invalid("bad_number", f"{name}: integer out of range")
         return v
     if isinstance(v, float):
         if not math.isfinite(v):
-            raise _Invalid("bad_metric", f"{name}: not a finite number")
+            raise _Invalid("bad_number", f"{name}: not a finite number")
         return v + 0.0  # -0.0 becomes 0.0
     if isinstance(v, str):
         if len(v) > MAX_STRING_LEN:

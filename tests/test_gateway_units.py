@@ -8,10 +8,12 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from anju import canonical
+from anju.canonical import InputError
 from anju.errors import ConfigError
 from anju.uplink import (
     COMPRESSED,
@@ -25,8 +27,9 @@ from anju.uplink import (
     up_topic,
 )
 from gateway.config import GatewayConfig, OutboxConfig, load_gateway_config
+from gateway.link import parse_ack
 from gateway.metrics import GatewayMetrics
-from gateway.outbox import EVENTS, TELEMETRY, ClockStamp, Incoming, Outbox
+from gateway.outbox import EVENTS, TELEMETRY, ClockStamp, Incoming, Outbox, read_depth
 from gateway.remote import RemoteRequest, RemoteResult, merge, parse_remote, save_config
 from gateway.sdnotify import Notifier
 from gateway.sender import Sender
@@ -272,6 +275,39 @@ def test_redelivered_lan_message_is_stored_once(tmp_path: Path) -> None:
     ob.close()
 
 
+def event_of(dev: str, i: int, pad: int = 0) -> str:
+    return json.dumps(
+        {"d": dev, "k": "e", "ts": 1, "rx": 1, "e": "alarm", "x": {"i": i, "p": "x" * pad}}
+    )
+
+
+def test_a_flooding_device_evicts_only_its_own_oldest_events(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    ob = Outbox(path, device_events_max=100, device_event_bytes_max=64 * 1024)
+    quiet = ob.append("b", [(EVENTS, event_of("quiet", 0))], 1).seqs
+    for start in range(0, 1000, 50):
+        res = ob.append("b", [(EVENTS, event_of("loud", i)) for i in range(start, start + 50)], 2)
+        assert set(res.dropped_events) <= {"loud"}
+    assert ob.device_events("loud") == 100 and ob.device_events("quiet") == 1
+    rows = ob.read(EVENTS, 0, 1000)
+    assert rows[0][0] == quiet[0]
+    assert [json.loads(r[2])["x"]["i"] for r in rows[1:]] == list(range(900, 1000))
+    assert ob.depth().events == 101 and ob.depth().dropped_events == {"loud": 900}
+    # The byte share: big events of one device make room by its own oldest.
+    ob.append("b", [(EVENTS, event_of("big", i, pad=10_000)) for i in range(20)], 3)
+    assert ob.device_events("big") == 6  # 6 x ~10 KiB within 64 KiB
+    # Confirmation frees the share; a restart reads the shares back.
+    ob.confirm([r[0] for r in ob.read(EVENTS, 0, 1000)[:51]])
+    assert ob.device_events("loud") == 50 and ob.device_events("quiet") == 0
+    ob.close()
+    again = Outbox(path, device_events_max=100, device_event_bytes_max=64 * 1024)
+    assert again.device_events("loud") == 50 and again.device_events("big") == 6
+    assert again.depth().dropped_events == {"big": 14, "loud": 900}
+    assert again.depth().events == again.lane_depth(EVENTS) == 56
+    again.close()
+    assert read_depth(path).dropped_events == {"big": 14, "loud": 900}
+
+
 # ---- the sender ---------------------------------------------------------------------------
 
 
@@ -342,6 +378,46 @@ def test_sender_paces_telemetry(tmp_path: Path) -> None:
     ob.close()
 
 
+def test_sender_lingers_for_live_telemetry_but_never_for_events(tmp_path: Path) -> None:
+    ob, s, sent, clock = make_sender(tmp_path, replay_rate=0, send_linger_ms=50, batch_max=100)
+    ob.append("b", [(TELEMETRY, body_of(1))], 1)
+    pause = s.pump(publisher(sent))
+    assert sent == [] and 0 < pause <= 0.05  # one reading waits for company
+    ev = ob.append("b", [(EVENTS, body_of(2, "e"))], 1).seqs
+    s.pump(publisher(sent))
+    assert sent == [ev]  # an event goes at once
+    clock.t += 0.02
+    more = ob.append("b", [(TELEMETRY, body_of(i)) for i in range(3, 6)], 1).seqs
+    s.pump(publisher(sent))
+    assert len(sent) == 1
+    clock.t += 0.031
+    s.pump(publisher(sent))
+    assert len(sent) == 2 and sent[1][-3:] == more and len(sent[1]) == 4
+    # A full batch does not wait.
+    full = ob.append("b", [(TELEMETRY, body_of(i)) for i in range(100)], 1).seqs
+    s.pump(publisher(sent))
+    assert sent[2] == full
+    ob.close()
+
+
+def test_sender_caps_a_batch_by_bytes(tmp_path: Path) -> None:
+    ob, s, sent, _clock = make_sender(
+        tmp_path, replay_rate=0, send_linger_ms=0, batch_bytes_max=64 * 1024
+    )
+    big = record_body(
+        device_id="d",
+        kind="t",
+        ts=RX,
+        rx=RX,
+        gateway_timed=False,
+        payload={"m": {"s": "x" * 20_000}},
+    )
+    ob.append("b", [(TELEMETRY, big)] * 10, 1)
+    s.pump(publisher(sent))
+    assert [len(b) for b in sent] == [3, 3, 3, 1]
+    ob.close()
+
+
 def test_sender_holds_telemetry_but_never_events(tmp_path: Path) -> None:
     ob, s, sent, _clock = make_sender(tmp_path, replay_rate=0)
     ob.append("b", [(TELEMETRY, body_of(1))], 1)
@@ -378,6 +454,21 @@ def test_compressed_garbage_and_bombs_are_rejected() -> None:
         assert exc.reason == "bad_compression"
     else:
         raise AssertionError("a decompression bomb was accepted")
+
+
+def test_acks_are_read_within_bounds() -> None:
+    assert parse_ack(b'{"seqs": [1, 2, 3]}') == [1, 2, 3]
+    for bad in (
+        b'{"seqs": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+        b'{"seqs": [' + b"9" * 5_000 + b"]}",
+        b'{"seqs": [' + b"1," * 60_000 + b"1]}",
+        b'{"seqs": ["1"]}',
+        b'{"seqs": 3}',
+        b"\xff",
+        b"[" + b" " * (2 << 20) + b"]",
+    ):
+        with pytest.raises(InputError):
+            parse_ack(bad)
 
 
 @given(st.lists(st.integers(min_value=0, max_value=2**62), max_size=50))
@@ -431,6 +522,14 @@ def test_remote_config_is_validated_merged_and_versioned(tmp_path: Path) -> None
     assert parse_remote(ok.config, b'{"version": 3, "config": {}}') is None  # not newer
     assert parse_remote(cur, b'{"version": 6, "config": {}}', rejected_version=6) is None
     assert isinstance(parse_remote(cur, b"nope"), RemoteResult)
+    # Bounded: deep nesting, huge numbers and oversized payloads are refused, never raised.
+    for payload in (
+        b'{"version": 7, "config": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+        b'{"version": 7, "config": {"outbox": {"window": ' + b"9" * 5_000 + b"}}}",
+        b'{"version": 7, "config": {"x": "' + b"a" * 70_000 + b'"}}',
+    ):
+        refused = parse_remote(cur, payload)
+        assert isinstance(refused, RemoteResult) and not refused.ok
     assert merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
 
 
