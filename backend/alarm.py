@@ -32,7 +32,7 @@ import concurrent.futures as cf
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiomqtt
 from psycopg_pool import AsyncConnectionPool
@@ -47,6 +47,7 @@ from backend.ingest import Ingest
 from backend.metrics import BackendMetrics
 from backend.mqtt import uplink_client
 from backend.store import AlertStore
+from backend.tasks import supervised
 
 log = logging.getLogger("anju.alarm")
 
@@ -133,15 +134,17 @@ class AlarmLane:
             if self._stop.is_set():
                 return
             async with asyncio.TaskGroup() as tg:
-                keeper = tg.create_task(self.keeper.run(), name="alert-keeper")
-                writer = tg.create_task(
-                    self.ingest.run_lane("e", self._committed), name="ingest-events"
-                )
+
+                def task(name: str, run: Callable[[], Awaitable[object]]) -> asyncio.Task[None]:
+                    return tg.create_task(supervised(name, run, self.metrics), name=name)
+
+                keeper = task("alert-keeper", self.keeper.run)
+                writer = task("ingest-events", lambda: self.ingest.run_lane("e", self._committed))
                 cancel = [
-                    tg.create_task(self._session(), name="mqtt-events"),
-                    tg.create_task(self._acknowledge(), name="events-acks"),
-                    tg.create_task(self.states.run(), name="rule-state-writer"),
-                    tg.create_task(self.delivery.marks(), name="delivery-marks"),
+                    task("mqtt-events", self._session),
+                    task("events-acks", self._acknowledge),
+                    task("rule-state-writer", self.states.run),
+                    task("delivery-marks", self.delivery.marks),
                 ]
                 await stop_wait
                 log.info("alarm lane stopping")

@@ -16,7 +16,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 
 import aiomqtt
 import psycopg
@@ -33,7 +33,6 @@ from backend.alerting.desk import waited
 from backend.alerting.feed import RuleFeed
 from backend.api import AppState, create_app
 from backend.api.deps import Tokens
-from backend.audit_anchor import AuditAnchor, mqtt_publisher
 from backend.config import BackendSettings, load_alerting
 from backend.db.maintenance import run_maintenance
 from backend.db.migrate import migrate, parse_storage
@@ -43,6 +42,7 @@ from backend.ingest import Ingest
 from backend.metrics import BackendMetrics
 from backend.mqtt import uplink_client
 from backend.store import AlertStore, Pending
+from backend.tasks import supervised
 from backend.webhooks import Webhooks
 
 log = logging.getLogger("anju.backend")
@@ -189,28 +189,26 @@ class Backend:
         await self.webhooks.resume()
         alarm.go(self.desk)
         async with asyncio.TaskGroup() as tg:
+
+            def task(
+                name: str, run: Callable[[], Awaitable[object]], *, recover: bool = False
+            ) -> asyncio.Task[None]:
+                coro = supervised(name, run, self.metrics, recover=recover)
+                return tg.create_task(coro, name=name)
+
+            snapshot_s = s.state_snapshot_ms / 1000
             tasks = [
-                tg.create_task(api.serve(), name="api"),
-                tg.create_task(self._mqtt_sessions(), name="mqtt-session"),
-                tg.create_task(self.ingest.run_lane("t", self.feed.committed), name="ingest"),
-                tg.create_task(self.feed.run(), name="rules"),
-                tg.create_task(self.feed.acknowledge(), name="rules-acks"),
-                tg.create_task(self._ticks(), name="alert-timers"),
-                tg.create_task(self.desk.snapshots(s.state_snapshot_ms / 1000), name="alert-state"),
-                tg.create_task(self.webhooks.run(), name="webhooks"),
-                tg.create_task(
-                    run_maintenance(pool, registry=self.metrics.registry),
-                    name="storage-maintenance",
-                ),
-                tg.create_task(self._loop_lag(), name="loop-lag"),
-                tg.create_task(self._watch(alarm), name="alarm-lane"),
-                # The audit chain's head, to the anchor file and anju/audit/head (issue 10).
-                tg.create_task(
-                    AuditAnchor(
-                        pool, s.audit_anchor_file, mqtt_publisher(lambda: self.client)
-                    ).run(),
-                    name="audit-anchor",
-                ),
+                task("api", api.serve),
+                task("mqtt-session", self._mqtt_sessions),
+                task("ingest", lambda: self.ingest.run_lane("t", self.feed.committed)),
+                task("rules", self.feed.run),
+                task("rules-acks", self.feed.acknowledge),
+                task("alert-timers", self._ticks, recover=True),
+                task("alert-state", lambda: self.desk.snapshots(snapshot_s), recover=True),
+                task("webhooks", self.webhooks.run),
+                task("storage-maintenance", lambda: run_maintenance(pool), recover=True),
+                task("loop-lag", self._loop_lag, recover=True),
+                task("alarm-lane", lambda: self._watch(alarm)),
             ]
             # Everything built so far lives as long as the process: out of the garbage
             # collector's way (a full collection over the registry and every device's
