@@ -33,6 +33,7 @@ const I18N = {
     ago_s: "秒", ago_m: "分", ago_h: "小时", ago_d: "天", never: "从未",
     ack_failed: "确认失败", resolve_failed: "解除失败", choose_audience: "选择代表的接收方",
     all_acked: "所有接收方均已确认", nobody: "—", more: "还有未显示的警报：",
+    no_elevators: "此令牌范围内没有电梯", no_communities: "此令牌范围内没有社区",
   },
   en: {
     app: "anju · Control room", dept_app: "anju · Department console",
@@ -68,6 +69,7 @@ const I18N = {
     ack_failed: "Acknowledge failed", resolve_failed: "Resolve failed",
     choose_audience: "choose the audience", all_acked: "every audience has acknowledged", nobody: "—",
     more: "More alerts not shown:",
+    no_elevators: "No elevators in this token's scope", no_communities: "No communities in this token's scope",
   },
 };
 

@@ -463,7 +463,7 @@ function closeDetail() { $("detail").hidden = true; document.body.classList.remo
 
 // ---- communities (a schematic, not a map) ---------------------------------------------------
 async function loadCommunities() {
-  try { S.communities = await api("/api/status/communities"); renderSchematic(); } catch (e) { if (e.status === 401) setRefused(401); }
+  try { S.communities = await api("/api/status/communities"); S.communitiesLoaded = true; renderSchematic(); } catch (e) { if (e.status === 401) setRefused(401); }
 }
 function renderSchematic() {
   const open = [...S.alerts.values()].filter((a) => a.state !== "resolved");
@@ -489,6 +489,7 @@ function renderSchematic() {
         el("span", { class: d.low_battery ? "bad" : "" }, `${t("low_battery")} ${d.low_battery}`)),
       gws));
   }
+  if (S.communitiesLoaded && !S.communities.length) frag.append(el("p", { class: "none" }, t("no_communities")));
   $("schematic").replaceChildren(frag);
 }
 async function loadDevices(c) {
@@ -522,6 +523,7 @@ function renderElevators() {
       el("div", { class: "facts" + (stale ? " stale" : "") }, stale ? `${t("last_contact")} ${e.ts ? fmtTime(e.ts) : t("never")}` : fmtTime(e.ts)),
       el("div", { class: "facts", style: "grid-column: 1 / -1" }, ...alerts.map((a) => el("span", { class: "chip acked", style: "border-color: var(--crit); background: #3a0000; color: #fff" }, a.title ? titleOf(a) : a.type)))));
   }
+  if (!S.elevators.length) frag.append(el("p", { class: "none" }, t("no_elevators")));
   $("elevators").replaceChildren(frag);
 }
 
