@@ -151,13 +151,18 @@ def serve(cfg: GatewayConfig, stop: threading.Event, *, config_path: Path | None
         trial = Gateway(request.config)
         ok = threading.Event()
         result: list[RemoteRequest | None] = []
+        failed: list[BaseException] = []
 
         def run_trial(
             t: Gateway = trial,
             until: threading.Event = ok,
             out: list[RemoteRequest | None] = result,
+            err: list[BaseException] = failed,
         ) -> None:
-            out.append(t.run(stop, until=until))
+            try:
+                out.append(t.run(stop, until=until))
+            except BaseException as exc:  # re-raised below: the process must not exit 0
+                err.append(exc)
 
         # The trial runs for real; if its uplink comes up in time it simply continues.
         thread = threading.Thread(target=run_trial, name="gateway-config-trial", daemon=True)
@@ -170,11 +175,15 @@ def serve(cfg: GatewayConfig, stop: threading.Event, *, config_path: Path | None
             log.info("remote configuration %d applied", request.version)
             cfg = request.config
             thread.join()  # runs until stop, or until a further configuration arrives:
+            if failed:
+                raise failed[0]
             if not result or result[0] is None:
                 return
             continue  # then start again; the retained newer configuration comes again
         ok.set()  # stop the trial
         thread.join(30)
+        if failed:
+            raise failed[0]
         log.error(
             "remote configuration %d did not reach the broker within %.0f s; rolled back",
             request.version,

@@ -2,6 +2,11 @@
 
 ``READY=1`` once the gateway runs, ``WATCHDOG=1`` from the sender loop (at most every half of
 ``$WATCHDOG_USEC``), ``STOPPING=1`` on the way out. Outside systemd every call does nothing.
+
+The sender loop calls ``watchdog`` only while the gateway is healthy: intake, commit, send and
+the uplink thread have all marked progress within ``supervision.stall_s``
+(``gateway.supervise``). A stuck committer therefore stops the pings and systemd restarts the
+gateway after ``WatchdogSec``, although the sender loop itself still turns.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import zlib
 from pathlib import Path
 from typing import Any
@@ -580,3 +581,41 @@ def test_sd_notify_speaks_on_the_socket(tmp_path: Path, monkeypatch: Any) -> Non
     got = [sock.recv(256) for _ in range(3)]
     sock.close()
     assert got[0].startswith(b"READY=1") and got[1:] == [b"WATCHDOG=1", b"STOPPING=1"]
+
+
+def test_a_failed_gateway_stops_serve_with_an_error_the_cli_exits_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anju.errors import AnjuError
+    from gateway import serve
+    from gateway.service import Gateway
+    from gateway.supervise import GatewayFailure
+
+    def failing(self: Gateway, stop: threading.Event, **_: Any) -> None:
+        self.outbox.close()
+        raise GatewayFailure("commit", "injected")
+
+    monkeypatch.setattr(Gateway, "run", failing)
+    with pytest.raises(GatewayFailure) as err:
+        serve(base_config(tmp_path), threading.Event(), config_path=None)
+    assert isinstance(err.value, AnjuError)  # `anju gateway run` exits 2
+
+
+def test_progress_marks_stalls_and_restart_budget() -> None:
+    from gateway.supervise import Progress, Restarts
+
+    t = [100.0]
+    p = Progress(5.0, ("intake", "commit"), clock=lambda: t[0])
+    t[0] += 3
+    p.beat("intake")
+    t[0] += 3
+    assert p.stalled() == ["commit"] and not p.healthy() and p.stalled_for() == 6
+    p.beat("commit")
+    assert p.healthy()
+    errors: list[int] = []
+    r = Restarts("commit", p, lambda: errors.append(1), max_errors=2, clock=lambda: t[0])
+    assert r.allow(RuntimeError("a")) and r.allow(RuntimeError("b"))
+    t[0] += 61  # old errors leave the window
+    assert r.allow(RuntimeError("c")) and r.allow(RuntimeError("d"))
+    assert not r.allow(RuntimeError("e")) and p.failed and p.failure is not None
+    assert p.failure.part == "commit" and len(errors) == 5 and not p.healthy()
