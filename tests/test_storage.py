@@ -178,6 +178,11 @@ async def test_maintenance_partitions_retention_and_rollups(db_url: str) -> None
             "SELECT anju_ensure_partitions('readings', 'day', %s, %s)",
             (now - timedelta(days=400), now - timedelta(days=399)),
         )
+        # yesterday's too: the readings below go 3 hours back (past midnight, after 0:00 UTC)
+        await c.execute(
+            "SELECT anju_ensure_partitions('readings', 'day', %s, %s)",
+            (now - timedelta(days=1), now),
+        )
         far = now + timedelta(days=20)
         await c.execute("INSERT INTO readings VALUES (%s, 'd1', 'x', 1, NULL, NULL, false)", (far,))
         # readings over the last 3 hours, so that closed hours get materialised
