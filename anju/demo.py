@@ -290,6 +290,13 @@ def run_demo(opts: DemoOptions) -> int:
                 )
                 status = 1
                 break
+            for name, proc in list(children.procs.items()):  # as systemd's Restart=always
+                if name.startswith("gateway-") and proc.poll() is not None:
+                    print(
+                        f"anju demo: {name} exited ({proc.returncode}); starting it again",
+                        file=sys.stderr,
+                    )
+                    children.start(name, list(proc.args))  # type: ignore[arg-type]
             stop.wait(0.5)
     finally:
         print("anju demo: stopping…", file=sys.stderr, flush=True)

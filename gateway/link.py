@@ -205,7 +205,9 @@ class Uplink:
         if self.on_config is not None:
             topics.append((self._config_topic, 1))
         client.subscribe(topics)
-        client.publish(self.state_topic, self.state(online=True), qos=1, retain=True)
+        healthy = self.progress.healthy()  # a new connection does not make a stalled part well
+        state = self.state(online=healthy, stalled=None if healthy else self.progress.stalled())
+        client.publish(self.state_topic, state, qos=1, retain=True)
 
     def _on_subscribe(self, *_: Any) -> None:
         self.generation += 1
