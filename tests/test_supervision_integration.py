@@ -30,8 +30,8 @@ from backend.supervision import (
     refresh,
     sync_registry,
 )
-from backend.supervision.figures import ELEVATOR_FAULTS
 from backend.supervision.history import write_history
+from backend.supervision.measures import ELEVATOR_FAULTS
 
 pytestmark = pytest.mark.integration
 CHINA = timezone(timedelta(hours=8))

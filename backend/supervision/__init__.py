@@ -20,7 +20,7 @@ if TYPE_CHECKING:
         published,
         scorecard,
     )
-    from backend.supervision.figures import (
+    from backend.supervision.measures import (
         FIGURES,
         Level,
         Period,
@@ -44,12 +44,12 @@ _WHERE = {
     "publish": "credit",
     "published": "credit",
     "scorecard": "credit",
-    "FIGURES": "figures",
-    "Level": "figures",
-    "Period": "figures",
-    "Scope": "figures",
-    "alerts_by_type": "figures",
-    "figures": "figures",
+    "FIGURES": "measures",
+    "Level": "measures",
+    "Period": "measures",
+    "Scope": "measures",
+    "alerts_by_type": "measures",
+    "figures": "measures",
     "refresh": "rollup",
     "sync_registry": "rollup",
     "DEFAULT_RULES": "ruleset",

@@ -22,8 +22,8 @@ from anju.registry import CityIndex, parse_registry
 from anju.servers import PrivatePostgres
 from backend.db.migrate import migrate
 from backend.supervision.credit import community_scorecard, evaluate_month
-from backend.supervision.figures import Level, Period, Scope, alerts_by_type, figures, month_bounds
 from backend.supervision.history import write_bulk
+from backend.supervision.measures import Level, Period, Scope, alerts_by_type, figures, month_bounds
 from backend.supervision.rollup import refresh, sync_registry
 from backend.supervision.ruleset import load_rules
 from device_simulators.registrygen import CityPlan, generate_registry

@@ -12,7 +12,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from backend.supervision.figures import (
+from backend.supervision.measures import (
     EVERYTHING,
     Level,
     Period,

@@ -325,7 +325,7 @@ def _utc(ms: int) -> datetime:
 
 async def _fill(db_url: str, city: CityIndex, days: int, today: date) -> str:
     from backend.supervision.credit import publish
-    from backend.supervision.figures import month_bounds
+    from backend.supervision.measures import month_bounds
     from backend.supervision.rollup import refresh, sync_registry
     from backend.supervision.ruleset import load_rules
 

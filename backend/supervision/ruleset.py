@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from anju.errors import ConfigError
 from anju.yamlfile import read_yaml, validation_message
-from backend.supervision.figures import FIGURES
+from backend.supervision.measures import FIGURES
 
 DEFAULT_RULES: Final = Path(__file__).parent / "default_rules.yaml"
 

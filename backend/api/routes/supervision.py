@@ -32,7 +32,7 @@ from backend.supervision.credit import (
     scorecard,
 )
 from backend.supervision.export import to_csv, to_xlsx
-from backend.supervision.figures import (
+from backend.supervision.measures import (
     Level,
     Period,
     Scope,
