@@ -18,6 +18,7 @@ from backend.supervision.measures import (
     Period,
     Scope,
     evidence,
+    evidence_many,
     figures,
     month_bounds,
 )
@@ -144,23 +145,28 @@ async def evaluate_month(
         conn, level=Level.PROPERTY, period=Period.MONTH, start=start, end=end, scope=scope
     )
     names = await org_names(conn)
+    results = [(r, evaluate(r, loaded.rules)) for r in rows]
+    if with_evidence:
+        # One query per line: the alerts behind it for every company it cost points.
+        for i, line in enumerate(loaded.rules.lines):
+            keys = tuple(
+                r["key"]
+                for r, res in results
+                if res["lines"][i]["points"] and line.kind == "deduction"
+            )
+            found = await evidence_many(
+                conn,
+                figure=line.figure,
+                level=Level.PROPERTY,
+                keys=keys,
+                start=start,
+                end=end,
+                districts=scope.districts,
+            )
+            for r, res in results:
+                res["lines"][i]["evidence"] = found.get(r["key"], [])
     out = []
-    for r in rows:
-        res = evaluate(r, loaded.rules)
-        if with_evidence:
-            for ln in res["lines"]:
-                ln["evidence"] = (
-                    await evidence(
-                        conn,
-                        figure=ln["figure"],
-                        level=Level.PROPERTY,
-                        key=r["key"],
-                        start=start,
-                        end=end,
-                    )
-                    if ln["points"] and ln["kind"] == "deduction"
-                    else []
-                )
+    for r, res in results:
         out.append(
             {
                 "month": start.isoformat(),

@@ -377,15 +377,45 @@ async def evidence(
     start: date,
     end: date,
     limit: int = 20,
+    districts: tuple[str, ...] | None = None,
 ) -> list[dict[str, Any]]:
     """The alerts behind ``figure`` for one company or community: at most ``limit``, the
     slowest first for time figures, else in time order. Times are local (Asia/Shanghai)."""
+    found = await evidence_many(
+        conn,
+        figure=figure,
+        level=level,
+        keys=(key,),
+        start=start,
+        end=end,
+        limit=limit,
+        districts=districts,
+    )
+    return found.get(key, [])
+
+
+async def evidence_many(
+    conn: AsyncConnection,
+    *,
+    figure: str,
+    level: Level,
+    keys: tuple[str, ...],
+    start: date,
+    end: date,
+    limit: int = 20,
+    districts: tuple[str, ...] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """``evidence`` for several keys in one query."""
     cond = EVIDENCE.get(figure)
-    if cond is None:
-        return []
+    if cond is None or not keys:
+        return {}
     order = _EVIDENCE_ORDER.get(figure, "a.occurred_at")
+    key = _ALERT_KEY[level]
+    where = "" if districts is None else " AND a.district = ANY(%(districts)s)"
     q = (
-        "SELECT a.alert_id::text AS alert_id, a.type, a.severity, a.community_id,"
+        "SELECT * FROM (SELECT"
+        f" {key} AS key, row_number() OVER (PARTITION BY {key} ORDER BY {order}, a.alert_id)"
+        " AS rank, a.alert_id::text AS alert_id, a.type, a.severity, a.community_id,"
         " c.name AS community_name, a.device_id,"
         f" to_char(a.occurred_at AT TIME ZONE '{TZ}', 'YYYY-MM-DD HH24:MI:SS') AS occurred,"
         f" to_char(a.raised_at AT TIME ZONE '{TZ}', 'YYYY-MM-DD HH24:MI:SS') AS raised,"
@@ -393,9 +423,22 @@ async def evidence(
         " round(a.ack_maintenance_s::numeric, 1)::float8 AS maint_ack_s,"
         " round(a.resolve_s::numeric, 1)::float8 AS resolve_s, a.escalated, a.overdue"
         " FROM sv_alert a LEFT JOIN sv_community c USING (community_id)"
-        f" WHERE {_ALERT_KEY[level]} = %(key)s AND a.day >= %(start)s AND a.day < %(end)s"
-        f" AND {cond} ORDER BY {order}, a.alert_id LIMIT %(limit)s"
+        f" WHERE {key} = ANY(%(keys)s) AND a.day >= %(start)s AND a.day < %(end)s"
+        f" AND {cond}{where}) x WHERE rank <= %(limit)s ORDER BY key, rank"
     )
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(q.encode(), {"key": key, "start": start, "end": end, "limit": limit})
-        return list(await cur.fetchall())
+    params = {
+        "keys": list(keys),
+        "start": start,
+        "end": end,
+        "limit": limit,
+        "districts": list(districts or ()),
+    }
+    out: dict[str, list[dict[str, Any]]] = {}
+    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        await _settings(conn)
+        await cur.execute(q.encode(), params)
+        for r in await cur.fetchall():
+            k = r.pop("key")
+            r.pop("rank")
+            out.setdefault(k, []).append(r)
+    return out
