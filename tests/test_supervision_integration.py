@@ -244,3 +244,12 @@ def test_demo_history_fills_once_publishes_and_keeps_the_chain(db_url: str) -> N
     import asyncio
 
     asyncio.run(check())
+
+
+def test_bench_quick(db_url: str) -> None:
+    from backend.supervision import bench
+
+    figures_out = bench.run(quick=True, db=db_url)
+    assert figures_out["communities"] == 20 and figures_out["days"] == 35
+    assert figures_out["alerts"] > 0 and figures_out["query_ms_max"] > 0
+    assert set(figures_out["queries"]) == set(figures_out["queries_cold"])

@@ -56,55 +56,7 @@ async def _main(quick: bool, url: str) -> dict[str, Any]:
         t0 = time.perf_counter()
         await refresh(conn)
         refresh_idle_ms = (time.perf_counter() - t0) * 1000
-        month = month_bounds(end - timedelta(days=1))
-        rules = load_rules()
-        one = sorted(city.communities)[0]
-        district = city.registry.districts[0].code
-        queries: dict[str, Callable[[], Awaitable[Any]]] = {
-            "ranking_month": lambda: figures(
-                conn, level=Level.PROPERTY, period=Period.MONTH, start=month[0], end=month[1]
-            ),
-            "property_days_of_month": lambda: figures(
-                conn, level=Level.PROPERTY, period=Period.DAY, start=month[0], end=month[1]
-            ),
-            "property_months_of_year": lambda: figures(
-                conn, level=Level.PROPERTY, period=Period.MONTH, start=start, end=end
-            ),
-            "communities_month_district": lambda: figures(
-                conn,
-                level=Level.COMMUNITY,
-                period=Period.MONTH,
-                start=month[0],
-                end=month[1],
-                scope=Scope(districts=(district,)),
-            ),
-            "communities_month_city": lambda: figures(
-                conn, level=Level.COMMUNITY, period=Period.MONTH, start=month[0], end=month[1]
-            ),
-            "community_days_of_year": lambda: figures(
-                conn,
-                level=Level.COMMUNITY,
-                period=Period.DAY,
-                start=start,
-                end=end,
-                scope=Scope(ids=(one,)),
-            ),
-            "maintenance_month": lambda: figures(
-                conn, level=Level.MAINTENANCE, period=Period.MONTH, start=month[0], end=month[1]
-            ),
-            "alerts_by_type_month": lambda: alerts_by_type(
-                conn, level=Level.PROPERTY, period=Period.MONTH, start=month[0], end=month[1]
-            ),
-            "credit_month_with_evidence": lambda: evaluate_month(conn, month[0], rules),
-            "community_scorecard": lambda: community_scorecard(conn, one, month[0], rules),
-        }
-        times, cold = {}, {}
-        for name, fn in queries.items():
-            # cold: nothing materialised (the first reader after a restart or a change);
-            # warm: the monthly materialisation in place, as readers after the first find it
-            await conn.execute("DELETE FROM sv_month_cache")
-            cold[name], _ = await _timed(fn, tries=1)
-            times[name], _ = await _timed(fn)
+        figures_out = await _measure(conn, city, start, end)
     return {
         "communities": communities,
         "days": days,
@@ -112,6 +64,63 @@ async def _main(quick: bool, url: str) -> dict[str, Any]:
         "generate_s": round(gen_s, 1),
         "refresh_full_s": round(refresh_s, 1),
         "refresh_idle_ms": round(refresh_idle_ms, 1),
+        **figures_out,
+    }
+
+
+async def _measure(
+    conn: AsyncConnection, city: CityIndex, start: date, end: date
+) -> dict[str, Any]:
+    month = month_bounds(end - timedelta(days=1))
+    rules = load_rules()
+    one = sorted(city.communities)[0]
+    district = city.registry.districts[0].code
+    queries: dict[str, Callable[[], Awaitable[Any]]] = {
+        "ranking_month": lambda: figures(
+            conn, level=Level.PROPERTY, period=Period.MONTH, start=month[0], end=month[1]
+        ),
+        "property_days_of_month": lambda: figures(
+            conn, level=Level.PROPERTY, period=Period.DAY, start=month[0], end=month[1]
+        ),
+        "property_months_of_year": lambda: figures(
+            conn, level=Level.PROPERTY, period=Period.MONTH, start=start, end=end
+        ),
+        "communities_month_district": lambda: figures(
+            conn,
+            level=Level.COMMUNITY,
+            period=Period.MONTH,
+            start=month[0],
+            end=month[1],
+            scope=Scope(districts=(district,)),
+        ),
+        "communities_month_city": lambda: figures(
+            conn, level=Level.COMMUNITY, period=Period.MONTH, start=month[0], end=month[1]
+        ),
+        "community_days_of_year": lambda: figures(
+            conn,
+            level=Level.COMMUNITY,
+            period=Period.DAY,
+            start=start,
+            end=end,
+            scope=Scope(ids=(one,)),
+        ),
+        "maintenance_month": lambda: figures(
+            conn, level=Level.MAINTENANCE, period=Period.MONTH, start=month[0], end=month[1]
+        ),
+        "alerts_by_type_month": lambda: alerts_by_type(
+            conn, level=Level.PROPERTY, period=Period.MONTH, start=month[0], end=month[1]
+        ),
+        "credit_month_with_evidence": lambda: evaluate_month(conn, month[0], rules),
+        "community_scorecard": lambda: community_scorecard(conn, one, month[0], rules),
+    }
+    times, cold = {}, {}
+    for name, fn in queries.items():
+        # cold: nothing materialised (the first reader after a restart or a change);
+        # warm: the monthly materialisation in place, as readers after the first find it
+        await conn.execute("DELETE FROM sv_month_cache")
+        cold[name], _ = await _timed(fn, tries=1)
+        times[name], _ = await _timed(fn)
+    return {
         "query_ms_max": round(max(times.values()), 1),
         "query_ms_max_cold": round(max(cold.values()), 1),
         "queries": {k: round(v, 1) for k, v in times.items()},
