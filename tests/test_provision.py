@@ -318,3 +318,29 @@ async def test_backend_sessions_over_mutual_tls_with_their_own_users(
     with pytest.raises((aiomqtt.MqttError, TimeoutError)):
         async with asyncio.timeout(5), uplink_client(bare, bare.client_id):
             pass
+
+
+def test_two_parties_with_one_login_are_refused(tmp_path: Path) -> None:
+    reg = yaml.safe_load(CITY.read_text(encoding="utf-8"))
+    com = reg["communities"][0]
+    gw = com["gateways"][0]["id"]
+    com["devices"].append({"id": gw, "kind": "smoke_detector", "gateway": gw, "building": "1"})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(reg, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"'{gw}' is both a gateway and a device"):
+        provision(bad, tmp_path / "city")
+
+
+def test_one_provision_at_a_time_on_a_folder(tmp_path: Path) -> None:
+    import fcntl
+
+    out = tmp_path / "city"
+    out.mkdir()
+    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(ConfigError, match="another `anju provision`"):
+            provision(CITY, out)
+    finally:
+        os.close(fd)
+    assert provision(CITY, out).created

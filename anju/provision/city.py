@@ -16,10 +16,12 @@ Output folder (documented in docs/deploy.md, "Provisioning a city"):
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,13 +127,58 @@ def provision(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     os.chmod(out, 0o750)
+    with _locked(out):
+        return _provision(
+            reg, out, hostnames=tuple(hostnames), lan_hostnames=tuple(lan_hostnames),
+            workers=workers, org=org, rotate=set(rotate), renew_certificates=renew_certificates,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """One ``provision`` at a time on a folder (a second would read half-written secrets)."""
+    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"{out}: another `anju provision` is working on it") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _check_unique(wanted: list[_Want]) -> None:
+    """Two parties with one user name on one broker (a device named like its gateway, a
+    gateway named like a subscriber) would share a login: refuse, naming them."""
+    seen: dict[tuple[str, str], _Want] = {}
+    for w in wanted:
+        other = seen.setdefault((w.broker, w.username), w)
+        if other is not w:
+            raise ConfigError(
+                f"registry: {w.username!r} is both a {other.role} and a {w.role} on the "
+                f"{w.broker} broker; rename one"
+            )
+
+
+def _provision(
+    reg: Registry,
+    out: Path,
+    *,
+    hostnames: tuple[str, ...],
+    lan_hostnames: tuple[str, ...],
+    workers: int,
+    org: str,
+    rotate: set[str],
+    renew_certificates: bool,
+) -> ProvisionResult:
     store_path = out / "secrets.json"
     store = SecretStore.load(store_path)
     wanted = _wanted(reg, workers)
+    _check_unique(wanted)
     token_wants = [("admin", "admin", None)] + [
         (acl.subscriber_user(a, s), a, s) for a, s in acl.subscribers(reg)
     ]
-    rotate = set(rotate)
     known = {w.username for w in wanted} | {f"{w.broker}/{w.username}" for w in wanted}
     unknown = sorted(rotate - known - {n for n, _, _ in token_wants})
     if unknown:

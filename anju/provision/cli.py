@@ -60,10 +60,9 @@ def cmd_provision(args: argparse.Namespace) -> int:
         renew_certificates=args.renew_certificates,
     )
     print(
-        f"{r.out_dir}: {len(r.identities)} broker identities "
-        f"({len(r.created)} new, {len(r.rotated)} rotated, {len(r.removed)} removed), "
-        f"{len(r.tokens)} API tokens, {len(r.lan)} LAN brokers, "
-        f"{len(r.certificates_issued)} certificates issued"
+        f"{r.out_dir}: {len(r.identities)} broker identities, {len(r.tokens)} API tokens, "
+        f"{len(r.lan)} LAN brokers; {len(r.created)} new, {len(r.rotated)} rotated, "
+        f"{len(r.removed)} removed; {len(r.certificates_issued)} certificates issued"
     )
     for what, keys in (("new", r.created), ("rotated", r.rotated), ("removed", r.removed)):
         for k in keys:
