@@ -5,6 +5,7 @@ wrong-CA connections are refused, rotated credentials stop working."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -40,14 +41,14 @@ class Broker:
         time.sleep(0.5)
 
 
-def start(files: BrokerFiles, data: Path) -> Broker:
+def start(files: BrokerFiles, data: Path, *, mtls: bool = False) -> Broker:
     data.mkdir(parents=True, exist_ok=True)
     tls_port, plain_port = free_port(), free_port()
     conf = data / "mosquitto.conf"
     conf.write_text(
         mosquitto_conf(
             files,
-            [Listener(tls_port), Listener(plain_port, tls=False)],
+            [Listener(tls_port, require_certificate=mtls), Listener(plain_port, tls=False)],
             data_dir=data,
             log_file=data / "mosquitto.log",
             run_as_root=os.geteuid() == 0,
@@ -78,6 +79,7 @@ class Client:
         client_id: str = "",
         clean: bool = True,
         connect: bool = True,
+        cert: tuple[Path, Path] | None = None,
     ) -> None:
         self.got: list[tuple[str, bytes]] = []
         self.connected = threading.Event()
@@ -88,7 +90,8 @@ class Client:
         )
         self.c.username_pw_set(user, password)
         if ca is not None:
-            self.c.tls_set(ca_certs=str(ca))
+            certfile, keyfile = (str(cert[0]), str(cert[1])) if cert else (None, None)
+            self.c.tls_set(ca_certs=str(ca), certfile=certfile, keyfile=keyfile)
         self.c.on_connect = self._on_connect
         self.c.on_disconnect = lambda *_a: self.dropped.set()
         self.c.on_message = lambda _c, _u, m: self.got.append((m.topic, m.payload))
@@ -325,4 +328,41 @@ def test_devices_publish_only_as_themselves_on_the_lan_broker(
     finally:
         for c in (gw, dev, installer):
             c.close()
+        stop_process(b.proc)
+
+
+def test_a_rotated_gateways_old_certificate_is_revoked(tmp_path: Path) -> None:
+    """With mutual TLS, rotation puts the old client certificate on the CA's revocation list:
+    even with the new password, the old certificate is refused."""
+    city = provision(_registry(), tmp_path / "city")
+    gid = "gw-jx-nh-0001-a"
+    old = city.identity("backend", gid)
+    assert old.cert_file and old.key_file
+    old_pair = (tmp_path / "old.crt", tmp_path / "old.key")
+    old_pair[0].write_bytes(old.cert_file.read_bytes())
+    old_pair[1].write_bytes(old.key_file.read_bytes())
+    b = start(city.backend, tmp_path / "broker", mtls=True)
+    try:
+        ok = Client(b.tls_port, gid, old.password, ca=city.ca_file, cert=old_pair)
+        assert ok.connected.wait(5)
+        ok.close()
+        again = provision(_registry(), city.out_dir, rotate=[gid])
+        new = again.identity("backend", gid)
+        assert new.cert_file and new.key_file
+        assert json.loads((city.out_dir / "revoked.json").read_text())
+        stop_process(b.proc)  # a restart reads the new revocation list and passwords
+        b = start(city.backend, tmp_path / "broker", mtls=True)
+        stale = Client(b.tls_port, gid, new.password, ca=city.ca_file, cert=old_pair,
+                       connect=False)  # fmt: skip
+        with pytest.raises((ssl.SSLError, OSError)):
+            stale.c.connect("127.0.0.1", b.tls_port)
+            stale.c.loop_start()
+            assert not stale.connected.wait(3)
+            raise ConnectionError("refused after the handshake")
+        stale.c.loop_stop()
+        fresh = Client(b.tls_port, gid, new.password, ca=city.ca_file,
+                       cert=(new.cert_file, new.key_file))  # fmt: skip
+        assert fresh.connected.wait(5)
+        fresh.close()
+    finally:
         stop_process(b.proc)

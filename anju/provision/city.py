@@ -5,8 +5,10 @@ and adds what the registry gained; ``rotate`` names identities to give new secre
 Output folder (documented in docs/deploy.md, "Provisioning a city"):
 
 - ``secrets.json`` (0600): every clear password and token; ``ca.crt``, ``ca.key`` (0600);
+  ``ca.crl`` and ``revoked.json``: client certificates revoked by rotation or removal;
 - ``backend/``: the backend broker's ``passwd`` (hashed, 0640), ``acl``, ``ca.crt``,
-  ``server.crt``, ``server.key`` (0640), and ``emqx-acl.conf``, ``emqx-users.json`` (0640);
+  ``crl.pem``, ``server.crt``, ``server.key`` (0640), and ``emqx-acl.conf``,
+  ``emqx-users.json`` (0640);
 - ``lan/<gateway>/``: the same for that gateway's LAN broker;
 - ``clients/<user>.crt|.key``: client certificates of gateways, backend workers and the operator;
 - ``gateways/<gateway>.yaml`` (0600): the gateway's credentials, to merge into its gateway.yaml;
@@ -17,8 +19,10 @@ Output folder (documented in docs/deploy.md, "Provisioning a city"):
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import hashlib
+import json
 import os
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
@@ -224,6 +228,39 @@ def _provision(
     ca, _ = pki.load_or_create_ca(out / "ca.crt", out / "ca.key", org=org)
     issued: list[Path] = []
 
+    revoked = _load_revoked(out / "revoked.json")
+    identities: dict[str, Identity] = {}
+    for w in wanted:
+        key = f"{w.broker}/{w.username}"
+        cert = key_file = None
+        if w.cert:
+            cert, key_file = (
+                out / "clients" / f"{w.username}.crt",
+                out / "clients" / f"{w.username}.key",
+            )
+            if key in rotated:  # the old certificate goes on the revocation list
+                _revoke(revoked, cert, w.username)
+            force = renew_certificates or key in rotated
+            if pki.issue(
+                ca, cert, key_file, common_name=w.username, org=org, client=True, force=force
+            ):
+                issued.append(cert)
+        identities[key] = Identity(
+            w.broker, w.username, w.role, passwords[key].password, w.audience, w.scope, cert,
+            key_file,
+        )  # fmt: skip
+    for stale in removed:
+        if stale.startswith("backend/"):
+            user = stale.removeprefix("backend/")
+            _revoke(revoked, out / "clients" / f"{user}.crt", user)
+            for ext in ("crt", "key"):
+                (out / "clients" / f"{user}.{ext}").unlink(missing_ok=True)
+    write_if_changed(
+        out / "revoked.json", json.dumps(revoked, indent=1, sort_keys=True) + "\n", mode=0o644
+    )
+    when = {int(k, 16): dt.datetime.fromisoformat(v["at"]) for k, v in revoked.items()}
+    pki.revocation_list(ca, out / "ca.crl", when)
+
     def broker_files(name: str, folder: Path, hosts: tuple[str, ...]) -> BrokerFiles:
         files = BrokerFiles(
             name=name,
@@ -233,9 +270,11 @@ def _provision(
             ca_file=folder / "ca.crt",
             cert_file=folder / "server.crt",
             key_file=folder / "server.key",
+            crl_file=folder / "crl.pem",
             hosts=hosts,
         )
         write_if_changed(files.ca_file, (out / "ca.crt").read_text(), mode=0o644)
+        write_if_changed(files.crl_file, (out / "ca.crl").read_text(), mode=0o644)
         if pki.issue(
             ca, files.cert_file, files.key_file, common_name=hosts[0], org=org, hosts=hosts,
             force=renew_certificates,
@@ -274,37 +313,6 @@ def _provision(
         write_if_changed(files.acl_file, text, mode=0o644)
         lan[gid] = files
 
-    identities: dict[str, Identity] = {}
-    for w in wanted:
-        key = f"{w.broker}/{w.username}"
-        cert = key_file = None
-        if w.cert:
-            cert, key_file = (
-                out / "clients" / f"{w.username}.crt",
-                out / "clients" / f"{w.username}.key",
-            )
-            force = renew_certificates or key in rotated
-            if pki.issue(
-                ca, cert, key_file, common_name=w.username, org=org, client=True, force=force
-            ):
-                issued.append(cert)
-        identities[key] = Identity(
-            w.broker,
-            w.username,
-            w.role,
-            passwords[key].password,
-            w.audience,
-            w.scope,
-            cert,
-            key_file,
-        )
-    for stale in removed:
-        if stale.startswith("backend/"):
-            for ext in ("crt", "key"):
-                (out / "clients" / f"{stale.removeprefix('backend/')}.{ext}").unlink(
-                    missing_ok=True
-                )
-
     api = {
         name: ApiToken(name, audience, scope, tokens[name].token, tokens[name].sha256)
         for name, audience, scope in token_wants
@@ -334,11 +342,27 @@ def _provision(
     )
 
 
+def _load_revoked(path: Path) -> dict[str, dict[str, str]]:
+    """``revoked.json``: serial (hex) -> who and when, every client certificate revoked."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {str(k): {"user": str(v["user"]), "at": str(v["at"])} for k, v in data.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{path}: not a revocation record ({exc})") from exc
+
+
+def _revoke(revoked: dict[str, dict[str, str]], cert: Path, user: str) -> None:
+    serial = pki.serial_of(cert)
+    if serial is not None:
+        at = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+        revoked.setdefault(f"{serial:x}", {"user": user, "at": at})
+
+
 def _emqx_users(wanted: list[_Want], passwords: dict[str, Secret]) -> str:
     """EMQX 5 built-in database users (import as JSON; authenticator: pbkdf2, sha512,
     EMQX_ITERATIONS iterations, dk_length 64, salt as the prefix-free ``salt`` string)."""
-    import json
-
     rows = []
     for w in wanted:
         if w.broker != "backend":
@@ -409,6 +433,7 @@ Provisioned by `anju provision` (docs/deploy.md). Keep this folder private.
 
 secrets.json          every clear password and API token (0600): the source of truth
 ca.crt / ca.key       the city's certificate authority (give ca.crt to everyone; guard ca.key)
+ca.crl, revoked.json  client certificates revoked (rotation, removal); brokers read crl.pem
 backend/              the backend broker: passwd (hashed), acl, ca.crt, server.crt, server.key,
                       emqx-acl.conf, emqx-users.json (for an EMQX cluster instead)
 lan/<gateway>/        that gateway's LAN broker: the same files

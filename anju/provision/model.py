@@ -65,6 +65,7 @@ class BrokerFiles:
     ca_file: Path
     cert_file: Path
     key_file: Path
+    crl_file: Path  # revoked client certificates (read with require_certificate)
     hosts: tuple[str, ...]  # the names in the server certificate
 
 

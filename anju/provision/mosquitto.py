@@ -65,5 +65,5 @@ def mosquitto_conf(
                 "tls_version tlsv1.2",
             ]
             if ln.require_certificate:
-                lines.append("require_certificate true")
+                lines += ["require_certificate true", f"crlfile {files.crl_file}"]
     return "\n".join(lines) + "\n"

@@ -180,3 +180,51 @@ def issue(
 
 def not_after(cert_path: Path) -> dt.datetime:
     return x509.load_pem_x509_certificate(cert_path.read_bytes()).not_valid_after_utc
+
+
+def serial_of(cert_path: Path) -> int | None:
+    """The serial number of the certificate there, if there is a readable one."""
+    try:
+        return x509.load_pem_x509_certificate(cert_path.read_bytes()).serial_number
+    except (OSError, ValueError):
+        return None
+
+
+CRL_DAYS = 365
+
+
+def revocation_list(
+    ca: CertAuthority, path: Path, revoked: dict[int, dt.datetime], *, force: bool = False
+) -> bool:
+    """The CA's certificate revocation list at ``path`` naming exactly ``revoked`` (serial ->
+    when), rewritten only when that set changed or its next update is near (a broker with an
+    expired list refuses every client certificate); whether it was written."""
+    if not force and path.exists():
+        try:
+            crl = x509.load_pem_x509_crl(path.read_bytes())
+        except ValueError:
+            crl = None
+        if crl is not None and crl.next_update_utc is not None:
+            same = {r.serial_number for r in crl} == set(revoked)
+            fresh = crl.next_update_utc - _now() > dt.timedelta(days=RENEW_BEFORE_DAYS)
+            if same and fresh and crl.issuer == ca.cert.subject:
+                return False
+    now = _now()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(now - dt.timedelta(minutes=5))
+        .next_update(now + dt.timedelta(days=CRL_DAYS))
+        .add_extension(x509.CRLNumber(int(now.timestamp())), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
+        )
+    )
+    for serial, when in sorted(revoked.items()):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+        )
+    write_public(
+        path, builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    )
+    return True
