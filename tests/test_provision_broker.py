@@ -364,5 +364,16 @@ def test_a_rotated_gateways_old_certificate_is_revoked(tmp_path: Path) -> None:
                        cert=(new.cert_file, new.key_file))  # fmt: skip
         assert fresh.connected.wait(5)
         fresh.close()
+        # Control: the same old certificate with an empty revocation list gets in (so the
+        # refusal above is the list's doing).
+        from anju.provision import pki
+
+        ca, _ = pki.load_or_create_ca(city.ca_file, city.out_dir / "ca.key", org="anju")
+        pki.revocation_list(ca, city.backend.crl_file, {}, force=True)
+        stop_process(b.proc)
+        b = start(city.backend, tmp_path / "broker", mtls=True)
+        control = Client(b.tls_port, gid, new.password, ca=city.ca_file, cert=old_pair)
+        assert control.connected.wait(5)
+        control.close()
     finally:
         stop_process(b.proc)
