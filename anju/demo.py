@@ -262,7 +262,8 @@ def run_demo(opts: DemoOptions) -> int:
             f"{len(city.devices)} devices. Alerts appear below; logs in {logs}.\n"
             f"  watch a department: mosquitto_sub -p {uplink.port} -v -q 1 "
             f"-t 'anju/alerts/fire/#' -t 'anju/alerts/market_supervision/#'\n"
-            f"  API: http://127.0.0.1:{api_port}/docs   Ctrl-C stops everything.",
+            f"  API: http://127.0.0.1:{api_port}/docs   Ctrl-C stops everything.\n"
+            f"  supervision: http://127.0.0.1:{api_port}/screen/supervision/",
             file=sys.stderr,
             flush=True,
         )

@@ -227,7 +227,7 @@ def test_demo_history_fills_once_publishes_and_keeps_the_chain(db_url: str) -> N
 
     city = CityIndex(load_registry(sample_registry_path()))
     line = fill_for_demo(db_url, city, 12)
-    assert line.startswith("history: ") and "months published" in line
+    assert line.startswith("history: ") and "month(s) published" in line
     assert fill_for_demo(db_url, city, 12).startswith("history: kept the")
 
     async def check() -> None:
@@ -240,6 +240,8 @@ def test_demo_history_fills_once_publishes_and_keeps_the_chain(db_url: str) -> N
                 cur = await conn.execute("SELECT count(*) FROM alerts WHERE state <> 'resolved'")
                 row = await cur.fetchone()
                 assert row == (0,)  # the past ends resolved: the backend starts on a clean book
+                cur = await conn.execute("SELECT count(*) FROM alert_audit WHERE NOT published")
+                assert await cur.fetchone() == (0,)  # and never delivers it: it was never live
 
     import asyncio
 

@@ -204,8 +204,10 @@ async def write_history(
     pool: AsyncConnectionPool, city: CityIndex, *, days: int, end: date, seed: int = 1
 ) -> int:
     """Store ``days`` local days of history ending the day before ``end``, change by change
-    through ``AlertStore.save`` in time order. Returns the number of alerts."""
-    store = AlertStore(pool)
+    through ``AlertStore.save`` in time order, then mark its audit entries published (the past
+    was never live: the backend must not deliver it to subscribers at its next start).
+    Returns the number of alerts."""
+    store = _Saver(AlertStore(pool))
     deadlines = Deadlines()
     start = end - timedelta(days=days)
     stop_ms = int(datetime.combine(end, datetime.min.time(), CHINA).timestamp() * 1000)
@@ -232,7 +234,24 @@ async def write_history(
         _push(heap, it, i)
     while heap:
         await _step(heap, store)
+    await store.done()
     return count
+
+
+class _Saver:
+    """``AlertStore.save``, remembering the audit entries written."""
+
+    def __init__(self, store: AlertStore) -> None:
+        self.store = store
+        self.ns: list[int] = []
+
+    async def save(self, change: Change, now_ms: int) -> None:
+        self.ns.append((await self.store.save(change, now_ms)).n)
+
+    async def done(self) -> None:
+        for i in range(0, len(self.ns), 5000):
+            await self.store.mark_published(self.ns[i : i + 5000])
+        self.ns.clear()
 
 
 def _push(
@@ -266,9 +285,7 @@ class _Peeked:
         return False
 
 
-async def _step(
-    heap: list[tuple[int, int, Iterator[tuple[int, Change]]]], store: AlertStore
-) -> None:
+async def _step(heap: list[tuple[int, int, Iterator[tuple[int, Change]]]], store: _Saver) -> None:
     _t, i, it = heapq.heappop(heap)
     t, change = next(it)
     await store.save(change, t)
@@ -348,7 +365,7 @@ async def _fill(db_url: str, city: CityIndex, days: int, today: date) -> str:
                 await publish(conn, month, rules, by="anju demo --history")
                 published += 1
                 month = month_bounds(month)[1]
-    return f"history: {n} alerts over {days} days, {published} months published"
+    return f"history: {n} alerts over {days} days; credit results of {published} month(s) published"
 
 
 def fill_for_demo(db_url: str, city: CityIndex, days: int) -> str:
