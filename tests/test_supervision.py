@@ -306,3 +306,23 @@ async def test_a_district_scope_keeps_to_its_district(hist: History) -> None:
     keys = {r["key"] for r in rows}
     assert COM in keys and other.id not in keys
     assert sum(r["alerts"] for r in rows) == 1
+
+
+async def test_a_new_company_in_the_registry_starts_a_tenure(hist: History) -> None:
+    from anju.registry import parse_registry
+    from anju.yamlfile import read_yaml
+
+    data, _node = read_yaml(sample_registry_path())
+    for com in data["communities"]:
+        if com["id"] == COM:
+            com["property"] = "org-vanke-jx"
+    changed = CityIndex(parse_registry(data))
+    async with hist.pool.connection() as conn:
+        await sync_registry(conn, changed, today=date(2026, 11, 16))
+        await sync_registry(conn, changed, today=date(2026, 11, 20))  # no change: no new row
+        cur = await conn.execute(
+            "SELECT since, property_org FROM sv_tenure WHERE community_id = %s ORDER BY since",
+            (COM,),
+        )
+        rows = await cur.fetchall()
+    assert rows == [(date(2000, 1, 1), "org-greentown-jx"), (date(2026, 11, 16), "org-vanke-jx")]
