@@ -40,7 +40,7 @@ from anju.uplink import (
     up_topic,
 )
 from backend import queries as q
-from backend.db.maintenance import maintain_once
+from backend.db.maintenance import maintain_once, rematerialise
 from backend.db.migrate import StorageMode, migrate
 from backend.db.rows import build_rows
 from backend.ingest import READINGS_COPY, READINGS_TYPES, Ingest
@@ -231,8 +231,7 @@ async def _load_history(pg_url: str, n: int, mode: StorageMode) -> dict[str, Any
             (per_com, devices - 1),
         )
         wm = q.floor_to(now - span, q.DAY)
-        if mode is StorageMode.PLAIN:
-            await _plain_history_room(conn, now, span, wm, devices)
+        fresh = mode is StorageMode.PLAIN and await _plain_history_room(conn, now, span, wm)
         for i in range(per_pair):
             t = now - span + step * i
             async with conn.transaction(), conn.cursor().copy(READINGS_COPY) as cp:
@@ -257,6 +256,8 @@ async def _load_history(pg_url: str, n: int, mode: StorageMode) -> dict[str, Any
         )
         await conn.execute("VACUUM ANALYZE readings")
         await conn.execute("VACUUM ANALYZE events")
+        if mode is StorageMode.PLAIN and not fresh:
+            await rematerialise(conn, wm)  # history below rollups made by earlier runs
         while (await maintain_once(conn, max_hours=24 * 31)).hours_materialised:
             pass
         if mode is StorageMode.PLAIN:
@@ -275,11 +276,11 @@ async def _load_history(pg_url: str, n: int, mode: StorageMode) -> dict[str, Any
 
 
 async def _plain_history_room(
-    conn: psycopg.AsyncConnection, now: datetime, span: timedelta, wm: datetime, devices: int
-) -> None:
+    conn: psycopg.AsyncConnection, now: datetime, span: timedelta, wm: datetime
+) -> bool:
     """Partitions for the history; on an empty rollup, the watermark moved back to its start
-    (nothing below it to recompute); else the history's hours marked dirty, as ingest marks
-    late readings."""
+    (nothing below it to recompute: True). Else False: the caller recomputes the rollups over
+    the history once loaded."""
     await conn.execute(
         "SELECT anju_ensure_partitions('readings', 'day', %s, %s)", (now - span, now)
     )
@@ -288,16 +289,10 @@ async def _plain_history_room(
     )
     cur = await conn.execute("SELECT EXISTS (SELECT 1 FROM readings_hourly_mat)")
     row = await cur.fetchone()
-    if not (row and row[0]):
-        await conn.execute("UPDATE rollup_watermark SET until = %s, dirty_from = %s", (wm, wm))
-        return
-    await conn.execute(
-        "INSERT INTO rollup_dirty SELECT h, 'h-d' || lpad(d::text, 4, '0')"
-        " FROM rollup_watermark w, generate_series(%s::timestamptz, w.until - interval '1 hour',"
-        " interval '1 hour') h, generate_series(0, %s) d WHERE w.name = 'hourly'"
-        " ON CONFLICT DO NOTHING",
-        (wm, devices - 1),
-    )
+    if row and row[0]:
+        return False
+    await conn.execute("UPDATE rollup_watermark SET until = %s, dirty_from = %s", (wm, wm))
+    return True
 
 
 async def _time_queries(pg_url: str, now: datetime) -> dict[str, float]:

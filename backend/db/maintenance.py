@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import psycopg
 from prometheus_client import CollectorRegistry
@@ -243,6 +243,40 @@ async def _rollups(
                 (new_day, new_day),
             )
             report.days_materialised = int((new_day - day_until).total_seconds() // 86400)
+
+
+async def rematerialise(conn: psycopg.AsyncConnection, start: datetime) -> None:
+    """Plain storage: recompute the rollup tables from ``start`` (floored to a day) up to their
+    watermarks from the readings, by time range (one scan), for bulk loads below the
+    watermarks, where marking every (hour, device) dirty would cost an index walk each."""
+    async with conn.transaction():
+        until, _ = await _watermark(conn, "hourly")
+        day_until, _ = await _watermark(conn, "daily")
+        cur = await conn.execute(f"SELECT date_bin('1 day', %s, '{ORIGIN}')".encode(), (start,))
+        row = await cur.fetchone()
+        assert row is not None
+        lo = row[0]
+        await conn.execute(
+            "DELETE FROM readings_hourly_mat WHERE bucket >= %s AND bucket < %s", (lo, until)
+        )
+        await conn.execute(
+            f"INSERT INTO readings_hourly_mat SELECT date_bin('1 hour', r.ts, '{ORIGIN}'),"
+            f" r.device_id, r.metric, {_AGGS} FROM readings r"
+            " WHERE r.ts >= %s AND r.ts < %s GROUP BY 1, 2, 3".encode(),
+            (lo, until),
+        )
+        await conn.execute(
+            "DELETE FROM rollup_dirty WHERE bucket >= %s AND bucket < %s", (lo, until)
+        )
+        await conn.execute(
+            "DELETE FROM readings_daily_mat WHERE bucket >= %s AND bucket < %s", (lo, day_until)
+        )
+        await conn.execute(
+            f"INSERT INTO readings_daily_mat SELECT date_bin('1 day', h.bucket, '{ORIGIN}'),"
+            f" h.device_id, h.metric, {_SUMS} FROM readings_hourly_mat h"
+            " WHERE h.bucket >= %s AND h.bucket < %s GROUP BY 1, 2, 3".encode(),
+            (lo, day_until),
+        )
 
 
 async def run_maintenance(
