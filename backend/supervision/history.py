@@ -43,17 +43,17 @@ MENU: Final = (
     ("access.door_held_open", "minor", "access_controller", 0.7, (4, 30), 1.0),
     ("fire.door_held_open", "minor", "fire_door", 0.4, (6, 60), 1.0),
     ("elevator.door_held_open", "minor", "elevator", 0.3, (3, 15), 0.5),
-    ("elevator.trapped", "critical", "elevator", 0.08, (5, 45), 2.0),
-    ("elevator.fault", "major", "elevator", 0.12, (30, 300), 2.0),
-    ("elevator.stopped_outside_door_zone", "major", "elevator", 0.04, (5, 60), 2.0),
-    ("fire.alarm", "critical", "smoke_detector", 0.07, (5, 40), 1.0),
-    ("fire.water_pressure_low", "major", "water_pressure", 0.04, (60, 720), 3.0),
-    ("fire.electrical", "major", "electrical_fire", 0.03, (20, 240), 3.0),
+    ("elevator.trapped", "critical", "elevator", 0.02, (5, 45), 4.0),
+    ("elevator.fault", "major", "elevator", 0.03, (30, 300), 4.0),
+    ("elevator.stopped_outside_door_zone", "major", "elevator", 0.01, (5, 60), 4.0),
+    ("fire.alarm", "critical", "smoke_detector", 0.05, (5, 40), 1.0),
+    ("fire.water_pressure_low", "major", "water_pressure", 0.015, (60, 720), 4.0),
+    ("fire.electrical", "major", "electrical_fire", 0.01, (20, 240), 4.0),
     ("fire.panel_fault", "major", "fire_panel", 0.04, (30, 600), 2.0),
     ("security.perimeter_intrusion", "major", "perimeter", 0.15, (5, 20), 0.5),
     ("security.emergency_button", "critical", "emergency_button", 0.02, (5, 30), 0.5),
     ("access.door_forced", "major", "access_controller", 0.08, (2, 20), 0.5),
-    ("gateway.offline", "major", "gateway", 0.03, (10, 480), 3.0),
+    ("gateway.offline", "major", "gateway", 0.015, (10, 480), 4.0),
 )
 _TITLES: Final = {
     "elevator.trapped": "电梯困人 Passengers trapped",
@@ -79,12 +79,12 @@ class Story:
 
 
 def quality_of(city: CityIndex) -> dict[str, float]:
-    """Each organisation's quality in [0.3, 1]: the first in id order best, the last worst."""
+    """Each organisation's quality in [0.2, 1]: the first in id order best, the last worst."""
     out: dict[str, float] = {}
     for kind in ("property", "maintenance"):
         ids = sorted(o.id for o in city.registry.organisations if o.kind == kind)
         for i, oid in enumerate(ids):
-            out[oid] = 1.0 - 0.7 * i / max(1, len(ids) - 1)
+            out[oid] = 1.0 - 0.8 * i / max(1, len(ids) - 1)
     return out
 
 
@@ -136,7 +136,7 @@ def _story(
     late = rng.random() < 0.03  # held in a gateway's outbox, raised hours later
     raised = occurred + (rng.randrange(3_600_000, 6 * 3_600_000) if late else 1_000)
     acks: list[tuple[Audience, int]] = []
-    if rng.random() > 0.03 + 0.25 * (1 - q):
+    if rng.random() > 0.01 + 0.25 * (1 - q):
         acks.append(
             (Audience.PROPERTY, raised + int(rng.lognormvariate(math.log(40 / q**2), 0.9) * 1000))
         )
