@@ -134,7 +134,8 @@ def provision(
     with _locked(out):
         return _provision(
             reg, out, hostnames=tuple(hostnames), lan_hostnames=tuple(lan_hostnames),
-            workers=workers, org=org, rotate=set(rotate), renew_certificates=renew_certificates,
+            workers=workers, org=org, rotate={rotate} if isinstance(rotate, str) else set(rotate),
+            renew_certificates=renew_certificates,
         )  # fmt: skip
 
 
