@@ -318,7 +318,13 @@ async def test_a_new_company_in_the_registry_starts_a_tenure(hist: History) -> N
             com["property"] = "org-vanke-jx"
     changed = CityIndex(parse_registry(data))
     async with hist.pool.connection() as conn:
+        await figures(conn, level=Level.PROPERTY, period=Period.MONTH, start=date(2026, 10, 1),
+                      end=date(2026, 11, 1))  # fmt: skip
+        kept = "SELECT count(*) FROM sv_month_cache"
+        await sync_registry(conn, hist.city, today=date(2026, 11, 15))  # the same registry
+        assert await (await conn.execute(kept)).fetchone() == (1,)  # still materialised
         await sync_registry(conn, changed, today=date(2026, 11, 16))
+        assert await (await conn.execute(kept)).fetchone() == (0,)  # denominators changed
         await sync_registry(conn, changed, today=date(2026, 11, 20))  # no change: no new row
         cur = await conn.execute(
             "SELECT since, property_org FROM sv_tenure WHERE community_id = %s ORDER BY since",

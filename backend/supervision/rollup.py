@@ -167,7 +167,7 @@ async def sync_registry(conn: AsyncConnection, city: CityIndex, *, today: date) 
                 maint[(com.id, d.maintenance)] = maint.get((com.id, d.maintenance), 0) + 1
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK,))
-        await conn.execute("DELETE FROM sv_month_cache")  # device counts, tenures may change
+        before = await _snapshot_digest(conn)
         await conn.execute("DELETE FROM sv_community")
         await conn.execute("DELETE FROM sv_gateway")
         await conn.execute("DELETE FROM sv_maintenance")
@@ -202,3 +202,26 @@ async def sync_registry(conn: AsyncConnection, city: CityIndex, *, today: date) 
                 " DO UPDATE SET property_org = excluded.property_org",
                 [{"c": c.id, "p": c.property, "today": today} for c in city.registry.communities],
             )
+        if await _snapshot_digest(conn) != before:
+            # Device counts or tenures changed: every materialised month may be off.
+            await conn.execute("DELETE FROM sv_month_cache")
+
+
+_DIGEST: Final = """
+SELECT md5(concat_ws('|',
+    (SELECT string_agg(concat_ws(',', community_id, district, devices, gateways, elevators),
+                       ';' ORDER BY community_id) FROM sv_community),
+    (SELECT string_agg(concat_ws(',', gateway_id, community_id, devices), ';'
+                       ORDER BY gateway_id) FROM sv_gateway),
+    (SELECT string_agg(concat_ws(',', community_id, maintenance_org, elevators), ';'
+                       ORDER BY community_id, maintenance_org) FROM sv_maintenance),
+    (SELECT string_agg(concat_ws(',', community_id, since, property_org), ';'
+                       ORDER BY community_id, since) FROM sv_tenure)))
+"""
+
+
+async def _snapshot_digest(conn: AsyncConnection) -> str:
+    """What the figures' denominators depend on, as one digest."""
+    cur = await conn.execute(_DIGEST)
+    row = await cur.fetchone()
+    return str(row[0]) if row else ""
