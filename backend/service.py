@@ -33,6 +33,7 @@ from backend.alerting.desk import waited
 from backend.alerting.feed import RuleFeed
 from backend.api import AppState, create_app
 from backend.api.deps import Tokens
+from backend.audit_anchor import AuditAnchor, mqtt_publisher
 from backend.config import BackendSettings, load_alerting
 from backend.db.maintenance import run_maintenance
 from backend.db.migrate import migrate, parse_storage
@@ -197,6 +198,7 @@ class Backend:
                 return tg.create_task(coro, name=name)
 
             snapshot_s = s.state_snapshot_ms / 1000
+            anchor = AuditAnchor(pool, s.audit_anchor_file, mqtt_publisher(lambda: self.client))
             tasks = [
                 task("api", api.serve),
                 task("mqtt-session", self._mqtt_sessions),
@@ -209,6 +211,8 @@ class Backend:
                 task("storage-maintenance", lambda: run_maintenance(pool), recover=True),
                 task("loop-lag", self._loop_lag, recover=True),
                 task("alarm-lane", lambda: self._watch(alarm)),
+                # The audit chain's head, to the anchor file and anju/audit/head (issue 10).
+                task("audit-anchor", anchor.run, recover=True),
             ]
             # Everything built so far lives as long as the process: out of the garbage
             # collector's way (a full collection over the registry and every device's
