@@ -229,8 +229,8 @@ class Uitd:
             self.c.close()
             return
         if s.action == "analog":
-            key = (s.system_type, s.system_addr, s.component_type, s.component_addr, s.analog_type)
-            self.analog[key] = s
+            akey = (s.system_type, s.system_addr, s.component_type, s.component_addr, s.analog_type)
+            self.analog[akey] = s
             obj = ComponentAnalog(
                 s.system_type, s.system_addr, s.component_type, s.component_addr,
                 s.analog_type, s.value, now,
