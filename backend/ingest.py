@@ -606,6 +606,15 @@ class Ingest:
             for r in rows.rejected:
                 log.warning("record %s/%s/%s has a time out of range; rejected", *_key(r))
             self.metrics.rejected.labels("bad_time").inc(len(rows.rejected))
+            await store_dead_letters(
+                cur,
+                [
+                    DeadLetter.of_record(
+                        f"anju/gw/{r.gateway_id}/up", "bad_time", "time out of range", r
+                    )
+                    for r in rows.rejected
+                ],
+            )
         return rows
 
     def _after_commit(

@@ -152,6 +152,19 @@ class Keeper:
             pending = await self._save(change)
         except (psycopg.Error, UnicodeError) as exc:  # (a lone surrogate fails in psycopg)
             self.metrics.alert_store_refused.inc()
+            if isinstance(exc, psycopg.errors.UniqueViolation):
+                # Not its content: an open alert of this device and type is in the database
+                # already (stored and published; another engine's, or one this engine does not
+                # know of). The alarm is not lost; storing this one again would fail forever.
+                log.error(
+                    "alert change %s %s of %s conflicts with an open alert in the database"
+                    " (%s); that one stands",
+                    change.alert.type,
+                    change.action,
+                    change.alert.id,
+                    exc,
+                )
+                return
             log.error(
                 "the database refused alert change %s %s of %s (%s); storing it in canonical form",
                 change.alert.type,

@@ -102,6 +102,7 @@ class Engine:
         self.dirty: set[str] = set()  # states changed since the last snapshot
         self.urgent: set[str] = set()  # ... whose timers or open alerts changed
         self._unknown: set[str] = set()
+        self._skew_bound: dict[str, int] = {}  # clock_skew_s of each device, in ms
         for (device_id, alert_type), alert in self.book.open.items():
             if alert.device.kind == "gateway":
                 self.gateways[device_id] = GatewayWatch(False, now_ms)
@@ -174,7 +175,16 @@ class Engine:
                 )
             return changes
         st = self.state(rec.device_id)
-        ts = self._rules_time(dev, st, rec)
+        # The rules' time (``_rules_time``), its common case inline: this runs per record.
+        ts, rx = rec.ts, rec.rx
+        bound = self._skew_bound.get(rec.device_id)
+        if (
+            bound is None
+            or st.last_ts - rx > bound
+            or not -bound <= rx - ts <= bound
+            or "skew_ms" in st.mem
+        ):
+            ts = self._rules_time(dev, st, rec)
         inp: Input
         if rec.kind == "t" and rec.metrics is not None:
             if ts < st.last_ts:
@@ -203,24 +213,25 @@ class Engine:
                 changes += self._apply(dev, st, alive, rec.ts, now_ms)
         return changes
 
-    @staticmethod
-    def _rules_time(dev: DeviceInfo, st: DeviceState, rec: Record) -> int:
-        """The time the rules see for a record (docs/alerts.md, "Device clocks"): the device's
-        own, unless it is more than ``clock_skew_s`` away from the gateway's receive time;
-        then the receive time (or the last time seen, if later), and ``device.clock_skew``
-        sees the skew (``mem["skew_ms"]``).
-        So one reading from a clock hours ahead never makes the next ones look old. A last
-        time that far ahead of this receive time (a state saved before this rule) is
-        forgotten."""
-        bound = ms(dev, "clock_skew_s")
-        if st.last_ts - rec.rx > bound:
+    def _rules_time(self, dev: DeviceInfo, st: DeviceState, rec: Record) -> int:
+        """The time the rules see for a record (docs/alerts.md, "Time"): the device's own,
+        unless it is more than ``clock_skew_s`` away from the gateway's receive time; then the
+        receive time (or the last time seen, if later), and ``device.clock_skew`` sees the
+        skew (``mem["skew_ms"]``). So one reading from a clock hours ahead never makes the next
+        ones look old. A last time that far ahead of this receive time (a state saved before
+        this rule) is forgotten."""
+        bound = self._skew_bound.get(dev.id)
+        if bound is None:
+            bound = self._skew_bound[dev.id] = ms(dev, "clock_skew_s")
+        rx, ts = rec.rx, rec.ts
+        if st.last_ts - rx > bound:
             st.last_ts = 0
-        if rec.kind == "s" or abs(rec.rx - rec.ts) <= bound:
-            if rec.kind != "s" and "skew_ms" in st.mem:
+        if -bound <= rx - ts <= bound or rec.kind == "s":
+            if st.mem and "skew_ms" in st.mem and rec.kind != "s":
                 del st.mem["skew_ms"]
-            return rec.ts
-        st.mem["skew_ms"] = rec.rx - rec.ts
-        return max(rec.rx, st.last_ts)  # (never older than what the rules have seen)
+            return ts
+        st.mem["skew_ms"] = rx - ts
+        return max(rx, st.last_ts)  # (never older than what the rules have seen)
 
     def tick(self, now_ms: int, *, liveness_check: bool = True) -> list[Change]:
         """Timers due on device time, then (optionally) liveness and deadlines."""
