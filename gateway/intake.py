@@ -99,6 +99,7 @@ class LanIntake:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._urgent = threading.Event()  # an event or a status was queued: no lingering
+        self._subscribed = False  # set once a connection got as far as its subscription
         self._log_budget: dict[str, tuple[int, int]] = {}
         gw = cfg.gateway_id
         self._committer = threading.Thread(
@@ -115,7 +116,7 @@ class LanIntake:
         configure(c, cfg.lan)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
-        c.on_subscribe = lambda *_: self.ready.set()
+        c.on_subscribe = self._on_subscribe
         c.on_disconnect = lambda *_: self.ready.clear()
         self.client = c
 
@@ -166,9 +167,14 @@ class LanIntake:
                 if not restarts.allow(exc):
                     return
             self.ready.clear()
-            self._stop.wait(next(delays))
-            if self.ready.is_set():
+            if self._subscribed:  # the last connection worked: start the delays again
+                self._subscribed = False
                 delays = backoff(0.5, 10.0)
+            self._stop.wait(next(delays))
+
+    def _on_subscribe(self, *_: Any) -> None:
+        self._subscribed = True
+        self.ready.set()
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         if rc.is_failure:
