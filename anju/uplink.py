@@ -3,7 +3,8 @@
 Topics on the backend's broker (``{gw}`` is the gateway id):
 
 - ``anju/gw/{gw}/up``     gateway -> backend, QoS 1: a batch of records (JSON, below).
-- ``anju/gw/{gw}/ack``    backend -> gateway, QoS 1: ``{"seqs": [...]}`` committed to the database.
+- ``anju/gw/{gw}/ack``    backend -> gateway, QoS 1: ``{"seqs": [...]}`` done with: committed to
+  the database, or rejected and kept in its dead-letter table (either way, not to be sent again).
 - ``anju/gw/{gw}/state``  gateway, retained, QoS 1: ``{"online": true, "boot": ..., "ts": ...}``;
   the gateway's Last Will sets ``{"online": false}``.
 
@@ -24,6 +25,10 @@ Compression: a batch whose first byte is ``0x01`` is the same JSON compressed wi
 (``COMPRESSED`` + ``zlib.compress(json)``). JSON never starts with that byte, so both forms
 travel on the same topic and ``decode_batch`` accepts either. Decompressed size is capped at
 ``MAX_BATCH_BYTES``.
+
+Decoding (``decode_parts``) is record by record, into the canonical form of ``anju.canonical``:
+a record without one is rejected with a reason (and its ``seq``/``b`` when they can be read),
+the others are kept. At most ``MAX_BATCH_RECORDS`` records a batch.
 
 Remote configuration (backend -> gateway, on the backend's broker):
 
