@@ -145,8 +145,15 @@ class Outbox:
         )
         self._dropped = self._meta("dropped_telemetry")
         self._dev: dict[str, list[int]] = {}  # device -> [events held, their bytes]
-        last = dict(self._db.execute("SELECT lane, max(seq) FROM records GROUP BY lane"))
-        self._last_seq = [int(last.get(EVENTS) or 0), int(last.get(TELEMETRY) or 0)]
+        self._last_seq = [
+            int(
+                self._db.execute("SELECT max(seq) FROM records WHERE lane = ?", (lane,)).fetchone()[
+                    0
+                ]
+                or 0
+            )
+            for lane in (EVENTS, TELEMETRY)
+        ]  # (one index probe each)
         self._load_device_shares()
 
     def close(self, timeout_s: float = 10.0) -> None:

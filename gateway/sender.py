@@ -15,7 +15,7 @@
   ``outbox.send_linger_ms`` for company (devices that send one reading per message would
   otherwise make batches of one or two). Events never wait.
 - A batch holds at most ``outbox.batch_max`` records and ``outbox.batch_bytes_max`` bytes of
-  them before compression (at least one record), below the brokers' ``max_packet_size``.
+  their bodies before compression (at least one record), below the brokers' ``max_packet_size``.
 - A lane is read only when the outbox holds something past its cursor (``Outbox.last_seq``, in
   memory): an idle turn costs no query.
 
@@ -27,8 +27,11 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable
+from itertools import accumulate
+from operator import itemgetter
 
 from anju.uplink import compress_batch, encode_batch
 from gateway.config import OutboxConfig
@@ -36,6 +39,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.outbox import EVENTS, TELEMETRY, Outbox, Row
 
 Publish = Callable[[bytes, bool], bool]  # (payload, events only) -> taken
+_BODY = itemgetter(2)
 
 
 class TokenBucket:
@@ -121,13 +125,14 @@ class Sender:
         return n
 
     def _cap(self, rows: list[Row]) -> list[Row]:
-        """The first rows within ``batch_bytes_max`` (at least one)."""
-        room = self.cfg.batch_bytes_max
-        for i, (_seq, _boot, body) in enumerate(rows):
-            room -= len(body) + 64
-            if room < 0:
-                return rows[: max(1, i)]
-        return rows
+        """The first rows whose bodies fit in ``batch_bytes_max`` (at least one). The brokers'
+        limit (4 MiB) leaves room for each record's sequence number and boot id."""
+        if not rows:
+            return rows
+        totals = list(accumulate(map(len, map(_BODY, rows))))  # (in C: no Python per row)
+        if totals[-1] <= self.cfg.batch_bytes_max:
+            return rows
+        return rows[: max(1, bisect_right(totals, self.cfg.batch_bytes_max))]
 
     def _linger(self, room: int) -> float:
         """Seconds live telemetry should still wait for a fuller batch (0: send now)."""
