@@ -19,11 +19,12 @@ from anju.errors import AnjuError
 
 
 def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """Log lines on stderr, their times in the deployment's zone (``ANJU_TIMEZONE``)."""
+    from anju.localtime import LocalFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LocalFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
 def stop_on_signals() -> threading.Event:
@@ -51,6 +52,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             db_url=args.db,
             time_scale=args.time_scale,
             history_days=args.history,
+            insecure=args.insecure,
+            fresh=args.fresh,
         )
     )
 
@@ -148,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--history", type=int, default=0, metavar="DAYS", help="first fill the database with "
         "DAYS days of a generated past for the supervision pages (once per database)"
     )  # fmt: skip
+    d.add_argument(
+        "--insecure", action="store_true", help="the old demo: anonymous brokers in clear text "
+        "and an API without tokens (default: provisioned credentials, TLS, an admin token)"
+    )  # fmt: skip
+    d.add_argument(
+        "--fresh", action="store_true", help="start from an empty data folder (deletes it first)"
+    )
     d.set_defaults(func=cmd_demo)
 
     gateway.cli.register(sub)

@@ -21,9 +21,12 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 
 from anju.errors import ServerError
+
+if TYPE_CHECKING:
+    from anju.provision.model import BrokerFiles
 
 INSTALL_HINT: Final = {
     "mosquitto": "install Mosquitto: `sudo apt-get install mosquitto` (Debian/Ubuntu), "
@@ -137,7 +140,8 @@ LAN_MAX_PACKET_SIZE = 64 * 1024 + 1024
 
 
 class PrivateMosquitto:
-    """A Mosquitto broker of our own: persistence in ``data_dir``, anonymous, loopback only.
+    """A Mosquitto broker of our own: persistence in ``data_dir``, loopback only; anonymous,
+    or with a provisioned folder's passwords, ACL and (``tls``) certificates.
 
     ``max_packet_size`` bounds every packet a client may send (Mosquitto disconnects a client
     that sends a larger one, before buffering it): 4 MiB by default, as in ``deploy/mosquitto``'s
@@ -153,6 +157,8 @@ class PrivateMosquitto:
         password_file: Path | None = None,
         acl_file: Path | None = None,
         max_packet_size: int = UPLINK_MAX_PACKET_SIZE,
+        provisioned: BrokerFiles | None = None,
+        tls: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
@@ -160,11 +166,27 @@ class PrivateMosquitto:
         self.password_file = password_file
         self.acl_file = acl_file
         self.max_packet_size = max_packet_size
+        # A folder of `anju provision` (anju/provision/): authentication, its ACL, client ids
+        # bound to user names, and TLS with the city's CA when ``tls``.
+        self.provisioned = provisioned
+        self.tls = tls and provisioned is not None
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
+
+    def _provisioned_conf(self, files: BrokerFiles) -> str:
+        from anju.provision.mosquitto import Listener, mosquitto_conf
+
+        return mosquitto_conf(
+            files,
+            [Listener(self.port, "127.0.0.1", tls=self.tls)],
+            data_dir=self.data_dir,
+            log_file=self.data_dir / "mosquitto.log",
+            run_as_root=os.geteuid() == 0,
+            max_packet_size=self.max_packet_size,
+        )
 
     def start(self) -> PrivateMosquitto:
         exe = find_mosquitto()
@@ -191,7 +213,10 @@ class PrivateMosquitto:
             lines.append(f"acl_file {self.acl_file}")
         if os.geteuid() == 0:
             lines.append("user root")  # otherwise it drops to 'mosquitto', who cannot write here
-        conf.write_text("\n".join(lines) + "\n")
+        text = "\n".join(lines) + "\n"
+        if self.provisioned is not None:
+            text = self._provisioned_conf(self.provisioned)
+        conf.write_text(text)
         self.proc = subprocess.Popen(
             [exe, "-c", str(conf)],
             stdin=subprocess.DEVNULL,

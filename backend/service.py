@@ -84,6 +84,7 @@ class Backend:
         self.started = asyncio.Event()  # both MQTT sessions subscribed
         self._main_subscribed = asyncio.Event()
         self._events_subscribed = asyncio.Event()  # up, and subscribed to the gateways' uplink
+        self._gateways_online: dict[str, bool] = {}  # logged at INFO when it changes (issue 13)
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -318,7 +319,15 @@ class Backend:
         except (ValueError, KeyError, TypeError):
             self.metrics.rejected.labels("bad_state").inc()
             return
-        log.info("gateway %s is %s", gw, "online" if online else "OFFLINE")
+        # A heartbeat that changes nothing is DEBUG: INFO carries what an operator acts on.
+        changed = self._gateways_online.get(gw) != online
+        self._gateways_online[gw] = online
+        log.log(
+            logging.INFO if changed else logging.DEBUG,
+            "gateway %s is %s",
+            gw,
+            "online" if online else "OFFLINE",
+        )
         self.desk.gateway_state(gw, online)
         try:
             async with self.store.pool.connection() as conn:

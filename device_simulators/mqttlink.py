@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -66,6 +66,10 @@ class GatewayLink:
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )
+        # Credentials in the URL (an installer of the gateway's LAN broker: anju demo).
+        user, password = urlsplit(url).username, urlsplit(url).password
+        if user:
+            self._client.username_pw_set(unquote(user), unquote(password or ""))
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.max_queued_messages_set(max_queued)
         self._client.on_connect = self._on_connect

@@ -15,12 +15,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import pytest
 
 from anju.contract import device_topic
 from anju.mqtturl import parse_mqtt_url
 from anju.uplink import encode_batch, up_topic
+from tests.demo_support import aiomqtt_client
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
@@ -103,12 +103,16 @@ async def test_poison_during_the_demo_never_stops_a_fire_alarm(tmp_path: Path) -
         assert proc.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)
         endpoints: dict[str, Any] = json.loads(line)
-        up = parse_mqtt_url(endpoints["alerts_mqtt"])
-        lans = {gw: parse_mqtt_url(url) for gw, url in endpoints["lan_mqtt"].items()}
+        # The demo's credentials (issue 13): the fire brigade of 330402 (NH's district), the
+        # first gateway's uplink identity (NH), each LAN broker's installer.
+        ca = endpoints["ca_file"]
+        fire_url = endpoints["subscribers"]["fire/330402"]
+        assert parse_mqtt_url(endpoints["uplink_mqtt"]).username == NH
+        lans = endpoints["lan_mqtt"]
         ready = asyncio.Event()
 
         async def fire_department() -> None:
-            async with aiomqtt.Client(up.host, up.port) as c:
+            async with aiomqtt_client(fire_url, ca) as c:
                 await c.subscribe("anju/alerts/fire/#", qos=1)
                 ready.set()
                 async for m in c.messages:
@@ -122,13 +126,13 @@ async def test_poison_during_the_demo_never_stops_a_fire_alarm(tmp_path: Path) -
         latencies = []
         for i, (gw, detector) in enumerate(DETECTORS):
             lan = lans[gw]
-            async with aiomqtt.Client(lan.host, lan.port) as c:
+            async with aiomqtt_client(lan, None) as c:
                 for channel, payload in lan_poison():
                     await c.publish(device_topic(POISONED, channel), payload, qos=1)
-            async with aiomqtt.Client(up.host, up.port) as c:
+            async with aiomqtt_client(endpoints["uplink_mqtt"], ca) as c:
                 for topic, payload in uplink_poison(i):
                     await c.publish(topic, payload, qos=1)
-            async with aiomqtt.Client(lan.host, lan.port) as c:
+            async with aiomqtt_client(lan, None) as c:
                 alarm = {"ts": now_ms(), "type": "alarm", "data": {}}
                 sent = time.monotonic()
                 await c.publish(device_topic(detector, "event"), json.dumps(alarm), qos=1)
