@@ -32,6 +32,12 @@ class BackendSettings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
     api_token: str | None = Field(default=None, description="bearer token the API requires, if set")
+    # TLS for the API (uvicorn); or a reverse proxy in front (docs/operations.md).
+    api_ssl_certfile: Path | None = Field(default=None, description="the API's TLS certificate")
+    api_ssl_keyfile: Path | None = Field(default=None, description="the API's TLS key")
+    timezone: str = Field(
+        default="Asia/Shanghai", description="the deployment's time zone: times people read"
+    )
     queue_max: int = Field(
         default=2_000, ge=1, description="decoded batches waiting for the writer"
     )
@@ -76,6 +82,8 @@ class BackendSettings(BaseSettings):
     def _mqtt_tls(self) -> BackendSettings:
         if (self.mqtt_cert_file is None) != (self.mqtt_key_file is None):
             raise ValueError("mqtt_cert_file and mqtt_key_file go together")
+        if (self.api_ssl_certfile is None) != (self.api_ssl_keyfile is None):
+            raise ValueError("api_ssl_certfile and api_ssl_keyfile go together")
         try:
             check_password_transport(
                 parse_mqtt_url(self.mqtt_url), allow_plain=self.mqtt_allow_plain_password
@@ -173,3 +181,63 @@ class AlertingConfig(_Strict):
 def load_alerting(path: Path | None) -> AlertingConfig:
     """The alerting file, or the defaults when there is none; errors name file and line."""
     return AlertingConfig() if path is None else load_model(path, AlertingConfig)
+
+
+# ---- failing closed (issue 13) ---------------------------------------------------------------
+
+MIN_SECRET_LEN = 20
+# SHA-256 digests of the tokens published in deploy/alerting.example.yaml and the docs.
+EXAMPLE_TOKEN_DIGESTS = frozenset(
+    {
+        "ce82b189198d38e3944a70e9d0bfcec751c98e6ed0212ab978c70ec46354fc09",
+        "c6293e2481468b3a0e7ff29e66316417fc7527a51f820708eb8c9ec579d49935",
+        "e327fa197221ec8e497a40e4735de26985c0919458534f04f8d606825daca13e",
+        "1a11d2911af588c66b5b8c9345777cb1d8adf408d4c0bde4075a49ce4bdb5cbb",
+    }
+)
+EXAMPLE_SECRETS = frozenset({"another-long-random-secret-here"})
+
+
+def _example(secret: str) -> bool:
+    low = secret.lower()
+    return low.startswith(("change-me", "changeme", "example-")) or low in EXAMPLE_SECRETS
+
+
+def check_api_access(settings: BackendSettings, alerting: AlertingConfig) -> None:
+    """Refuse to serve an API that would fail open, or whose secrets are published ones.
+
+    Without any token (``ANJU_API_TOKEN`` or ``tokens:`` in the ``ANJU_ALERTING`` file) every
+    caller is admin: allowed only when ``ANJU_API_HOST`` is a loopback address (development).
+    Example tokens and webhook secrets (``change-me-*``, ``example-*``, the digests of
+    deploy/alerting.example.yaml) and secrets shorter than ``MIN_SECRET_LEN`` are refused."""
+    from anju.mqtturl import is_loopback
+
+    problems: list[str] = []
+    if settings.api_token is not None and (
+        _example(settings.api_token) or len(settings.api_token) < MIN_SECRET_LEN
+    ):
+        problems.append(f"ANJU_API_TOKEN is an example or shorter than {MIN_SECRET_LEN} characters")
+    for t in alerting.tokens:
+        if t.token is not None and (_example(t.token) or len(t.token) < MIN_SECRET_LEN):
+            problems.append(
+                f"token {t.name!r}: an example or shorter than {MIN_SECRET_LEN} characters"
+            )
+        if t.digest() in EXAMPLE_TOKEN_DIGESTS:
+            problems.append(f"token {t.name!r}: the published example's sha256; make your own")
+    for w in alerting.webhooks:
+        if _example(w.secret) or len(w.secret) < MIN_SECRET_LEN:
+            problems.append(
+                f"webhook {w.name!r}: its secret is an example or shorter than "
+                f"{MIN_SECRET_LEN} characters"
+            )
+    if problems:
+        raise ConfigError(
+            "refusing to start the API with published or weak secrets (ANJU_ALERTING "
+            f"{settings.alerting}): " + "; ".join(problems) + " (`anju provision` makes tokens)"
+        )
+    if not alerting.tokens and settings.api_token is None and not is_loopback(settings.api_host):
+        raise ConfigError(
+            f"the API would listen on {settings.api_host} with no token: every caller would be "
+            "admin. Give tokens (`tokens:` in the ANJU_ALERTING file, from `anju provision`, or "
+            "ANJU_API_TOKEN), or bind ANJU_API_HOST to 127.0.0.1 for development"
+        )

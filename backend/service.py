@@ -34,7 +34,7 @@ from backend.alerting.feed import RuleFeed
 from backend.api import AppState, create_app
 from backend.api.deps import Tokens
 from backend.audit_anchor import AuditAnchor, mqtt_publisher
-from backend.config import BackendSettings, load_alerting
+from backend.config import BackendSettings, check_api_access, load_alerting
 from backend.db.maintenance import run_maintenance
 from backend.db.migrate import migrate, parse_storage
 from backend.db.registry import RegistryRow, sync_registry
@@ -174,6 +174,8 @@ class Backend:
                 create_app(self.app_state),
                 host=s.api_host,
                 port=s.api_port,
+                ssl_certfile=s.api_ssl_certfile,
+                ssl_keyfile=s.api_ssl_keyfile,
                 log_level="warning",
                 lifespan="off",
                 # Open live streams and requests waiting on the database must not hold the
@@ -369,7 +371,13 @@ class Backend:
 
 
 def run_backend(settings: BackendSettings) -> None:
-    """Run until SIGTERM or SIGINT."""
+    """Run until SIGTERM or SIGINT; refuse an API that would fail open (issue 13)."""
+    check_api_access(settings, load_alerting(settings.alerting))
+    if not load_alerting(settings.alerting).tokens and settings.api_token is None:
+        log.warning(
+            "the API has no tokens: every caller on %s is admin (development only)",
+            settings.api_host,
+        )
 
     async def main() -> None:
         stop = asyncio.Event()

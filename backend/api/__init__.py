@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from backend.api.deps import AppState
@@ -22,6 +23,11 @@ def create_app(state: AppState) -> FastAPI:
     app.include_router(telemetry.router)
     app.include_router(status_routes.router)
     app.include_router(supervision_routes.router)
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/screen/")
+
     static = Path(__file__).parent / "static"
     app.mount("/screen", StaticFiles(directory=static, html=True), name="screen")
     return app

@@ -3,7 +3,9 @@
 Tokens are scoped by audience and scope (``backend.config.TokenSpec``): a fire brigade's token
 sees only the alerts sent to ``fire/{its district}``, a property company's only those sent to
 ``property/{its organisation}``. Tokens are kept as SHA-256 digests and compared in constant
-time. With no tokens configured at all (development, ``anju demo``) every caller is admin.
+time. With no tokens configured at all every caller is admin: ``anju backend run`` allows that
+only on a loopback address (``backend.config.check_api_access``; issue 13). Tokens come in the
+``Authorization: Bearer`` header; ``?access_token=`` only on the live stream (EventSource).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import hmac
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, Header, HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from anju.contract import FIRE_KINDS, Audience
 from anju.registry import CityIndex
 from backend.config import TokenSpec
 from backend.metrics import BackendMetrics
@@ -92,24 +96,51 @@ def _state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(_state)]
 
 
-def _principal(
-    state: StateDep,
-    authorization: Annotated[str | None, Header()] = None,
-    access_token: Annotated[str | None, Query(description="for EventSource clients")] = None,
-) -> Principal:
+# Declared in the OpenAPI document (HTTP bearer), so that /docs can authorise.
+_bearer = HTTPBearer(auto_error=False, description="an API token (docs/operations.md)")
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _who(state: AppState, token: str | None) -> Principal:
     if not state.tokens.by_digest:
         return ADMIN
-    token = None
-    if authorization is not None and authorization.startswith("Bearer "):
-        token = authorization[len("Bearer ") :]
-    token = token or access_token
     who = state.tokens.find(token) if token else None
     if who is None:
         raise HTTPException(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
     return who
 
 
+def _principal(state: StateDep, bearer: BearerDep) -> Principal:
+    return _who(state, bearer.credentials if bearer else None)
+
+
+def _stream_principal(
+    state: StateDep,
+    bearer: BearerDep,
+    access_token: Annotated[str | None, Query(description="for EventSource clients")] = None,
+) -> Principal:
+    """The live stream's caller: the bearer header, or ``?access_token=`` (EventSource cannot
+    send headers). No other route reads a token from the query (it ends up in logs)."""
+    return _who(state, bearer.credentials if bearer else access_token)
+
+
 PrincipalDep = Annotated[Principal, Depends(_principal)]
+StreamPrincipalDep = Annotated[Principal, Depends(_stream_principal)]
+
+# The device kinds each department watches (status, telemetry and events are limited to them);
+# audiences not listed see every kind of their scope.
+AUDIENCE_KINDS: dict[str, frozenset[str]] = {
+    Audience.FIRE: FIRE_KINDS,
+    Audience.MARKET_SUPERVISION: frozenset({"elevator"}),
+    Audience.PUBLIC_SECURITY: frozenset(
+        {"camera", "access_controller", "emergency_button", "perimeter"}
+    ),
+}
+
+
+def kinds_of(who: Principal) -> frozenset[str] | None:
+    """The device kinds ``who`` watches; None for all."""
+    return None if who.admin else AUDIENCE_KINDS.get(who.audience)
 
 
 def _admin(who: PrincipalDep) -> Principal:

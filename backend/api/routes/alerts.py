@@ -6,12 +6,14 @@ Every route sees only what the caller's token may see (``deps.Principal``).
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from anju.contract import Audience
 from backend.alerting.errors import AlertNotFound, NotAnAudience
+from backend.alerting.resolvers import may_resolve
 from backend.api.deps import AdminDep, Principal, PrincipalDep, StateDep
 from backend.audit_anchor import AnchorFileError
 
@@ -68,28 +70,28 @@ async def verify_audit(
     return r.to_json(limit)
 
 
-async def _visible(state: StateDep, who: PrincipalDep, alert_id: str) -> dict[str, Any]:
-    payload = await state.store.get_alert(alert_id)
+async def _visible(state: StateDep, who: PrincipalDep, alert_id: UUID) -> dict[str, Any]:
+    payload = await state.store.get_alert(str(alert_id))
     if payload is None or not who.sees(payload):
         raise HTTPException(404, f"no alert {alert_id} for {who.name}")
     return payload
 
 
 @router.get("/{alert_id}")
-async def get_alert(state: StateDep, who: PrincipalDep, alert_id: str) -> dict[str, Any]:
+async def get_alert(state: StateDep, who: PrincipalDep, alert_id: UUID) -> dict[str, Any]:
     return await _visible(state, who, alert_id)
 
 
 @router.get("/{alert_id}/audit")
-async def alert_audit(state: StateDep, who: PrincipalDep, alert_id: str) -> list[dict[str, Any]]:
+async def alert_audit(state: StateDep, who: PrincipalDep, alert_id: UUID) -> list[dict[str, Any]]:
     """Every change of the alert, with the hash chain's entries."""
     await _visible(state, who, alert_id)
-    return await state.store.audit_of(alert_id)
+    return await state.store.audit_of(str(alert_id))
 
 
 @router.post("/{alert_id}/ack")
 async def acknowledge(
-    state: StateDep, who: PrincipalDep, alert_id: str, body: AckBody
+    state: StateDep, who: PrincipalDep, alert_id: UUID, body: AckBody
 ) -> dict[str, Any]:
     """Acknowledge for the caller's audience (each audience acknowledges on its own), recorded
     as the token's principal (``by`` names the person at the screen, if given)."""
@@ -107,7 +109,7 @@ async def acknowledge(
     assert state.desk is not None
     try:
         change = await state.desk.acknowledge(
-            alert_id, audience, by=_actor(who, body.by), note=body.note
+            str(alert_id), audience, by=_actor(who, body.by), note=body.note
         )
     except AlertNotFound as exc:
         raise HTTPException(409, str(exc)) from exc
@@ -118,15 +120,19 @@ async def acknowledge(
 
 @router.post("/{alert_id}/resolve")
 async def resolve(
-    state: StateDep, who: PrincipalDep, alert_id: str, body: ResolveBody
+    state: StateDep, who: PrincipalDep, alert_id: UUID, body: ResolveBody
 ) -> dict[str, Any]:
-    """Resolve by a person (tokens with ``resolve: true``, and admin)."""
-    await _visible(state, who, alert_id)
+    """Resolve by a person: admin, or a token with ``resolve: true`` whose audience may resolve
+    that type (``backend.alerting.resolvers``: a property company does not resolve a fire
+    alarm sent to the fire brigade)."""
+    payload = await _visible(state, who, alert_id)
     if not who.can_resolve:
         raise HTTPException(403, f"{who.name} may not resolve alerts")
+    if not may_resolve(str(payload.get("type", "")), who.audience):
+        raise HTTPException(403, f"{who.name} may not resolve {payload.get('type')} alerts")
     assert state.desk is not None
     try:
-        change = await state.desk.resolve(alert_id, by=_actor(who, body.by), note=body.note)
+        change = await state.desk.resolve(str(alert_id), by=_actor(who, body.by), note=body.note)
     except AlertNotFound as exc:
         raise HTTPException(409, str(exc)) from exc
     return change.payload

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from backend.api.deps import StateDep
+
+log = logging.getLogger("anju.api")
 
 router = APIRouter(tags=["operations"])
 
@@ -20,8 +24,9 @@ async def readyz(state: StateDep) -> dict[str, str]:
     try:
         async with state.store.pool.connection() as conn:
             await conn.execute("SELECT 1")
-    except Exception as exc:  # any failure means "not ready"; the reason is reported
-        raise HTTPException(503, f"database: {exc}") from exc
+    except Exception as exc:  # any failure means "not ready"; the reason goes to the log only
+        log.debug("not ready: database: %s", exc)
+        raise HTTPException(503, "database: not reachable") from exc
     if not state.mqtt_connected:
         raise HTTPException(503, "broker: not connected")
     return {"status": "ready"}

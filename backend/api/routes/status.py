@@ -16,23 +16,14 @@ from typing import Any, Final
 from fastapi import APIRouter, HTTPException, Query
 from psycopg.types.json import Jsonb
 
-from anju.contract import FIRE_KINDS, Audience
 from anju.registry import CityIndex, DeviceInfo
 from backend.alerting.catalog import PARAM_DEFAULTS
 from backend.alerting.lifecycle import Deadlines
-from backend.api.deps import AppState, Principal, PrincipalDep, StateDep
+from backend.api.deps import AppState, Principal, PrincipalDep, StateDep, kinds_of
 from backend.api.routes.telemetry import community_visible, device_visible
 
 router = APIRouter(prefix="/api/status", tags=["status"])
 
-# The device kinds each department watches; audiences not listed see every kind.
-AUDIENCE_KINDS: Final[dict[str, frozenset[str]]] = {
-    Audience.FIRE: FIRE_KINDS,
-    Audience.MARKET_SUPERVISION: frozenset({"elevator"}),
-    Audience.PUBLIC_SECURITY: frozenset(
-        {"camera", "access_controller", "emergency_button", "perimeter"}
-    ),
-}
 LOW_BATTERY_PCT: Final = 20.0  # ALERTS.md device.battery_low
 ELEVATOR_METRICS: Final = (
     "floor",
@@ -51,11 +42,6 @@ def _city(state: AppState) -> CityIndex:
     if state.city is None:
         raise HTTPException(503, "the registry is not loaded")
     return state.city
-
-
-def kinds_of(who: Principal) -> frozenset[str] | None:
-    """The device kinds ``who`` watches; None for all."""
-    return None if who.admin else AUDIENCE_KINDS.get(who.audience)
 
 
 def visible_devices(who: Principal, city: CityIndex) -> list[DeviceInfo]:

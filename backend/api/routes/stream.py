@@ -9,14 +9,14 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
-from backend.api.deps import PrincipalDep, StateDep
+from backend.api.deps import StateDep, StreamPrincipalDep
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
 KEEPALIVE_S = 15.0
 
 
 @router.get("/stream")
-async def stream(request: Request, state: StateDep, who: PrincipalDep) -> StreamingResponse:
+async def stream(request: Request, state: StateDep, who: StreamPrincipalDep) -> StreamingResponse:
     """``text/event-stream``: one ``alert`` event per change (the section 2 payload); a
     comment every 15 s keeps proxies from closing the connection. EventSource clients pass
     the token as ``?access_token=``."""

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query
 from anju.contract import Audience
 from anju.registry import CityIndex
 from backend import queries
-from backend.api.deps import AppState, Principal, PrincipalDep, StateDep
+from backend.api.deps import AppState, Principal, PrincipalDep, StateDep, kinds_of
 
 router = APIRouter(prefix="/api/telemetry", tags=["telemetry"])
 
@@ -42,6 +42,14 @@ def community_visible(who: Principal, city: CityIndex, community_id: str) -> boo
     return False
 
 
+def kind_visible(who: Principal, city: CityIndex, device_id: str) -> bool:
+    """The device is of a kind ``who`` watches (``deps.AUDIENCE_KINDS``: a fire brigade reads
+    fire kinds, not access control or cameras)."""
+    kinds = kinds_of(who)
+    dev = city.devices.get(device_id)
+    return kinds is None or (dev is not None and dev.kind in kinds)
+
+
 def device_visible(who: Principal, city: CityIndex, device_id: str) -> bool:
     dev = city.devices.get(device_id)
     if dev is None:
@@ -67,8 +75,10 @@ async def latest(
     community_id: str,
     lookback_h: int = Query(720, ge=1, le=24 * 366),
 ) -> list[dict[str, Any]]:
-    """The newest value of every metric of every device of the community."""
-    if not community_visible(who, _city(state), community_id):
+    """The newest value of every metric of every device of the community (of the kinds the
+    caller watches)."""
+    city = _city(state)
+    if not community_visible(who, city, community_id):
         raise _forbid()
     async with state.store.pool.connection() as conn:
         rows = await queries.latest_state(conn, community_id, lookback=timedelta(hours=lookback_h))
@@ -80,6 +90,7 @@ async def latest(
             "value": r.flag if r.flag is not None else r.num if r.num is not None else r.txt,
         }
         for r in rows
+        if kind_visible(who, city, r.device_id)
     ]
 
 
@@ -94,7 +105,8 @@ async def series(
     bucket_s: int = Query(3600, ge=1),
 ) -> dict[str, Any]:
     """The metric in buckets over [start, end) widened to whole buckets (UTC-aligned)."""
-    if not device_visible(who, _city(state), device_id):
+    city = _city(state)
+    if not device_visible(who, city, device_id) or not kind_visible(who, city, device_id):
         raise _forbid()
     try:
         async with state.store.pool.connection() as conn:
@@ -129,8 +141,9 @@ async def events(
     type: str | None = None,
     limit: int = Query(100, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
-    """The community's events, newest first."""
-    if not community_visible(who, _city(state), community_id):
+    """The community's events, newest first (of the device kinds the caller watches)."""
+    city = _city(state)
+    if not community_visible(who, city, community_id):
         raise _forbid()
     async with state.store.pool.connection() as conn:
         rows = await queries.events_by_community(
@@ -139,4 +152,5 @@ async def events(
     return [
         {"ts": e.ts.isoformat(), "device_id": e.device_id, "type": e.type, "data": e.data}
         for e in rows
+        if kind_visible(who, city, e.device_id)
     ]
