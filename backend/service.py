@@ -211,7 +211,11 @@ class Backend:
                 task("alert-timers", self._ticks, recover=True),
                 task("alert-state", lambda: self.desk.snapshots(snapshot_s), recover=True),
                 task("webhooks", self.webhooks.run),
-                task("storage-maintenance", lambda: run_maintenance(pool), recover=True),
+                task(
+                    "storage-maintenance",
+                    lambda: run_maintenance(pool, registry=self.metrics.registry),
+                    recover=True,
+                ),
                 task("loop-lag", self._loop_lag, recover=True),
                 task("alarm-lane", lambda: self._watch(alarm)),
                 # The audit chain's head, to the anchor file and anju/audit/head (issue 10).

@@ -84,6 +84,15 @@ def test_anju_runs_a_job_once_per_interval_and_never_a_running_one() -> None:
     assert should_run(job, "failing", now=NOW, last_anju_run=NOW - timedelta(hours=12))
 
 
+def test_a_restarted_watch_reuses_its_metrics() -> None:
+    """The backend restarts a failed maintenance task: its new watch must not register the
+    same metrics twice on the backend's registry."""
+    registry = CollectorRegistry()
+    a, b = JobWatch(registry), JobWatch(registry)
+    assert a.jobs is b.jobs and a.runs is b.runs
+    assert JobWatch(CollectorRegistry()).jobs is not a.jobs
+
+
 def test_storage_choice_parsing() -> None:
     assert mig.parse_storage(None) is None and mig.parse_storage("auto") is None
     assert mig.parse_storage("plain") is StorageMode.PLAIN

@@ -22,6 +22,7 @@ metrics.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -105,35 +106,52 @@ class JobWatch:
         self.first_seen: dict[int, datetime] = {}
         self.anju_ran: dict[int, datetime] = {}
         self.anju_ok: dict[int, datetime] = {}
-        r = registry or CollectorRegistry()
-        self.jobs = Gauge(
+        m = _metrics(registry or CollectorRegistry())
+        self.jobs, self.runs, self.behind, self.failures = m
+
+
+_JobMetrics = tuple[Gauge, Counter, Gauge, Gauge]
+# One set per registry: a restarted maintenance task reuses the metrics it registered.
+_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, _JobMetrics] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _metrics(r: CollectorRegistry) -> _JobMetrics:
+    if (found := _BY_REGISTRY.get(r)) is not None:
+        return found
+    made = (
+        Gauge(
             "anju_storage_jobs",
             "TimescaleDB compression, retention and refresh jobs as the scheduler left them, by"
             " kind and state (failing: last run failed; overdue: no success for twice its"
             " interval; paused: not scheduled)",
             ["kind", "state"],
             registry=r,
-        )
-        self.runs = Counter(
+        ),
+        Counter(
             "anju_storage_job_runs",
             "TimescaleDB jobs anju ran itself (CALL run_job) because the scheduler did not,"
             " by kind and result",
             ["kind", "result"],
             registry=r,
-        )
-        self.behind = Gauge(
+        ),
+        Gauge(
             "anju_storage_job_behind_seconds",
             "Longest time since a TimescaleDB job of this kind last succeeded, run by the"
             " scheduler or by anju",
             ["kind"],
             registry=r,
-        )
-        self.failures = Gauge(
+        ),
+        Gauge(
             "anju_storage_job_failures",
             "Failed runs TimescaleDB counts for its jobs (job_stats.total_failures), by kind",
             ["kind"],
             registry=r,
-        )
+        ),
+    )
+    _BY_REGISTRY[r] = made
+    return made
 
 
 async def read_jobs(conn: psycopg.AsyncConnection) -> list[Job]:
