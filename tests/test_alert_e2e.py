@@ -28,7 +28,7 @@ GW = "gw-jx-nh-0001-a"
 ELEV = "jx-nh-0001-elev-03"
 SMOKE = "jx-nh-0001-smoke-3-1201"
 TOKENS = {
-    "fire-nh": ("fire", "330402", False),
+    "fire-nh": ("fire", "330402", True),
     "fire-xz": ("fire", "330411", False),
     "market-nh": ("market_supervision", "330402", False),
     "greentown": ("property", "org-greentown-jx", True),
@@ -172,12 +172,18 @@ async def test_fire_alarm_routing_persistent_session_escalation_and_scoped_api(
             assert r.status_code == 200 and r.json()["state"] == "acknowledged"
             assert [a["audience"] for a in r.json()["acks"]] == ["property"]
             r = await http.post(
-                f"/api/alerts/{raised['id']}/resolve", headers=h("fire-nh"), json={"by": "x"}
+                f"/api/alerts/{raised['id']}/resolve", headers=h("market-nh"), json={"by": "x"}
+            )
+            assert r.status_code == 404  # not theirs
+            # Issue 13: the property company (resolve: true) may not resolve a fire alarm
+            # sent to the fire brigade; the brigade may (backend/alerting/resolvers.py).
+            r = await http.post(
+                f"/api/alerts/{raised['id']}/resolve", headers=h("greentown"), json={"by": "x"}
             )
             assert r.status_code == 403
             r = await http.post(
                 f"/api/alerts/{raised['id']}/resolve",
-                headers=h("greentown"),
+                headers=h("fire-nh"),
                 json={"by": "王", "note": "false alarm: cooking"},
             )
             assert r.json()["state"] == "resolved"
