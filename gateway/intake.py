@@ -126,8 +126,8 @@ class LanIntake:
 
     def stop(self) -> None:
         """Stop taking messages, commit and acknowledge what was taken, then disconnect."""
+        self.client.disconnect()  # queued; the network thread writes it, then sees the stop
         self._stop.set()
-        self.client.disconnect()
         self._network.join(10)
         try:
             self._queue.put(None, timeout=5)

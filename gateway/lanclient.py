@@ -9,9 +9,15 @@ those system calls were most of the gateway's CPU. This client:
 - acknowledges a commit group's messages with one write (``ack_many``): the PUBACKs are
   concatenated into one queued packet.
 
-Both rest on two of paho's internal methods (``_sock_recv`` and ``_packet_queue``, unchanged
-from paho 1.6 to 2.1); when they are missing, the client behaves as paho's own (``FAST`` is
-False) and ``ack_many`` acknowledges one message at a time.
+Every write happens on the network thread (the one that calls ``loop``): paho would otherwise
+write a packet queued from another thread (the committer's PUBACKs) at once, on that thread, and
+two threads writing the same non-blocking socket can interleave a partly written packet with
+another. A no-op ``on_socket_register_write`` makes paho queue the packet and wake the network
+thread instead.
+
+The read and ack economies rest on two of paho's internal methods (``_sock_recv`` and
+``_packet_queue``, unchanged from paho 1.6 to 2.1); when they are missing, the client behaves
+as paho's own (``FAST`` is False) and ``ack_many`` acknowledges one message at a time.
 """
 
 from __future__ import annotations
@@ -28,12 +34,17 @@ _PUBACK: Final = 0x40
 FAST: Final = hasattr(mqtt.Client, "_sock_recv") and hasattr(mqtt.Client, "_packet_queue")
 
 
+def _written_by_the_loop(_client: mqtt.Client, _userdata: Any, _sock: Any) -> None:
+    """Nothing: the network thread's ``loop`` sees the queued packet and writes it."""
+
+
 class LanClient(mqtt.Client):
     """``paho.mqtt.client.Client`` with buffered reads and grouped PUBACKs (MQTT 3.1.1)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._rbuf = b""
+        self.on_socket_register_write = _written_by_the_loop
 
     if FAST:
 

@@ -120,6 +120,10 @@ class Uplink:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
+        # Every write on this link's own thread: paho writes a packet queued from another thread
+        # (the sender's batches) at once on that thread otherwise, and two writers can interleave
+        # a partly written batch with a PUBACK. With this no-op paho queues it and wakes us.
+        c.on_socket_register_write = lambda *_: None
         self.client = c
         self._connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         self._connect_props.MaximumPacketSize = cfg.uplink.max_packet_bytes
@@ -139,8 +143,8 @@ class Uplink:
             deadline = time.monotonic() + 2
             while not info.is_published() and time.monotonic() < deadline:
                 time.sleep(0.02)
+        self.client.disconnect()  # queued; this link's thread writes it, then sees the stop
         self._stop.set()
-        self.client.disconnect()
         self._thread.join(10)
 
     def _loop(self) -> None:
