@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from backend.api.deps import AppState
@@ -23,6 +24,12 @@ def create_app(state: AppState) -> FastAPI:
     app.include_router(telemetry.router)
     app.include_router(status_routes.router)
     app.include_router(supervision_routes.router)
+
+    @app.exception_handler(psycopg.DataError)
+    async def bad_value(_r: Request, _exc: psycopg.DataError) -> JSONResponse:
+        # A value the database refuses (a NUL character, a number or time out of range) is the
+        # caller's input error: 422, never a 500 (issue 13).
+        return JSONResponse({"detail": "a value out of range or with a NUL character"}, 422)
 
     @app.get("/", include_in_schema=False)
     async def home() -> RedirectResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 from fastapi import APIRouter, HTTPException, Query
 
 from anju.contract import Audience
@@ -102,7 +103,7 @@ async def series(
     metric: str,
     start: datetime,
     end: datetime,
-    bucket_s: int = Query(3600, ge=1),
+    bucket_s: int = Query(3600, ge=1, le=366 * 86400),
 ) -> dict[str, Any]:
     """The metric in buckets over [start, end) widened to whole buckets (UTC-aligned)."""
     city = _city(state)
@@ -115,6 +116,8 @@ async def series(
             )
     except queries.QueryError as exc:
         raise HTTPException(422, str(exc)) from exc
+    except (OverflowError, psycopg.DataError) as exc:  # times or buckets out of range
+        raise HTTPException(422, "start, end or bucket_s out of range") from exc
     return {
         "source": source,
         "buckets": [

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from backend.api.deps import AdminDep, StateDep
 
@@ -14,7 +14,8 @@ router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
 
 class ReplayBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    ids: list[int] | None = None  # none: every pending dead letter
+    # none: every pending dead letter; ids are bigint (out of range: 422, not 500)
+    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] | None = Field(None, max_length=10_000)
 
 
 @router.get("/dead-letters")

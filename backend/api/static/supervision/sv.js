@@ -30,6 +30,9 @@ function fmt(k, v) {
   if (typeof v === "number" && !Number.isInteger(v)) return v.toFixed(1);
   return String(v);
 }
+function localTime(iso) {
+  return new Date(iso).toLocaleString("zh-CN", { timeZone: "Asia/Shanghai", hour12: false });
+}
 function gradeCell(g) { return `<span class="grade grade-${esc(g)}">${esc(g)}</span>`; }
 function listCell(l) { return l ? `<span class="list-${esc(l)}">${LIST[l] || esc(l)}</span>` : ""; }
 function showError(text) { const e = $("error"); e.textContent = text; e.style.display = "block"; }
@@ -164,7 +167,7 @@ async function company() {
   $("ruleset").textContent = `规则 ruleset ${r.ruleset_version} (${r.ruleset_sha256.slice(0, 12)})`;
   $("list-reason").textContent = r.list_reason.join("; ");
   $("published").textContent = r.published
-    ? `已于 ${r.published.published_at.slice(0, 16)} 发布：${r.published.score} 分 ${r.published.grade}`
+    ? `已于 ${localTime(r.published.published_at)} 发布：${r.published.score} 分 ${r.published.grade}`
     : "本月尚未发布（以下为当前计算结果） not yet published";
   const rows = r.lines.map((ln) => ({ ...ln }));
   $("lines").innerHTML = table(
@@ -244,11 +247,12 @@ async function lists() {
 async function publicPage() {
   const body = await json("/api/supervision/public");
   $("month-shown").textContent = body.month.slice(0, 7);
+  if ($("month")) $("month").value = body.month.slice(0, 7); // the month shown, not today's
   if (!body.published) {
     $("companies").innerHTML = "<p>该月考核评价结果尚未发布。 Not published yet.</p>";
     return;
   }
-  $("ruleset").textContent = `评价规则版本 ${body.ruleset_version}，发布于 ${body.published_at.slice(0, 10)}`;
+  $("ruleset").textContent = `评价规则版本 ${body.ruleset_version}，发布于 ${localTime(body.published_at)}`;
   const cols = [["org_name", "物业服务企业"], ["grade", "信用等级"], ["score", "得分"], ["list", "名单"],
     ["alerts", FIG.alerts], ["ack_median_s", FIG.ack_median_s], ["resolve_median_s", FIG.resolve_median_s],
     ["escalated", FIG.escalated], ["overdue", FIG.overdue], ["device_online_ratio", FIG.device_online_ratio],
