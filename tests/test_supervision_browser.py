@@ -108,6 +108,7 @@ async def test_public_page_needs_no_token(site: str) -> None:
         await page.goto(f"{site}/public.html")  # no token stored
         await ready(page)
         await expect(page.locator("#month-shown")).to_have_text(MONTH)
+        await expect(page.locator("#month")).to_have_value(MONTH)  # the latest published
         await expect(page.locator("#companies tbody tr")).to_have_count(3)
         text = await page.locator("main").inner_text()
         assert "jx-nh-0001" not in text and "elev" not in text
