@@ -393,6 +393,11 @@ def run_demo(opts: DemoOptions) -> int:
             ),
             env=backend_env,
         )
+        # The Modbus controllers are servers the gateways poll: up before the gateways.
+        device_sims = adapters.simulators() if opts.simulators else []
+        for name, argv in device_sims:
+            if name.startswith("simulators-modbus"):
+                children.start(name, argv)
         for gw_id, broker in lan.items():
             cfg_path = data / "gateways" / f"{gw_id}.yaml"
             lan_link: dict[str, Any] = {"url": broker.url}
@@ -470,8 +475,9 @@ def run_demo(opts: DemoOptions) -> int:
             scenario = opts.scenario or SAMPLE_SCENARIO
             sim += ["--scenario", str(scenario.resolve()), "--time-scale", str(opts.time_scale)]
             children.start("simulators", _anju(*sim))
-            for name, argv in adapters.simulators():
-                children.start(name, argv)
+            for name, argv in device_sims:
+                if name not in children.procs:
+                    children.start(name, argv)
 
         deadline = None if opts.duration_s is None else time.monotonic() + opts.duration_s
         while not stop.is_set():

@@ -99,7 +99,7 @@ class Backend:
                     [RegistryRow(d.id, d.community_id, d.kind) for d in self.city.devices.values()],
                 )
             self.store = AlertStore(pool, anchor_file=s.audit_anchor_file)
-            book = AlertBook()
+            book = AlertBook(armed_from_ms=_now_ms())  # open alerts' deadlines re-armed
             for alert in await self.store.load_open(self.city):
                 book.load(alert)
             cfg = self.alerting

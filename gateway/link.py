@@ -143,6 +143,7 @@ class Uplink:
             deadline = time.monotonic() + 2
             while not info.is_published() and time.monotonic() < deadline:
                 time.sleep(0.02)
+        self.closing = True  # the disconnection that follows is ours: not a warning
         self.client.disconnect()  # queued; this link's thread writes it, then sees the stop
         self._stop.set()
         self._thread.join(10)
@@ -234,7 +235,8 @@ class Uplink:
 
     def _lost(self, why: str) -> None:
         if self.ready.is_set():
-            log.warning("uplink disconnected (%s); records stay in the outbox", why)
+            level = logging.INFO if getattr(self, "closing", False) else logging.WARNING
+            log.log(level, "uplink disconnected (%s); records stay in the outbox", why)
         self.ready.clear()
         self.connected_since_ms = None
         self.metrics.uplink_connected.set(0)

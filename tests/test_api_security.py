@@ -186,3 +186,29 @@ async def test_rights_and_scopes_on_a_real_backend(
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)
+
+
+def test_open_alerts_loaded_at_a_start_have_their_deadline_re_armed() -> None:
+    """Issue 13, item 8: an alert left open by the last run does not escalate at once when the
+    backend starts again; its deadline counts from the start (and escalates after it)."""
+    from backend.alerting.engine import Shared
+    from backend.alerting.lifecycle import AlertBook, Deadlines
+    from backend.alerting.testing import T0, Feeder
+
+    deadlines = Deadlines(default_ms=300_000, fire_ms=180_000)
+    later = T0 + 3_600_000  # the backend starts again an hour later
+
+    def left_open(armed_from_ms: int) -> AlertBook:
+        f = Feeder(shared=Shared(deadlines=deadlines))
+        [fire] = f.event("c0-smoke_detector-0", 0, "alarm")
+        book = AlertBook(armed_from_ms=armed_from_ms)
+        book.load(fire.alert)
+        return book
+
+    book = left_open(later)
+    assert book.escalations(later + 1_000, deadlines) == []
+    assert book.escalations(later + 179_000, deadlines) == []
+    [esc] = book.escalations(later + 180_000, deadlines)
+    assert esc.action == "escalated"
+    # Without the re-arming (the old behaviour) it escalates at once.
+    assert left_open(0).escalations(later + 1_000, deadlines) != []

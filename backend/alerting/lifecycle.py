@@ -132,9 +132,13 @@ class Deadlines:
 class AlertBook:
     """Open alerts by (device, type), and the changes people make to them."""
 
-    def __init__(self) -> None:
+    def __init__(self, armed_from_ms: int = 0) -> None:
         self.open: dict[tuple[str, str], Alert] = {}
         self.by_id: dict[str, Alert] = {}
+        # Escalation deadlines count from the later of the raise and this time: the backend's
+        # start, for the alerts it loads (while it was down nothing was delivered and nobody
+        # could acknowledge through it, so their deadlines are re-armed; issue 13).
+        self.armed_from_ms = armed_from_ms
 
     def load(self, alert: Alert) -> None:
         self.open[(alert.device.id, alert.type)] = alert
@@ -227,7 +231,7 @@ class AlertBook:
                 alert.severity is not Severity.CRITICAL
                 or alert.evidence.get("escalated")
                 or any(a["audience"] == str(Audience.PROPERTY) for a in alert.acks)
-                or now_ms - alert.raised_at < deadlines.of(alert.type)
+                or now_ms - max(alert.raised_at, self.armed_from_ms) < deadlines.of(alert.type)
             ):
                 continue
             alert.state = AlertState.ESCALATED
