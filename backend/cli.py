@@ -88,7 +88,7 @@ def cmd_verify_audit(args: argparse.Namespace) -> int:
         f" up to n={report.head}, against {against}"
     )
     for p in report.problems:
-        where = f"entry {p.n}" if p.alert_id is None else f"entry {p.n}, {p.alert_id}"
+        where = "no entry" if p.n is None else f"entry {p.n}"
         print(f"  {where}: {p.reason}")
     return 1
 
