@@ -33,10 +33,16 @@ from urllib.parse import urlsplit
 import yaml
 
 from anju import acl
-from anju.errors import AnjuError
+from anju.errors import AnjuError, ServerError
 from anju.localtime import clock
 from anju.registry import CityIndex, load_registry, sample_registry_path
-from anju.servers import PrivateMosquitto, PrivatePostgres, _die_with_parent, free_port
+from anju.servers import (
+    PrivateMosquitto,
+    PrivatePostgres,
+    _die_with_parent,
+    free_port,
+    wait_port,
+)
 from gateway.adapters.demo import DemoAdapters
 
 if TYPE_CHECKING:
@@ -398,6 +404,10 @@ def run_demo(opts: DemoOptions) -> int:
         for name, argv in device_sims:
             if name.startswith("simulators-modbus"):
                 children.start(name, argv)
+        if device_sims:
+            for port in adapters.modbus_ports.values():
+                with contextlib.suppress(ServerError):  # a late one is polled again later
+                    wait_port(port, 10)
         for gw_id, broker in lan.items():
             cfg_path = data / "gateways" / f"{gw_id}.yaml"
             lan_link: dict[str, Any] = {"url": broker.url}

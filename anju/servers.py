@@ -321,6 +321,7 @@ class PrivatePostgres:
             )
             if res.returncode != 0:
                 raise ServerError(f"initdb failed: {res.stderr.decode(errors='replace')[-800:]}")
+        self._wait_for_previous(pgdata)
         want = self._want_timescaledb
         if want is None:
             want = os.environ.get("ANJU_PG_TIMESCALE", "").lower() not in ("0", "off", "no")
@@ -370,6 +371,27 @@ class PrivatePostgres:
             raise ServerError(f"postgres: {exc}; see {self.data_dir / 'postgres.log'}") from exc
         self.create_database(self.dbname)
         return self
+
+    @staticmethod
+    def _wait_for_previous(pgdata: Path, timeout: float = 30) -> None:
+        """A server of an earlier run still shutting down (its parent was killed, and it got
+        SIGTERM with it) holds ``postmaster.pid``: wait for it to go, up to ``timeout``."""
+        pid_file = pgdata / "postmaster.pid"
+        deadline = time.monotonic() + timeout
+        while pid_file.exists():
+            try:
+                pid = int(pid_file.read_text().split()[0])
+                os.kill(pid, 0)
+                comm = Path(f"/proc/{pid}/comm")
+                if comm.exists() and not comm.read_text().startswith(("postgres", "postmaster")):
+                    return  # the number now belongs to another process: stale
+            except (OSError, ValueError, IndexError):
+                return  # stale (the process is gone): PostgreSQL removes it itself
+            if time.monotonic() > deadline:
+                raise ServerError(
+                    f"another PostgreSQL (pid {pid}) still runs in {pgdata}; stop it first"
+                )
+            time.sleep(0.1)
 
     def _wait_ready(self) -> None:
         import psycopg  # only the backend's extras have it
