@@ -21,6 +21,7 @@ BENCHES: Final = {
     "simulate": ("device_simulators.bench", "simulated devices per core (issue 6)"),
     "adapters": ("gateway.adapters.bench", "GB/T 26875.3 frames and Modbus polls (issue 12)"),
     "fuzz-gbt26875": ("gateway.adapters.fuzz", "GB/T 26875.3 codec fuzz, ANJU_FUZZ_MINUTES"),
+    "storm": ("anju.chaos.storm", "replay storm: N gateways return with backlogs (issue 16)"),
     "supervision": ("backend.supervision.bench", "supervision figures on a city's year (issue 15)"),
     "screen": (
         "backend.api.bench_screen",

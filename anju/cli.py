@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     backend.cli.register(sub)
     __import__("anju.provision.cli", fromlist=["register"]).register(sub)
     device_simulators.cli.register(sub)
+    __import__("anju.chaos.cli", fromlist=["register"]).register(sub)
 
     bn = sub.add_parser("bench", help="benchmarks: gateway, ingest, alerts, simulate")
     bn.add_argument("name")

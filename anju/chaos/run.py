@@ -1,0 +1,522 @@
+"""``anju chaos``: profiles, the seeded fault schedule, the verdict, the table and the reports.
+
+Faults (``KINDS``), one at a time with calm between them, in an order and with timings drawn
+from ``--seed`` (the same seed gives the same schedule):
+
+- ``broker_restart``: the uplink broker stopped and started again.
+- ``db_restart``: PostgreSQL stopped and started again.
+- ``backend_kill``: a backend worker SIGKILLed, started again (one worker until issue 11 brings
+  several behind a shared subscription: ``--workers N`` is accepted and capped).
+- ``gateway_kill``: a real gateway process SIGKILLed and started again.
+- ``gateway_powercut``: SIGKILL, the outbox's last WAL write torn in half and its shared memory
+  gone (as tests/test_gateway_resilience.py), started again.
+- ``uplink_cut``: every gateway's uplink cut (real ones through a TCP proxy, simulated ones held
+  back) for minutes in the long profile, then all back at once: a replay storm.
+- ``clock_jump``: a gateway's devices' clocks jump two hours ahead (the gateway process has no
+  fake-clock hook; see the report).
+- ``poison``: NUL, lone surrogates, deep nesting and huge integers from a device (on a LAN) and
+  from a gateway (on the uplink).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from anju.chaos import verdict as v
+from anju.chaos.city import (
+    POISON_DEVICE,
+    City,
+    Departments,
+    Plan,
+    attach,
+    audiences_of,
+    build,
+    leftovers,
+    now_ms,
+    poison_gateway,
+    rng_for,
+)
+from anju.demo import _anju
+
+KINDS = (
+    "broker_restart",
+    "db_restart",
+    "backend_kill",
+    "gateway_kill",
+    "gateway_powercut",
+    "uplink_cut",
+    "clock_jump",
+    "poison",
+)
+# Backend workers behind a shared subscription come with issue 11; until then one.
+MAX_WORKERS = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    minutes: float
+    communities: int
+    real_gateways: int
+    cut_s: float  # how long the uplink stays cut
+    outage_s: float  # how long a broker or database stays down
+    alarm_every_s: float
+
+
+PROFILES = {
+    "short": Profile(2.0, 8, 2, 15, 4, 4.0),
+    "long": Profile(15.0, 30, 4, 120, 10, 5.0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    at_s: float
+    kind: str
+    target: str
+    hold_s: float
+
+
+def schedule(kinds: tuple[str, ...], minutes: float, seed: int, prof: Profile) -> list[Step]:
+    """The fault schedule: every kind at least once (in a seeded order), spread over the run
+    with calm between them, the last ending a margin before the end."""
+    rng = rng_for(seed, "schedule")
+    total = minutes * 60
+    usable = total * 0.8
+    start = min(15.0, total * 0.1)
+    order = list(kinds)
+    rng.shuffle(order)
+    holds = {"broker_restart": prof.outage_s, "db_restart": prof.outage_s, "uplink_cut": prof.cut_s}
+    need = sum(holds.get(k, 3.0) for k in order)
+    rounds = max(1, int(usable // max(need * 2, 1)))
+    steps = []
+    kinds_all = order * rounds
+    gap = (usable - start - need * rounds) / max(len(kinds_all), 1)
+    t = start
+    for k in kinds_all:
+        hold = holds.get(k, 3.0) * rng.uniform(0.8, 1.2)
+        steps.append(Step(round(t, 1), k, str(rng.randrange(1 << 16)), round(hold, 1)))
+        t += hold + max(gap, 3.0) * rng.uniform(0.7, 1.3)
+    return [s for s in steps if s.at_s + s.hold_s < total * 0.9]
+
+
+class Chaos:
+    def __init__(self, city: City, prof: Profile, seed: int, minutes: float) -> None:
+        self.c = city
+        self.prof = prof
+        self.seed = seed
+        self.minutes = minutes
+        self.stop = threading.Event()
+        self.feeding = threading.Event()
+        self.feeding.set()
+        self.log: list[str] = []
+        self.threads: list[threading.Thread] = []
+
+    def say(self, text: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {text}"
+        self.log.append(line)
+        print(f"anju chaos: {line}", file=sys.stderr, flush=True)
+
+    # --- traffic ---------------------------------------------------------------------------
+    def _probe_loop(self, gw: str) -> None:
+        p = self.c.probes[gw]
+        devs = [d for d in p.devices if d in self.c.readers]
+        while not self.stop.is_set():
+            if self.feeding.is_set():
+                for d in devs:
+                    p.reading(d)
+            self.stop.wait(self.c.plan.reading_interval_s)
+
+    def _sim_loop(self) -> None:
+        last_pump = 0.0
+        while not self.stop.is_set():
+            if self.feeding.is_set():
+                for s in self.c.sims.values():
+                    for d in s.devices:
+                        if d in self.c.readers:
+                            s.reading(d)
+            if time.monotonic() - last_pump >= 0.5:
+                for s in self.c.sims.values():
+                    s.pump()
+                last_pump = time.monotonic()
+            self.stop.wait(self.c.plan.reading_interval_s)
+
+    def _depth_loop(self) -> None:
+        while not self.stop.is_set():
+            t = now_ms()
+            for gw, n in self.c.outbox_depths().items():
+                self.c.depth_log.append((t, gw, n))
+            self.stop.wait(2.0)
+
+    def _alarm_loop(self) -> None:
+        rng = rng_for(self.seed, "alarms")
+        panels = sorted(self.c.panels)
+        rng.shuffle(panels)
+        i = 0
+        while not self.stop.wait(self.prof.alarm_every_s * rng.uniform(0.7, 1.3)):
+            if not self.feeding.is_set():
+                continue
+            dev = panels[i % len(panels)]
+            i += 1
+            gw = self.c.panels[dev]
+            sender = self.c.probes.get(gw) or self.c.sims[gw]
+            ts = now_ms()
+            data = {"system_addr": 1, "component_addr": i}
+            if not sender.event(dev, "fire", ts, data):
+                continue
+            info = self.c.city.devices[dev]
+            time.sleep(2.0)
+            cleared = sender.event(dev, "reset", now_ms(), {})
+            self.c.alarms.append(v.Alarm(dev, ts, audiences_of(info), cleared))
+
+    def start_traffic(self) -> None:
+        targets: list[tuple[Callable[..., None], tuple[str, ...]]] = [
+            (self._sim_loop, ()),
+            (self._depth_loop, ()),
+            (self._alarm_loop, ()),
+        ]
+        targets += [(self._probe_loop, (gw,)) for gw in self.c.probes]
+        for fn, args in targets:
+            t = threading.Thread(target=fn, args=args, daemon=True, name=fn.__name__)
+            t.start()
+            self.threads.append(t)
+
+    # --- faults ----------------------------------------------------------------------------
+    def inject(self, step: Step) -> None:
+        c = self.c
+        rng = rng_for(self.seed, step.target)
+        real = sorted(c.lans)
+        gw = rng.choice(real)
+        t0 = now_ms()
+        target = gw
+        k = step.kind
+        if k == "broker_restart":
+            target = "uplink broker"
+            c.uplink.stop()
+            time.sleep(step.hold_s)
+            c.uplink.start()
+        elif k == "db_restart":
+            target = "postgresql"
+            c.pg.stop()
+            time.sleep(step.hold_s)
+            c.pg.start()
+        elif k == "backend_kill":
+            target = rng.choice(c.backend_names())
+            c.kill(target)
+            time.sleep(step.hold_s)
+            c.start_backend(target)
+        elif k in ("gateway_kill", "gateway_powercut"):
+            c.kill(f"gateway-{gw}")
+            if k == "gateway_powercut":
+                power_cut(c.outboxes[gw])
+            time.sleep(step.hold_s)
+            c.start_gateway(gw)
+        elif k == "uplink_cut":
+            target = f"all {len(c.proxies) + len(c.sims)} gateways"
+            for p in c.proxies.values():
+                p.cut()
+            for s in c.sims.values():
+                s.offline.set()
+            time.sleep(step.hold_s)
+            for p in c.proxies.values():
+                p.restore()
+            for s in c.sims.values():
+                s.offline.clear()
+        elif k == "clock_jump":
+            probe = c.probes[gw]
+            probe.clock_offset_ms = 2 * 3600 * 1000
+            time.sleep(step.hold_s)
+            probe.clock_offset_ms = -24 * 3600 * 1000  # and back, a day behind
+            time.sleep(step.hold_s)
+            probe.clock_offset_ms = 0
+        elif k == "poison":
+            probe = c.probes[gw]
+            dev = next(iter(probe.devices))
+            for raw in POISON_DEVICE:
+                probe.raw(f"anju/dev/{dev}/telemetry", raw)
+            if c.sims:
+                sim = c.sims[rng.choice(sorted(c.sims))]
+                target = f"{gw} (device) and {sim.id} (gateway)"
+                for raw in poison_gateway(sim.id):
+                    sim.raw(raw)
+            time.sleep(step.hold_s)
+        end = now_ms()
+        c.faults.append(v.Fault(k, target, t0, end))
+        self.say(f"fault {k} on {target}: {(end - t0) / 1000:.1f} s")
+
+
+def power_cut(outbox: Path) -> None:
+    """A power cut during a write: the WAL ends with half of its last frame written again, and
+    the shared memory is gone (tests/test_gateway_resilience.py)."""
+    wal = Path(f"{outbox}-wal")
+    if wal.exists():
+        data = wal.read_bytes()
+        if len(data) > 32:
+            page = int.from_bytes(data[8:12], "big")
+            frame = 24 + page
+            n = (len(data) - 32) // frame
+            if n >= 1:
+                last = data[32 + (n - 1) * frame : 32 + n * frame]
+                with open(wal, "ab") as f:
+                    f.write(last[: frame // 2])
+    Path(f"{outbox}-shm").unlink(missing_ok=True)
+
+
+def run_chaos(
+    profile: str,
+    minutes: float | None,
+    seed: int,
+    workers: int,
+    data: Path,
+    out: Path | None = None,
+) -> dict[str, Any]:
+    """One run: the city, the schedule, the verdict. Returns the JSON summary (also written
+    with the HTML report into ``out``, default ``data``)."""
+    prof = PROFILES[profile]
+    minutes = minutes if minutes is not None else prof.minutes
+    out = out or data
+    notes = []
+    if workers > MAX_WORKERS:
+        notes.append(
+            f"--workers {workers}: the backend runs one worker until issue 11 (a shared "
+            f"subscription); ran {MAX_WORKERS}, and backend_kill kills and restarts it"
+        )
+        workers = MAX_WORKERS
+    plan = Plan(prof.communities, prof.real_gateways, workers, seed, data.resolve())
+    steps = schedule(KINDS, minutes, seed, prof)
+    city = build(plan)
+    chaos = Chaos(city, prof, seed, minutes)
+    for n in notes:
+        chaos.say(n)
+    depts: Departments | None = None
+    summary: dict[str, Any] = {}
+    t_start = time.monotonic()
+    try:
+        attach(city)
+        audiences = set().union(*(audiences_of(city.city.devices[d]) for d in city.panels))
+        depts = Departments(city.uplink.port, audiences)
+        depts.wait_ready(15)
+        sim_argv = _anju(
+            "simulate", "--registry", str(city.registry), "--seed", str(seed),
+            "--false-alarms-per-year", "0", "--camera-events-per-hour", "0",
+        )  # fmt: skip
+        for gw, b in city.lans.items():
+            sim_argv += ["--lan", f"{gw}={b.url}"]
+        city.started.append(city.children.start("simulators", sim_argv).pid)
+        chaos.say(
+            f"city up: {len(city.city.communities)} communities, {len(city.lans)} real gateways, "
+            f"{len(city.sims)} simulated, {workers} backend worker(s); {len(steps)} faults "
+            f"over {minutes:g} min, seed {seed}"
+        )
+        chaos.start_traffic()
+        for step in steps:
+            wait = t_start + step.at_s - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            chaos.inject(step)
+        rest = t_start + minutes * 60 - time.monotonic()
+        if rest > 0:
+            time.sleep(rest)
+        chaos.feeding.clear()
+        city.children.stop(["simulators"], timeout=5)
+        chaos.say("devices stopped; waiting for the outboxes to drain")
+        _drain(city, 180)
+        chaos.stop.set()
+        for t in chaos.threads:
+            t.join(15)
+        acked = city.acked()
+        stored = city.stored()
+        depths = city.outbox_depths()
+        received = list(depts.got)
+    finally:
+        chaos.stop.set()
+        if depts is not None:
+            depts.close()
+        for p in list(city.probes.values()):
+            p.close()
+        for s in list(city.sims.values()):
+            s.close()
+        city.children.stop(["simulators"], timeout=5)
+        city.children.stop(city.backend_names(), timeout=10)
+        city.children.stop([n for n in city.children.procs if n.startswith("gateway-")], 5)
+        for px in city.proxies.values():
+            px.close()
+        for srv in [*city.lans.values(), city.uplink]:
+            srv.stop()
+        city.pg.stop()
+        city.children.close()
+    left = leftovers(city)
+    st = v.readings_stored_once(acked, stored)
+    results = v.alarms_once(city.alarms, received, city.faults)
+    checks = v.decide(st, results, depths, left)
+    lat = v.latency_split(v.latency_samples(results), city.faults)
+    summary = {
+        "profile": profile,
+        "minutes": minutes,
+        "seed": seed,
+        "workers": workers,
+        "communities": len(city.city.communities),
+        "real_gateways": len(city.lans),
+        "simulated_gateways": len(city.sims),
+        "readings_acknowledged": st.expected,
+        "readings_lost": len(st.lost),
+        "readings_duplicated": len(st.duplicates),
+        "alarms": len(results),
+        "faults": [asdict(f) for f in city.faults],
+        "latency": lat,
+        "checks": [asdict(c) for c in checks],
+        "ok": all(c.ok for c in checks),
+        "notes": notes,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "chaos-summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    (out / "chaos-report.html").write_text(
+        report_html(summary, v.latency_samples(results), city.faults, city.depth_log),
+        encoding="utf-8",
+    )
+    return summary
+
+
+def _drain(city: City, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for s in city.sims.values():
+            s.pump(resend_after=3.0)
+        if not any(city.outbox_depths().values()):
+            acked = set(city.acked())
+            try:
+                if acked <= set(city.stored()):
+                    break
+            except Exception:
+                pass
+        time.sleep(1.0)
+    time.sleep(3.0)  # late duplicates and alert changes would land by now
+
+
+def table(summary: dict[str, Any]) -> str:
+    lines = [
+        f"anju chaos: profile {summary['profile']}, {summary['minutes']:g} min, seed "
+        f"{summary['seed']}, {summary['communities']} communities ({summary['real_gateways']} "
+        f"real gateways, {summary['simulated_gateways']} simulated), "
+        f"{summary['workers']} backend worker(s)",
+        "",
+        f"{'check':<66} {'':4} detail",
+    ]
+    for c in summary["checks"]:
+        lines.append(f"{c['name']:<66} {'ok' if c['ok'] else 'FAIL':4} {c['detail']}")
+    lines += ["", f"{'alarm latency (device -> department)':<38} {'n':>5} {'p50 ms':>9} "
+              f"{'p99 ms':>9} {'max ms':>9}"]  # fmt: skip
+    for k, row in summary["latency"].items():
+        lines.append(
+            f"{k:<38} {row['n']:>5} {_ms(row['p50_ms']):>9} {_ms(row['p99_ms']):>9} "
+            f"{_ms(row['max_ms']):>9}"
+        )
+    lines += ["", "faults:"]
+    t0 = summary["faults"][0]["start_ms"] if summary["faults"] else 0
+    for f in summary["faults"]:
+        lines.append(
+            f"  +{(f['start_ms'] - t0) / 1000:7.1f} s  {f['kind']:<17} "
+            f"{(f['end_ms'] - f['start_ms']) / 1000:6.1f} s  {f['target']}"
+        )
+    lines.append("")
+    lines.append("VERDICT: " + ("PASS" if summary["ok"] else "FAIL"))
+    return "\n".join(lines)
+
+
+def _ms(x: float) -> str:
+    return "-" if isinstance(x, float) and math.isnan(x) else f"{x:,.0f}"
+
+
+# --- the HTML report: inline SVG, no external assets -------------------------------------
+_W, _H, _PAD = 900, 260, 50
+
+
+def _svg_axes(t0: int, t1: int, ymax: float, ylabel: str, faults: list[v.Fault]) -> list[str]:
+    span = max(t1 - t0, 1)
+
+    def x(t: int) -> float:
+        return _PAD + (t - t0) / span * (_W - 2 * _PAD)
+
+    parts = [
+        f'<rect x="{_PAD}" y="10" width="{_W - 2 * _PAD}" height="{_H - 40}" fill="#fafafa" '
+        'stroke="#999"/>'
+    ]
+    colours = dict(
+        zip(KINDS, ("#fdd", "#dfd", "#ddf", "#ffd", "#fdf", "#dff", "#eee", "#fed"), strict=False)
+    )
+    for f in faults:
+        x0, x1 = x(f.start_ms), max(x(f.end_ms), x(f.start_ms) + 2)
+        parts.append(
+            f'<rect x="{x0:.1f}" y="10" width="{x1 - x0:.1f}" height="{_H - 40}" '
+            f'fill="{colours.get(f.kind, "#eee")}" opacity="0.8"><title>{html.escape(f.kind)} '
+            f"{html.escape(f.target)}</title></rect>"
+        )
+        parts.append(
+            f'<text x="{x0:.1f}" y="22" font-size="9" transform="rotate(0)">'
+            f"{html.escape(f.kind)}</text>"
+        )
+    parts.append(f'<text x="4" y="{_H / 2}" font-size="10">{html.escape(ylabel)}</text>')
+    parts.append(f'<text x="{_PAD}" y="{_H - 14}" font-size="10">0 s</text>')
+    parts.append(
+        f'<text x="{_W - _PAD - 40}" y="{_H - 14}" font-size="10">{span / 1000:.0f} s</text>'
+    )
+    parts.append(f'<text x="{_PAD - 4}" y="18" font-size="10" text-anchor="end">{ymax:g}</text>')
+    return parts
+
+
+def report_html(
+    summary: dict[str, Any],
+    samples: list[tuple[int, int]],
+    faults: list[v.Fault],
+    depth_log: list[tuple[int, str, int]],
+) -> str:
+    times = [t for t, _ in samples] + [t for t, _g, _n in depth_log]
+    t0, t1 = (min(times), max(times)) if times else (0, 1)
+    span = max(t1 - t0, 1)
+
+    def x(t: int) -> float:
+        return _PAD + (t - t0) / span * (_W - 2 * _PAD)
+
+    def y(val: float, top: float) -> float:
+        return 10 + (_H - 40) * (1 - min(val, top) / max(top, 1))
+
+    ymax = max([lat for _, lat in samples] or [1])
+    lat_svg = _svg_axes(t0, t1, ymax, "ms", faults)
+    for t, lat in samples:
+        lat_svg.append(f'<circle cx="{x(t):.1f}" cy="{y(lat, ymax):.1f}" r="2" fill="#c00"/>')
+    series: dict[str, list[tuple[int, int]]] = {}
+    for t, gw, n in depth_log:
+        series.setdefault(gw, []).append((t, n))
+    dmax = max([n for _t, _g, n in depth_log] or [1])
+    depth_svg = _svg_axes(t0, t1, dmax, "records", faults)
+    for i, (gw, pts) in enumerate(sorted(series.items())):
+        colour = f"hsl({(i * 47) % 360},60%,40%)"
+        path = " ".join(f"{x(t):.1f},{y(n, dmax):.1f}" for t, n in pts)
+        depth_svg.append(
+            f'<polyline fill="none" stroke="{colour}" stroke-width="1" points="{path}">'
+            f"<title>{html.escape(gw)}</title></polyline>"
+        )
+    svg = '<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}">{body}</svg>'
+    return (
+        "<!doctype html><meta charset=utf-8><title>anju chaos report</title>"
+        "<style>body{font-family:sans-serif;margin:2em}pre{background:#f4f4f4;padding:1em}"
+        "</style><h1>anju chaos: "
+        + ("PASS" if summary["ok"] else "FAIL")
+        + "</h1><pre>"
+        + html.escape(table(summary))
+        + "</pre><h2>Alarm latency, device publish to department receipt (faults shaded)</h2>"
+        + svg.format(w=_W, h=_H, body="".join(lat_svg))
+        + "<h2>Outbox backlog per gateway</h2>"
+        + svg.format(w=_W, h=_H, body="".join(depth_svg))
+        + "<h2>Summary</h2><pre>"
+        + html.escape(json.dumps(summary, indent=1))
+        + "</pre>"
+    )
