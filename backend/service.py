@@ -16,7 +16,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterable
 
 import aiomqtt
 import psycopg
@@ -31,6 +31,7 @@ from backend.alarm import AlarmLane
 from backend.alerting import AlertBook, AlertDesk, Deadlines, Engine, Shared
 from backend.alerting.desk import waited
 from backend.alerting.feed import RuleFeed
+from backend.alerting.model import DeviceState
 from backend.api import AppState, create_app
 from backend.api.deps import Tokens
 from backend.audit_anchor import AuditAnchor, mqtt_publisher
@@ -117,6 +118,7 @@ class Backend:
                 self.city, book, params=cfg.params, shared=shared, now_ms=_now_ms()
             )
             self.engine.restore(await self.store.load_states())
+            rearm_held_open(self.engine.states.values(), _now_ms())
             for device_id in self.city.devices:
                 self.engine.state(device_id)  # made now, and frozen below with the registry
             self.ingest = Ingest(
@@ -372,6 +374,20 @@ class Backend:
             await asyncio.sleep(period)
             n += 1
             await self.desk.tick(liveness=n % every == 0)
+
+
+# Doors left open when the backend last stopped: their held-open timers count from this start
+# at the earliest (a grace period of one limit), so a restart does not raise them at once on
+# readings that may be hours old (issue 13, item 8). Other timers (trapped) run on.
+HELD_OPEN_TIMERS = frozenset(
+    {"access.door_held_open", "fire.door_held_open", "elevator.door_held_open"}
+)
+
+
+def rearm_held_open(states: Iterable[DeviceState], now_ms: int) -> None:
+    for st in states:
+        for key in HELD_OPEN_TIMERS & st.since.keys():
+            st.since[key] = max(st.since[key], now_ms)
 
 
 def run_backend(settings: BackendSettings) -> None:

@@ -212,3 +212,35 @@ def test_open_alerts_loaded_at_a_start_have_their_deadline_re_armed() -> None:
     assert esc.action == "escalated"
     # Without the re-arming (the old behaviour) it escalates at once.
     assert left_open(0).escalations(later + 1_000, deadlines) != []
+
+
+def test_a_door_left_open_does_not_raise_at_a_restart_but_after_its_limit() -> None:
+    """Issue 13, item 8: the held-open timer of a door left open when the backend stopped counts
+    from the start (``service.rearm_held_open``); the trapped timer is not touched."""
+    import json
+
+    from backend.alerting.engine import Engine
+    from backend.alerting.lifecycle import AlertBook
+    from backend.alerting.testing import T0, Feeder
+    from backend.service import rearm_held_open
+
+    door = "c0-access_controller-0"
+    f = Feeder()
+    f.tel(door, 0, door="open")
+    docs = json.loads(json.dumps(f.engine.snapshot(set(f.engine.states))))
+
+    def restarted(rearm: bool) -> Feeder:
+        g = Feeder()
+        g.engine = Engine(g.city, AlertBook())
+        g.engine.restore(docs)
+        if rearm:
+            rearm_held_open(g.engine.states.values(), T0 + 3_600_000)
+        return g
+
+    # An hour later: without the re-arming, raised on the first tick.
+    old = restarted(False)
+    assert old.types(old.tick(3600)) == ["access.door_held_open"]
+    g = restarted(True)
+    assert g.types(g.tick(3600)) == []
+    assert g.types(g.tick(3600 + 179)) == []
+    assert g.types(g.tick(3600 + 180)) == ["access.door_held_open"]
