@@ -31,6 +31,9 @@ TOKENS = {  # name: (audience, scope, resolve)
     "greentown": ("property", "org-greentown-jx", True),
     "otis": ("maintenance", "org-otis-jx", True),
     "market-nh": ("market_supervision", "330402", True),
+    "vanke": ("property", "org-vanke-jx", True),
+    "otis-elsewhere": ("maintenance", "org-nobody", True),
+    "committee-xz": ("community", "jx-xz-0001", False),
 }
 
 
@@ -174,6 +177,29 @@ async def test_rights_and_scopes_on_a_real_backend(
                 "/api/telemetry/communities/jx-nh-0001/latest", headers=auth("fire-nh")
             )
             assert all(row["device_id"] != ELEV for row in latest.json())
+            # Every scoped route, with a token of each audience whose scope it is not: 404.
+            day = {"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}
+            scoped = [
+                ("/api/telemetry/communities/jx-nh-0001/latest", {}),
+                ("/api/telemetry/communities/jx-nh-0001/events", day),
+                (f"/api/telemetry/devices/{SMOKE}/metrics/smoke", day),
+                (f"/api/alerts/{alert}", {}),
+                (f"/api/alerts/{alert}/audit", {}),
+            ]
+            for path, params in scoped:
+                for outsider in ("fire-xz", "vanke", "otis-elsewhere", "committee-xz"):
+                    assert await code(path, outsider, **params) == 404, (path, outsider)
+                assert await code(path, "fire-nh", **params) == 200, path
+            r = await http.post(f"/api/alerts/{alert}/ack", headers=auth("vanke"), json={})
+            assert r.status_code == 404
+            # Admin-only routes refuse every other audience.
+            admin_only = ["/api/alerts/audit/verify", "/api/webhooks/dead-letters",
+                          "/api/ingest/dead-letters"]  # fmt: skip
+            for path in admin_only:
+                assert await code(path, "admin") == 200, path
+                for name in TOKENS:
+                    if name != "admin":
+                        assert await code(path, name) == 403, (path, name)
             # Admin only.
             assert await code("/api/alerts/audit/verify", "otis") == 403
             # Health without internals; / leads to the screens; a bearer scheme for /docs.

@@ -1,6 +1,7 @@
 """No route answers 500 to bad input (issue 13): schemathesis against the backend's OpenAPI
 document, on a real backend (``anju backend run``) with an admin token and a department's token,
-a few examples per operation (bounded in time; the live stream, which never ends, excluded)."""
+a few examples per operation and token of every audience (bounded in time, ~20 s; the live
+stream, which never ends, excluded)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,17 @@ from anju.servers import PrivateMosquitto, free_port
 schemathesis = pytest.importorskip("schemathesis")  # the dev extra has it
 
 pytestmark = pytest.mark.integration
-TOKENS = {"ops": ("admin", None), "fire-nh": ("fire", "330402")}
-EXAMPLES = 25
+TOKENS = {  # a token of every audience
+    "ops": ("admin", None),
+    "fire-nh": ("fire", "330402"),
+    "market-nh": ("market_supervision", "330402"),
+    "police-nh": ("public_security", "330402"),
+    "bureau-nh": ("construction", "330402"),
+    "greentown": ("property", "org-greentown-jx"),
+    "otis": ("maintenance", "org-otis-jx"),
+    "committee-nh": ("community", "jx-nh-0001"),
+}
+EXAMPLES = 8
 CALLS: list[int] = []
 
 
@@ -118,7 +128,8 @@ def test_no_route_answers_500(backend_url: str) -> None:
         if op.path.endswith("/stream"):
             continue
         operations += 1
-        for token in (_tok("ops"), _tok("fire-nh")):
+        for name in TOKENS:
+            token = _tok(name)
             _fuzz(op, backend_url, token, failures)
     print(f"\n{operations} operations, {len(CALLS)} calls, {time.monotonic() - started:.1f} s")
     assert operations >= 10
