@@ -25,6 +25,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             "api_port": args.api_port,
             "api_token": args.api_token,
             "audit_anchor_file": args.audit_anchor_file,
+            "client_id": args.client_id,
+            "worker_group": args.group,
         }.items()
         if v is not None
     }
@@ -138,6 +140,10 @@ def register(sub: Any) -> None:
     br.add_argument("--api-port", type=int)
     br.add_argument("--api-token")
     br.add_argument("--audit-anchor-file", type=Path, help="append the audit chain's head here")
+    br.add_argument("--client-id", help="this worker's MQTT client id (its broker user)")
+    br.add_argument(
+        "--group", help="several workers: the group's name (docs/scaling.md); one leads"
+    )
     br.set_defaults(func=cmd_run)
     bd = b.add_parser(
         "dead-letters", help="uplink input the backend rejected (newest first), with reasons"

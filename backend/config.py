@@ -62,6 +62,12 @@ class BackendSettings(BaseSettings):
         description="append-only file the audit chain's head (n, hash, time) is appended to"
         " every 10 s (backend/audit_anchor.py); also published retained on anju/audit/head",
     )
+    worker_group: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="several workers (docs/scaling.md): the one holding the group's advisory"
+        " lock runs, the others stand by; uplink through $share/<group>/...; unset: one worker",
+    )
     state_snapshot_ms: int = Field(
         default=30_000,
         ge=50,

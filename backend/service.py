@@ -46,6 +46,7 @@ from backend.mqtt import uplink_client
 from backend.store import AlertStore, Pending
 from backend.tasks import supervised
 from backend.webhooks import Webhooks
+from backend.workers import hold_lead, shared, wait_for_lead
 
 log = logging.getLogger("anju.backend")
 _ALARM_STOP_S = 60
@@ -86,11 +87,29 @@ class Backend:
         self._main_subscribed = asyncio.Event()
         self._events_subscribed = asyncio.Event()  # up, and subscribed to the gateways' uplink
         self._gateways_online: dict[str, bool] = {}  # logged at INFO when it changes (issue 13)
+        self._lead: psycopg.AsyncConnection | None = None  # the worker group's lock, if led
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         if not await self._migrate_when_reachable(stop):
             return
+        if s.worker_group is None:
+            await self._run(stop)
+            return
+        # Several workers (docs/scaling.md): the one holding the group's lock runs; the lock
+        # is released (its connection closed) only after everything is stored.
+        lead = await wait_for_lead(s.database_url, s.worker_group, stop)
+        if lead is None:
+            return
+        self._lead = lead
+        try:
+            await self._run(stop)
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                await lead.close()
+
+    async def _run(self, stop: asyncio.Event) -> None:
+        s = self.settings
         pool = AsyncConnectionPool(s.database_url, min_size=1, max_size=8, open=False)
         await pool.open(wait=True, timeout=30)
         try:
@@ -223,6 +242,9 @@ class Backend:
                 # The audit chain's head, to the anchor file and anju/audit/head (issue 10).
                 task("audit-anchor", anchor.run, recover=True),
             ]
+            if self._lead is not None and s.worker_group is not None:
+                group, lead = s.worker_group, self._lead
+                tasks.append(task("worker-lead", lambda: hold_lead(lead, group)))
             # Everything built so far lives as long as the process: out of the garbage
             # collector's way (a full collection over the registry and every device's
             # state otherwise stalls the loop for 100-300 ms every few seconds).
@@ -286,7 +308,8 @@ class Backend:
         while True:
             try:
                 async with uplink_client(self.settings, self.settings.client_id) as client:
-                    await client.subscribe(UP_SUBSCRIPTION, qos=1)
+                    group = self.settings.worker_group
+                    await client.subscribe(shared(UP_SUBSCRIPTION, group), qos=1)
                     await client.subscribe(STATE_SUBSCRIPTION, qos=1)
                     self.client = client
                     self.app_state.mqtt_connected = True
