@@ -161,4 +161,17 @@ def status_path_for(outbox: Path) -> Path:
 
 
 def load_gateway_config(path: Path) -> GatewayConfig:
-    return load_model(path, GatewayConfig)
+    """The file's configuration; a relative register-map path is taken from the file's folder
+    (not the working directory) and kept absolute from then on."""
+    cfg = load_model(path, GatewayConfig)
+    if cfg.modbus is None or not cfg.modbus.controllers:
+        return cfg
+    folder = path.parent.resolve()
+    controllers = [
+        c
+        if c.map.startswith("builtin:") or Path(c.map).is_absolute()
+        else c.model_copy(update={"map": str(folder / c.map)})
+        for c in cfg.modbus.controllers
+    ]
+    modbus = cfg.modbus.model_copy(update={"controllers": controllers})
+    return cfg.model_copy(update={"modbus": modbus})

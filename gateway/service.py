@@ -119,6 +119,9 @@ class Gateway:
             clock=self.clock,
             registry=self.metrics.registry,
             on_stored=self._wake.set,
+            progress=self.progress,
+            count_error=lambda thread: self.metrics.thread_errors.labels(thread).inc(),
+            max_errors=cfg.supervision.max_errors,
         )
 
     @property

@@ -58,6 +58,10 @@ class Progress:
         self.failure: GatewayFailure | None = None
         self._failed = threading.Event()
 
+    def add(self, part: str) -> None:
+        """Supervise one more part (an adapter's thread), as of now."""
+        self._last[part] = self.clock()
+
     def beat(self, part: str) -> None:
         # One dict store: atomic under the GIL, cheap enough for every message.
         self._last[part] = self.clock()

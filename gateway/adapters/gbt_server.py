@@ -15,6 +15,14 @@ for their commit; beyond that it stops reading, so a flooding UITD slows only it
 frame is given ``partial_timeout_s`` before its first byte is dropped and the rest searched
 again. Once the gateway's clock is trusted each UITD gets a time sync (command 1, unit 90) on
 its first frame and every ``time_sync_s``.
+
+Supervision (``gateway.supervise``): the accept loop marks the ``gbt_accept`` part on every
+turn (half a second at most); an exception in it is logged, counted
+(``anju_gateway_thread_errors_total{thread="gbt_accept"}``) and the loop carries on, up to
+``supervision.max_errors`` a minute (then the gateway fails, exit 2). An exception in a
+connection's thread is logged and counted (``thread="gbt_connection"``) and ends that
+connection only: what it submitted is still committed and confirmed, the rest the UITD sends
+again on its next connection.
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ import logging
 import socket
 import threading
 import time
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
 from anju.errors import ConfigError
 from gateway.adapters import gbt_tables as T
@@ -42,10 +51,13 @@ from gateway.adapters.gbt_map import AnalogOverride, Binding, Component, PanelSt
 from gateway.adapters.metrics import AdapterMetrics
 from gateway.adapters.sink import AdapterSink, Submission, dedup_key
 from gateway.clock import SystemClock
+from gateway.supervise import Progress, Restarts
 
 log = logging.getLogger("anju.gateway.gbt26875")
 
 _RECV: Final = 65536
+ACCEPT: Final = "gbt_accept"
+CONNECTION: Final = "gbt_connection"
 
 
 def bindings(cfg: Gbt26875Config) -> dict[bytes, Binding]:
@@ -69,8 +81,15 @@ class UitdServer:
         sink: AdapterSink,
         metrics: AdapterMetrics,
         clock: SystemClock,
+        *,
+        progress: Progress | None = None,
+        count_error: Callable[[str], object] | None = None,
+        max_errors: int = 5,
     ) -> None:
         self.cfg = cfg
+        self.progress = progress or Progress(60.0, ())
+        self.count_error = count_error or (lambda _thread: None)
+        self.max_errors = max_errors
         self.sink = sink
         self.metrics = metrics
         self.clock = clock
@@ -94,6 +113,7 @@ class UitdServer:
         sock.settimeout(0.5)
         self._sock = sock
         self.port = sock.getsockname()[1]
+        self.progress.add(ACCEPT)
         self._accept = threading.Thread(target=self._accept_loop, name="gw-gbt-accept", daemon=True)
         self._accept.start()
         log.info("GB/T 26875.3 server listening on %s:%d", self.cfg.host, self.port)
@@ -133,30 +153,51 @@ class UitdServer:
         log.debug("UITD %s: %s (%s)", peer, reason, detail)
 
     def _accept_loop(self) -> None:
-        assert self._sock is not None
-        while not self._stop.is_set():
+        restarts = Restarts(
+            ACCEPT,
+            self.progress,
+            lambda: self.count_error(ACCEPT),
+            max_errors=self.max_errors,
+        )
+        while not self._stop.is_set() and not self.progress.failed:
+            self.progress.beat(ACCEPT)
             try:
-                conn, addr = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError as exc:
-                if self._stop.is_set():
+                self._accept_one()
+            except Exception as exc:  # a bug: counted; the server goes on listening
+                if not restarts.allow(exc):
                     return
+                time.sleep(0.1)
+
+    def _accept_one(self) -> None:
+        assert self._sock is not None
+        try:
+            conn, addr = self._sock.accept()
+        except TimeoutError:
+            return
+        except OSError as exc:
+            if not self._stop.is_set():
                 log.warning("accept failed: %s", exc)
                 time.sleep(0.1)
-                continue
-            peer = f"{addr[0]}:{addr[1]}"
-            with self._lock:
-                full = len(self._conns) >= self.cfg.max_connections
-            if full:
-                self.reject("too_many_connections", peer, peer)
-                conn.close()
-                continue
-            c = _Connection(self, conn, peer)
-            with self._lock:
-                self._conns.add(c)
-                self.metrics.gbt_connections.set(len(self._conns))
-            c.start()
+            return
+        try:
+            self._adopt(conn, addr)
+        except BaseException:
+            conn.close()
+            raise
+
+    def _adopt(self, conn: socket.socket, addr: Any) -> None:
+        peer = f"{addr[0]}:{addr[1]}"
+        with self._lock:
+            full = len(self._conns) >= self.cfg.max_connections
+        if full:
+            self.reject("too_many_connections", peer, peer)
+            conn.close()
+            return
+        c = _Connection(self, conn, peer)
+        with self._lock:
+            self._conns.add(c)
+            self.metrics.gbt_connections.set(len(self._conns))
+        c.start()
 
     def forget(self, c: _Connection) -> None:
         with self._lock:
@@ -216,11 +257,20 @@ class _Connection(threading.Thread):
                 self._maybe_sync(now)
         except OSError as exc:
             log.info("UITD %s: connection lost (%s)", self.peer, exc)
+        except Exception as exc:  # a bug: this connection ends, the others go on
+            srv.count_error(CONNECTION)
+            log.error(
+                "UITD %s: unexpected %s: %s; closing this connection",
+                self.peer,
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
         finally:
             # Frames already submitted are committed and their confirms attempted; wait for
             # them so that the socket is closed only after (a confirm lost with it is resent
             # by the UITD and then recognised as a repeat).
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + (0 if srv.progress.failed else 10)
             for _ in range(srv.cfg.window):
                 if not self.window.acquire(timeout=max(0.0, deadline - time.monotonic())):
                     break

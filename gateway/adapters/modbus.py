@@ -12,6 +12,11 @@ doubles up to ``backoff_max_s``; after ``offline_after`` failures the controller
 (metric, log) and nothing is sent for it, so the backend raises ``device.offline`` after three
 reporting intervals of silence, as for any device. The first good poll after that sends every
 value again.
+
+Supervision (``gateway.supervise``): an unexpected exception in a poller (a bug in decoding, in
+pymodbus) is logged and counted (``anju_gateway_thread_errors_total{thread="modbus"}``), the
+connection closed and the controller polled again after the back-off; beyond
+``supervision.max_errors`` a minute (all pollers together) the gateway fails (exit 2).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from gateway.adapters.modbus_map import Image, RegisterMap, decode, load_map, pl
 from gateway.adapters.sink import AdapterSink, Submission
 from gateway.clock import SystemClock
 from gateway.outbox import EVENTS, TELEMETRY
+from gateway.supervise import Restarts
 
 log = logging.getLogger("anju.gateway.modbus")
 
@@ -87,8 +93,10 @@ class ControllerPoller:
         clock: SystemClock,
         *,
         client_factory: Callable[..., Any] | None = None,
+        restarts: Restarts | None = None,
     ) -> None:
         self.cfg = cfg
+        self.restarts = restarts
         self.map = rmap
         self.reads = plan(rmap)
         self.sink = sink
@@ -126,27 +134,47 @@ class ControllerPoller:
                     if not client.connected and not client.connect():
                         raise PollError(f"cannot connect to {c.host}:{c.port}")
                     img = read_image(client, self.reads, c.unit)
+                    next_report = self._took(img, t0, next_report)
                 except PollError as exc:
                     client.close()
                     self._failed(str(exc))
-                    delay = min(c.backoff_max_s, c.poll_s * 2 ** min(self.failures, 16))
-                    self._stop.wait(random.uniform(0.5, 1.0) * delay)
+                    self._backoff()
                     continue
-                self.polls += 1
-                self.metrics.modbus_polls.labels("ok").inc()
-                if not self.up:
-                    self.up = True
-                    self.metrics.modbus_up.labels(c.device).set(1)
-                    log.info("controller %s answers", c.device)
-                    next_report = 0.0
-                self.failures = 0
-                full = t0 >= next_report
-                if full:
-                    next_report = t0 + c.report_s
-                self._emit(img, full=full)
+                except Exception as exc:  # a bug: counted; the controller polled again
+                    client.close()
+                    if self.restarts is not None and not self.restarts.allow(exc):
+                        return
+                    if self.restarts is None:
+                        log.exception("controller %s: unexpected error", c.device)
+                    self._failed(f"{type(exc).__name__}: {exc}")
+                    next_report = 0.0  # everything again on the next good poll
+                    self._backoff()
+                    continue
                 self._stop.wait(max(0.0, c.poll_s - (time.monotonic() - t0)))
         finally:
             client.close()
+
+    def _took(self, img: Image, t0: float, next_report: float) -> float:
+        """A good poll: say so, send what changed (all every ``report_s``); the next report."""
+        c = self.cfg
+        self.polls += 1
+        self.metrics.modbus_polls.labels("ok").inc()
+        if not self.up:
+            self.up = True
+            self.metrics.modbus_up.labels(c.device).set(1)
+            log.info("controller %s answers", c.device)
+            next_report = 0.0
+        self.failures = 0
+        full = t0 >= next_report
+        if full:
+            next_report = t0 + c.report_s
+        self._emit(img, full=full)
+        return next_report
+
+    def _backoff(self) -> None:
+        c = self.cfg
+        delay = min(c.backoff_max_s, c.poll_s * 2 ** min(self.failures, 16))
+        self._stop.wait(random.uniform(0.5, 1.0) * delay)
 
     def _failed(self, why: str) -> None:
         self.failures += 1
@@ -158,22 +186,24 @@ class ControllerPoller:
             self.metrics.modbus_up.labels(self.cfg.device).set(0)
 
     def _emit(self, img: Image, *, full: bool) -> None:
+        """Submit what changed; the state (last values, edges) moves on only once submitted,
+        so that an exception on the way loses no edge."""
         r = decode(self.map, img)
         rx = self.clock.wall_ms()
         items: list[tuple[int, str]] = []
         changed = {k: v for k, v in r.metrics.items() if self.last.get(k, _MISSING) != v}
         send = r.metrics if full else changed
-        self.last = dict(r.metrics)
         if send:
             items.append(self._rec("t", rx, {"m": dict(send)}))
         if r.alarm and not self.alarm:
             items.append(self._rec("e", rx, {"e": "alarm_button", "x": {}}))
-        self.alarm = r.alarm
         for code in sorted(r.faults - self.faults):
             items.append(self._rec("e", rx, {"e": "fault", "x": {"code": code}}))
-        self.faults = r.faults
         if items:
             self.sink.submit(Submission(items, _noop))
+        self.last = dict(r.metrics)
+        self.alarm = r.alarm
+        self.faults = r.faults
 
     def _rec(self, kind: Kind, rx: int, payload: dict[str, Any]) -> tuple[int, str]:
         body = record_body(
@@ -196,7 +226,11 @@ def pollers(
     clock: SystemClock,
     *,
     base: Path | None = None,
+    restarts: Restarts | None = None,
 ) -> list[ControllerPoller]:
     """One poller per controller; every map is loaded (and refused with file:line) first."""
     maps = {c.map: load_map(c.map, base=base) for c in controllers}
-    return [ControllerPoller(c, maps[c.map], sink, metrics, clock) for c in controllers]
+    return [
+        ControllerPoller(c, maps[c.map], sink, metrics, clock, restarts=restarts)
+        for c in controllers
+    ]
