@@ -48,7 +48,6 @@ from backend.metrics import BackendMetrics
 from backend.mqtt import uplink_client
 from backend.store import AlertStore
 from backend.tasks import supervised
-from backend.workers import shared
 
 log = logging.getLogger("anju.alarm")
 
@@ -173,8 +172,7 @@ class AlarmLane:
                 async with uplink_client(
                     self.settings, f"{self.settings.client_id}-events"
                 ) as client:
-                    group = self.settings.worker_group
-                    await client.subscribe(shared(UP_EVENTS_SUBSCRIPTION, group), qos=1)
+                    await client.subscribe(UP_EVENTS_SUBSCRIPTION, qos=1)
                     self.ingest.forget_seen()  # (another backend may have written meanwhile)
                     self.client = client
                     self.on_subscribed()

@@ -66,7 +66,7 @@ class BackendSettings(BaseSettings):
         default=None,
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
         description="several workers (docs/scaling.md): the one holding the group's advisory"
-        " lock runs, the others stand by; uplink through $share/<group>/...; unset: one worker",
+        " lock runs, the others (same client_id) stand by; unset: one worker, as before",
     )
     state_snapshot_ms: int = Field(
         default=30_000,

@@ -50,10 +50,9 @@ def uplink_client(settings: BackendSettings, identifier: str) -> aiomqtt.Client:
         username=session_username(addr, settings, identifier),
         password=addr.password,
         identifier=identifier,
-        # One worker: a persistent session (what comes while it reconnects waits for it).
-        # Several (worker_group): a clean one, so that a dead worker's session does not keep
-        # a share of the uplink; what it held unconfirmed its gateways send again.
-        clean_session=settings.worker_group is not None,
+        # Persistent: what comes while it reconnects waits for it. Several workers
+        # (worker_group) use one identity, so the next leader resumes the dead one's session.
+        clean_session=False,
         keepalive=30,
         socket_options=NODELAY,
         max_queued_incoming_messages=settings.mqtt_incoming_max,

@@ -46,7 +46,7 @@ from backend.mqtt import uplink_client
 from backend.store import AlertStore, Pending
 from backend.tasks import supervised
 from backend.webhooks import Webhooks
-from backend.workers import hold_lead, shared, wait_for_lead
+from backend.workers import hold_lead, wait_for_lead
 
 log = logging.getLogger("anju.backend")
 _ALARM_STOP_S = 60
@@ -308,8 +308,7 @@ class Backend:
         while True:
             try:
                 async with uplink_client(self.settings, self.settings.client_id) as client:
-                    group = self.settings.worker_group
-                    await client.subscribe(shared(UP_SUBSCRIPTION, group), qos=1)
+                    await client.subscribe(UP_SUBSCRIPTION, qos=1)
                     await client.subscribe(STATE_SUBSCRIPTION, qos=1)
                     self.client = client
                     self.app_state.mqtt_connected = True

@@ -12,6 +12,10 @@ restart, network), the lock may already be someone else's, so the worker stops a
 (``os._exit``: fencing by leaving), as if killed: what it did not acknowledge the gateways send
 again, and the next leader starts from the stored state.
 
+The workers of a group share one MQTT identity (``client_id``, hence one broker user and one
+persistent session): only the leader is connected, and the next leader resumes the session,
+with what the broker queued for it meanwhile (an alarm sent during the takeover included).
+
 With ``worker_group`` unset (the default) none of this runs: the backend is as before.
 """
 
@@ -40,11 +44,6 @@ def group_lock_key(group: str) -> int:
     """The group's advisory lock: a signed 64-bit number from its name (stable everywhere)."""
     digest = hashlib.sha256(b"anju-worker-group:" + group.encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
-
-
-def shared(topic: str, group: str | None) -> str:
-    """``topic`` as the group's shared subscription (``$share/<group>/<topic>``), or as is."""
-    return topic if group is None else f"$share/{group}/{topic}"
 
 
 async def wait_for_lead(
