@@ -40,13 +40,14 @@ _DEPARTMENTS = (
     Audience.CONSTRUCTION,
 )
 
-Access = Literal["read", "write", "readwrite"]
+Access = Literal["read", "write", "readwrite", "deny"]
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
     """``user`` (None: every user, with ``%u`` standing for the user's name) may ``access``
-    ``topic``."""
+    ``topic``; ``deny`` refuses it both ways whatever else the user may (Mosquitto looks at
+    denials first; the EMQX file lists them first)."""
 
     user: str | None
     access: Access
@@ -86,6 +87,7 @@ def gateway_ids(reg: Registry) -> list[str]:
 
 
 AUDIT_HEAD = "anju/audit/head"  # backend/audit_anchor.py publishes it
+REMOTE_CONFIG = "anju/gw/+/config"  # gateway/remote.py: the operator's only
 
 
 def backend_rules(
@@ -98,11 +100,15 @@ def backend_rules(
     """The backend broker's rules: workers everything under ``anju/``, an operator the gateways'
     remote configuration, viewers every alert, gateways their own ``anju/gw/<id>/`` topics,
     subscribers their own alert prefix; viewers and subscribers also the audit chain's head
-    (``AUDIT_HEAD``, retained), to keep as witnesses."""
-    rules = [Rule(u, "readwrite", "anju/#") for u in backend_users]
+    (``AUDIT_HEAD``, retained), to keep as witnesses. The gateways' remote configuration
+    (``anju/gw/+/config``) is the operator's only: the workers are denied it, so that a
+    compromised worker cannot reconfigure the gateways."""
+    rules: list[Rule] = []
+    for u in backend_users:
+        rules += [Rule(u, "deny", REMOTE_CONFIG), Rule(u, "readwrite", "anju/#")]
     for u in operators:
         rules += [
-            Rule(u, "readwrite", "anju/gw/+/config"),
+            Rule(u, "readwrite", REMOTE_CONFIG),
             Rule(u, "read", "anju/gw/+/config/result"),
             Rule(u, "read", "anju/gw/+/state"),
         ]
@@ -164,6 +170,9 @@ def emqx_acl(rules: Iterable[Rule], *, header: str) -> str:
     for r in rules:
         who = "all" if r.user is None else f"{{username, {_erl(r.user)}}}"
         topic = r.topic.replace("%u", "${username}")
+        if r.access == "deny":
+            lines.append(f"{{deny, {who}, all, [{_erl(topic)}]}}.")
+            continue
         lines.append(f"{{allow, {who}, {_EMQX_ACTION[r.access]}, [{_erl(topic)}]}}.")
     lines.append("{deny, all}.")
     return "\n".join(lines) + "\n"

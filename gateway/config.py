@@ -51,6 +51,16 @@ class UplinkConfig(LinkConfig):
     compress: bool = Field(True, description="zlib-compress batches larger than 1 KiB")
     backoff_base_s: float = Field(1.0, gt=0, le=60)
     backoff_cap_s: float = Field(60.0, gt=0, le=3600)
+    fast_backoff_cap_s: float = Field(
+        4.0,
+        gt=0,
+        le=3600,
+        description="reconnect delays stay under this for the first fast_backoff_for_s of an "
+        "outage (decorrelated jitter), then grow to backoff_cap_s",
+    )
+    fast_backoff_for_s: float = Field(
+        300.0, ge=0, le=86_400, description="how long an outage counts as short (0: never)"
+    )
     connect_timeout_s: float = Field(15.0, gt=0, le=300)
     max_packet_bytes: int = Field(
         1024 * 1024,
@@ -62,7 +72,10 @@ class UplinkConfig(LinkConfig):
 
 class OutboxConfig(_Strict):
     path: Path
-    resend_after_s: float = Field(10.0, gt=0)
+    resend_after_s: float = Field(10.0, gt=0, description="telemetry unconfirmed this long")
+    events_resend_after_s: float = Field(
+        2.0, gt=0, description="events (alarms) unconfirmed this long are sent again"
+    )
     batch_max: int = Field(500, ge=1, le=10_000)
     window: int = Field(5_000, ge=1, description="telemetry sent but not yet confirmed, at most")
     events_window: int = Field(1_000, ge=1, description="events in flight, at most (own window)")
@@ -135,6 +148,9 @@ class GatewayConfig(_Strict):
     outbox: OutboxConfig
     devices: list[str] = Field(description="ids of the devices behind this gateway")
     heartbeat_s: float = Field(30.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
+        None, description="the gateway's loggers (anju.*); None: as the command line set"
+    )
     metrics_port: int | None = Field(None, ge=0, le=65535)
     status_every_s: float = Field(2.0, gt=0, description="status file next to the outbox")
     clock: ClockConfig = ClockConfig.model_validate({})

@@ -136,7 +136,11 @@ class Gateway:
 
     def _on_config(self, payload: bytes) -> None:
         rejected = self.outbox.get_meta(REJECTED_VERSION_KEY)
-        outcome = parse_remote(self.cfg, payload, rejected_version=rejected)
+        try:
+            held = os.path.getsize(self.cfg.outbox.path)
+        except OSError:
+            held = 0
+        outcome = parse_remote(self.cfg, payload, rejected_version=rejected, outbox_bytes=held)
         if outcome is None:
             return  # not newer than what runs (or was refused before)
         if isinstance(outcome, RemoteResult):
@@ -177,6 +181,8 @@ class Gateway:
             metrics_server, _t = start_http_server(
                 self.cfg.metrics_port, addr="127.0.0.1", registry=self.metrics.registry
             )
+        if self.cfg.log_level is not None:
+            logging.getLogger("anju").setLevel(self.cfg.log_level)
         self.intake.start()
         self.adapters.start()  # adapters (docs/adapters.md)
         self.link.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import stat
 import threading
 import zlib
 from pathlib import Path
@@ -31,7 +32,15 @@ from gateway.config import GatewayConfig, OutboxConfig, load_gateway_config
 from gateway.link import parse_ack
 from gateway.metrics import GatewayMetrics
 from gateway.outbox import EVENTS, TELEMETRY, ClockStamp, Incoming, Outbox, read_depth
-from gateway.remote import RemoteRequest, RemoteResult, merge, parse_remote, save_config
+from gateway.remote import (
+    RemoteRequest,
+    RemoteResult,
+    changed_keys,
+    merge,
+    parse_remote,
+    save_config,
+)
+from gateway.remote import allowed as allowed_key
 from gateway.sdnotify import Notifier
 from gateway.sender import Sender
 from gateway.status import format_status, gather_status, write_status
@@ -532,6 +541,62 @@ def test_remote_config_is_validated_merged_and_versioned(tmp_path: Path) -> None
         refused = parse_remote(cur, payload)
         assert isinstance(refused, RemoteResult) and not refused.ok
     assert merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
+
+
+def test_remote_config_changes_only_the_listed_keys(tmp_path: Path) -> None:
+    cur = base_config(tmp_path)
+
+    def push(version: int, change: dict[str, Any], **kw: Any) -> RemoteRequest | RemoteResult:
+        out = parse_remote(cur, json.dumps({"version": version, "config": change}).encode(), **kw)
+        assert out is not None
+        return out
+
+    allowed = push(
+        2,
+        {
+            "heartbeat_s": 10,
+            "log_level": "DEBUG",
+            "devices": ["dev-2"],
+            "outbox": {"send_linger_ms": 5, "events_resend_after_s": 1},
+            "supervision": {"stall_s": 30},
+        },
+    )
+    assert isinstance(allowed, RemoteRequest), allowed
+    assert allowed.config.log_level == "DEBUG" and allowed.config.devices == ["dev-2"]
+    for change, named in (
+        ({"uplink": {"url": "mqtt://evil.example.org:1883"}}, "uplink.url"),
+        ({"uplink": {"password": "x"}}, "uplink.password"),
+        ({"lan": {"username": "x"}}, "lan.username"),
+        ({"gateway_id": "gw-other"}, "gateway_id"),
+        ({"remote_config": {"enabled": False}}, "remote_config.enabled"),
+        ({"outbox": {"device_events_max": 10}}, "outbox.device_events_max"),
+        ({"devices": []}, "device list"),
+        ({"heartbeat_s": 5, "uplink": {"ca_file": "/tmp/ca"}}, "uplink.ca_file"),
+    ):
+        refused = push(3, change)
+        assert isinstance(refused, RemoteResult) and not refused.ok, change
+        assert named in (refused.error or ""), refused
+    shrink = push(3, {"outbox": {"max_bytes": 2 * 1024 * 1024}}, outbox_bytes=5 * 1024 * 1024)
+    assert isinstance(shrink, RemoteResult) and "outbox.max_bytes" in (shrink.error or "")
+    grow = push(3, {"outbox": {"max_bytes": 8 * 1024 * 1024}}, outbox_bytes=5 * 1024 * 1024)
+    assert isinstance(grow, RemoteRequest)
+    assert changed_keys({"a": [{"p": 1}, {"p": 2}]}, {"a": [{"p": 1}, {"p": 3}]}) == [
+        ("a", "1", "p")
+    ]
+    assert allowed_key(("modbus", "controllers", "0", "poll_s"))
+    assert not allowed_key(("modbus", "controllers", "0", "host"))
+    assert not allowed_key(("modbus", "controllers"))  # adding or removing a controller
+
+
+def test_saved_config_keeps_its_mode_and_a_new_one_is_0640(tmp_path: Path) -> None:
+    cfg = base_config(tmp_path)
+    f = tmp_path / "gw.yaml"
+    save_config(f, cfg)
+    assert stat.S_IMODE(f.stat().st_mode) == 0o640
+    f.chmod(0o600)
+    save_config(f, cfg.model_copy(update={"config_version": 2}))
+    assert stat.S_IMODE(f.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "gw.yaml.prev").stat().st_mode) == 0o600
 
 
 def test_saved_config_loads_back(tmp_path: Path) -> None:
