@@ -54,6 +54,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             history_days=args.history,
             insecure=args.insecure,
             fresh=args.fresh,
+            workers=args.workers,
         )
     )
 
@@ -157,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     d.add_argument(
         "--fresh", action="store_true", help="start from an empty data folder (deletes it first)"
+    )
+    d.add_argument(
+        "--workers", type=int, default=1, help="backend workers: one leads, the others stand by"
     )
     d.set_defaults(func=cmd_demo)
 

@@ -64,6 +64,7 @@ class DemoOptions:
     history_days: int = 0  # a generated past for the supervision pages (issue 15)
     insecure: bool = False  # anonymous brokers in clear text, an API without tokens
     fresh: bool = False  # start from an empty data folder
+    workers: int = 1  # backend workers (docs/scaling.md): one leads, the others stand by
 
 
 class _Children:
@@ -111,6 +112,33 @@ def _anju(*args: str) -> list[str]:
     return [sys.executable, "-m", "anju", *args]
 
 
+def _wait_leader(apis: dict[str, str], children: _Children, timeout: float, logs: Path) -> str:
+    """The API of the worker that answers (with one worker: that worker's, as before)."""
+    if len(apis) == 1:
+        [(name, api)] = apis.items()
+        _wait_http(f"{api}/healthz", children.procs[name], timeout, logs / f"{name}.log")
+        return api
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for api in apis.values():
+            with (
+                contextlib.suppress(OSError, http.client.HTTPException),
+                urllib.request.urlopen(f"{api}/healthz", timeout=1) as r,
+            ):
+                if r.status == 200:
+                    return api
+        time.sleep(0.2)
+    raise AnjuError(f"no backend worker answered within {timeout:.0f} s; see {logs}")
+
+
+def _restart(children: _Children, name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A backend worker that died, started again (as systemd's Restart=always)."""
+    old = children.procs[name]
+    print(f"anju demo: {name} exited ({old.returncode}); starting it again", file=sys.stderr)
+    argv: list[str] = list(old.args)  # type: ignore[arg-type]
+    return children.start(name, argv, env=env)
+
+
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -151,8 +179,10 @@ class _AlertView:
     admin token): the MQTT identities printed on the endpoints line stay the user's own (a
     second login with one user name would take over its session)."""
 
-    def __init__(self, api: str, token: str | None) -> None:
-        self.api = urlsplit(api)
+    def __init__(self, api: str, token: str | None, others: tuple[str, ...] = ()) -> None:
+        # With several workers the stream follows the leader: the next API after each loss.
+        self.apis = [urlsplit(a) for a in (api, *others)]
+        self.api = self.apis[0]
         self.headers = {"Accept": "text/event-stream"}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
@@ -192,6 +222,7 @@ class _AlertView:
                 pass
             finally:
                 conn.close()
+            self.api = self.apis[(self.apis.index(self.api) + 1) % len(self.apis)]
             self._stop.wait(1.0)
 
     def _on_data(self, text: str) -> None:
@@ -368,8 +399,6 @@ def run_demo(opts: DemoOptions) -> int:
         # Devices reached through the gateways' adapters (GB/T 26875.3, Modbus; docs/adapters.md)
         adapters = DemoAdapters.plan(city, free_port)
 
-        api_port = free_port()
-        api = f"http://127.0.0.1:{api_port}"
         backend_env = {
             "ANJU_MQTT_URL": user_url("backend", acl.BACKEND_USER, uplink.port, tls=True)
         }
@@ -382,9 +411,15 @@ def run_demo(opts: DemoOptions) -> int:
                 "ANJU_MQTT_CA_FILE": str(prov.ca_file),
                 "ANJU_ALERTING": str(data / "alerting.yaml"),
             }
-        backend = children.start(
-            "backend",
-            _anju(
+        # ---- backend workers (issue 11, docs/scaling.md) ------------------------------------
+        # One worker: as before. Several: one group; the worker holding its lock leads (and
+        # serves the API), the others stand by; a worker that dies is started again.
+        worker_names = ["backend"] + [f"backend-{i}" for i in range(2, opts.workers + 1)]
+        worker_apis: dict[str, str] = {}
+        for name in worker_names:
+            port = free_port()
+            worker_apis[name] = f"http://127.0.0.1:{port}"
+            argv = _anju(
                 "backend",
                 "run",
                 "--db",
@@ -392,13 +427,16 @@ def run_demo(opts: DemoOptions) -> int:
                 "--registry",
                 str(registry_path),
                 "--api-port",
-                str(api_port),
+                str(port),
                 # The audit chain's head, appended every 10 s (docs/alerts.md, The audit chain)
                 "--audit-anchor-file",
                 str(data / "audit-anchors.jsonl"),
-            ),
-            env=backend_env,
-        )
+            )
+            if opts.workers > 1:
+                argv += ["--group", "anju-backend"]
+            children.start(name, argv, env=backend_env)
+        backend = children.procs["backend"]
+        # ---- end of backend workers ------------------------------------------------------------
         # The Modbus controllers are servers the gateways poll: up before the gateways.
         device_sims = adapters.simulators() if opts.simulators else []
         for name, argv in device_sims:
@@ -432,7 +470,7 @@ def run_demo(opts: DemoOptions) -> int:
             }
             _private_file(cfg_path, yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False))
             children.start(f"gateway-{gw_id}", _anju("gateway", "run", "--config", str(cfg_path)))
-        _wait_http(f"{api}/healthz", backend, 60, logs / "backend.log")
+        api = _wait_leader(worker_apis, children, 60, logs)
 
         installers = {
             gw: user_url(f"lan/{gw}", acl.installer_user(gw), b.port, tls=False)
@@ -455,10 +493,13 @@ def run_demo(opts: DemoOptions) -> int:
             "database": db_url,
             "data_dir": str(data),
             "gbt26875": adapters.endpoints(),
+            "workers": [
+                {"pid": children.procs[n].pid, "api": worker_apis[n]} for n in worker_names
+            ],
         }
         # Always the first line on stdout: nothing is printed there before it.
         print(json.dumps(endpoints, ensure_ascii=False), flush=True)
-        view = _AlertView(api, api_token)
+        view = _AlertView(api, api_token, tuple(a for a in worker_apis.values() if a != api))
         view.ready.wait(10)
         open_alerts = _open_alerts(f"{api}/api/alerts?open_only=true&limit=1000", api_token)
         if rerun and (note := _carried_over(data, len(open_alerts), opts.db_url is None)):
@@ -493,7 +534,12 @@ def run_demo(opts: DemoOptions) -> int:
         while not stop.is_set():
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            if backend.poll() is not None:
+            for name in worker_names[1:] if opts.workers > 1 else []:
+                if children.procs[name].poll() is not None:
+                    _restart(children, name, backend_env)
+            if opts.workers > 1 and backend.poll() is not None:
+                backend = _restart(children, "backend", backend_env)
+            elif backend.poll() is not None:
                 print(
                     f"anju demo: the backend exited ({backend.returncode}); see "
                     f"{logs / 'backend.log'}",
@@ -517,7 +563,7 @@ def run_demo(opts: DemoOptions) -> int:
         children.stop([n for n in children.procs if n.startswith("simulators")], timeout=3)
         if view is not None:
             view.close()
-        children.stop(["backend"], timeout=8)
+        children.stop([n for n in children.procs if n.startswith("backend")], timeout=8)
         children.stop([n for n in children.procs if n.startswith("gateway-")], timeout=3)
         for s in reversed(servers):
             s.stop()
