@@ -2,8 +2,12 @@
 
 paho's own reconnect doubles its delay without jitter, so a thousand gateways cut off by the same
 outage would come back in lock-step. This thread connects, runs paho's ``loop`` until the link
-drops, then waits a capped full-jitter delay (``anju.backoff``) before the next attempt; the
-delays start again from the base after a successful CONNACK.
+drops, then waits before the next attempt (``reconnect_delays``): for the first
+``uplink.fast_backoff_for_s`` (300 s) of an outage, decorrelated jitter between
+``backoff_base_s`` and ``fast_backoff_cap_s`` (1-4 s), so a gateway is back within seconds of
+the broker and a thousand gateways come back spread over those seconds; after that, capped
+full jitter up to ``backoff_cap_s`` (60 s), so a long outage costs the broker little. The
+outage starts again after a successful CONNACK.
 
 Every connection starts clean (``clean_start``): the sender resends whatever is unconfirmed,
 so nothing depends on the broker keeping a session. On connect the link subscribes to the
@@ -25,10 +29,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -38,7 +43,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from anju import canonical
-from anju.backoff import backoff
+from anju.backoff import backoff, decorrelated
 from anju.canonical import InputError
 from anju.uplink import ack_topic, config_topic, state_topic, up_topic
 from gateway.config import GatewayConfig
@@ -70,6 +75,25 @@ def parse_ack(payload: bytes) -> list[int]:
     if not all(type(x) is int and 0 < x < 2**63 for x in seqs):
         raise InputError("bad_ack", "sequence numbers must be positive integers")
     return seqs
+
+
+def reconnect_delays(
+    base_s: float,
+    fast_cap_s: float,
+    fast_for_s: float,
+    cap_s: float,
+    *,
+    rng: random.Random | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[float]:
+    """Delays between connection attempts in one outage (starting now): decorrelated jitter
+    under ``fast_cap_s`` for ``fast_for_s``, then full jitter growing up to ``cap_s``."""
+    r = rng or random.Random()
+    until = clock() + fast_for_s
+    fast = decorrelated(base_s, fast_cap_s, r)
+    while clock() < until:
+        yield next(fast)
+    yield from backoff(min(fast_cap_s, base_s), cap_s, r)
 
 
 class Uplink:
@@ -148,6 +172,12 @@ class Uplink:
         self._stop.set()
         self._thread.join(10)
 
+    def _delays(self) -> Iterator[float]:
+        up = self.cfg.uplink
+        return reconnect_delays(
+            up.backoff_base_s, up.fast_backoff_cap_s, up.fast_backoff_for_s, up.backoff_cap_s
+        )
+
     def _loop(self) -> None:
         addr = self.cfg.uplink.address()
         up = self.cfg.uplink
@@ -157,7 +187,7 @@ class Uplink:
             self.metrics.thread_errors.labels("uplink").inc,
             max_errors=self.cfg.supervision.max_errors,
         )
-        delays = backoff(up.backoff_base_s, up.backoff_cap_s)
+        delays = self._delays()
         beat = self.progress.beat
         while not self._stop.is_set() and not self.progress.failed:
             beat("uplink")
@@ -187,8 +217,8 @@ class Uplink:
                     return
                 with contextlib.suppress(Exception):
                     self.client.disconnect()
-            if self._connacked:
-                delays = backoff(up.backoff_base_s, up.backoff_cap_s)
+            if self._connacked:  # a new outage
+                delays = self._delays()
                 self._connacked = False
             delay = next(delays)
             log.info("uplink: next attempt in %.1f s", delay)

@@ -6,7 +6,10 @@
   alarm, and events are read first on every turn.
 - Telemetry is paced by a token bucket of ``outbox.replay_rate`` readings per second, so a
   thousand gateways coming back after an outage do not flatten the backend together.
-- What is in flight longer than ``outbox.resend_after_s`` is sent again (oldest first).
+- What is in flight unconfirmed is sent again (oldest first): events after
+  ``outbox.events_resend_after_s`` (2 s), telemetry after ``outbox.resend_after_s`` (10 s). An
+  alarm a backend worker took and lost when it was killed (it never confirmed) comes back
+  within seconds of the next worker's start; a telemetry backlog is not sent twice meanwhile.
 - Confirmations arrive on the uplink's thread (``on_ack``) and are applied here, on the sender's
   thread: the records are deleted from the outbox and leave the window.
 - A new uplink connection (``reset``) forgets the windows and reads both lanes from the start:
@@ -87,8 +90,11 @@ class Sender:
         self.compress = compress
         self.clock = clock
         self._cursor = [0, 0]
-        self._inflight: OrderedDict[int, tuple[float, int]] = OrderedDict()  # seq -> (t, lane)
-        self._count = [0, 0]
+        # Per lane: seq -> when sent (last), oldest first.
+        self._flight: tuple[OrderedDict[int, float], ...] = (OrderedDict(), OrderedDict())
+        self._resend_after = [0.0, 0.0]
+        self._resend_after[EVENTS] = cfg.events_resend_after_s
+        self._resend_after[TELEMETRY] = cfg.resend_after_s
         self._acks: list[int] = []
         self._acks_lock = threading.Lock()
         self._linger_s = cfg.send_linger_ms / 1000
@@ -97,13 +103,13 @@ class Sender:
 
     @property
     def inflight(self) -> int:
-        return len(self._inflight)
+        return sum(map(len, self._flight))
 
     def reset(self) -> None:
         """A new connection: send everything unconfirmed again, from the start."""
         self._cursor = [0, 0]
-        self._inflight.clear()
-        self._count = [0, 0]
+        for f in self._flight:
+            f.clear()
         self._tel_waiting_since = None
 
     def on_ack(self, seqs: list[int]) -> None:
@@ -117,10 +123,10 @@ class Sender:
         if not seqs:
             return 0
         n = self.outbox.confirm(seqs)
+        ev, tel = self._flight
         for s in seqs:
-            entry = self._inflight.pop(s, None)
-            if entry is not None:
-                self._count[entry[1]] -= 1
+            if ev.pop(s, None) is None:
+                tel.pop(s, None)
         self.metrics.confirmed.inc(n)
         return n
 
@@ -138,7 +144,7 @@ class Sender:
         """Seconds live telemetry should still wait for a fuller batch (0: send now)."""
         if self._linger_s <= 0:
             return 0.0
-        unsent = self.outbox.lane_depth(TELEMETRY) - self._count[TELEMETRY]
+        unsent = self.outbox.lane_depth(TELEMETRY) - len(self._flight[TELEMETRY])
         if unsent >= room:
             return 0.0
         now = self.clock()
@@ -146,19 +152,18 @@ class Sender:
             self._tel_waiting_since = now
         return max(0.0, self._tel_waiting_since + self._linger_s - now)
 
-    def _send(self, rows: list[Row], lanes: list[int], publish: Publish, *, resend: bool) -> bool:
+    def _send(self, rows: list[Row], lane: int, publish: Publish, *, resend: bool) -> bool:
         payload = encode_batch(self.gateway_id, rows)
         if self.compress:
             payload = compress_batch(payload)
-        if not publish(payload, all(lane == EVENTS for lane in lanes)):
+        if not publish(payload, lane == EVENTS):
             return False
         now = self.clock()
-        for (seq, _b, _body), lane in zip(rows, lanes, strict=True):
-            if seq in self._inflight:
-                self._inflight.move_to_end(seq)
-            else:
-                self._count[lane] += 1
-            self._inflight[seq] = (now, lane)
+        flight = self._flight[lane]
+        for seq, _b, _body in rows:
+            if seq in flight:
+                flight.move_to_end(seq)
+            flight[seq] = now
         self.metrics.sent.inc(len(rows))
         self.metrics.uplink_bytes.inc(len(payload))
         if resend:
@@ -170,47 +175,33 @@ class Sender:
         before there is more to do (0.25 s when only waiting for confirmations)."""
         self.apply_acks()
         cfg = self.cfg
-        # Resends: the oldest in flight first.
-        stale_before = self.clock() - cfg.resend_after_s
-        stale: list[int] = []
-        for seq, (t, _lane) in self._inflight.items():
-            if t >= stale_before or len(stale) >= cfg.batch_max:
-                break
-            stale.append(seq)
-        if stale:
-            found = self.outbox.read_seqs(stale)
-            here = {r[0] for r in found}
-            rows = self._cap(found)
-            for seq in stale:
-                if seq not in here:  # confirmed meanwhile, or dropped for the budget
-                    _t, lane = self._inflight.pop(seq)
-                    self._count[lane] -= 1
-            if rows:
-                lanes = [self._inflight[r[0]][1] for r in rows]
-                if not self._send(rows, lanes, publish, resend=True):
-                    return 0.25
+        # Resends: the oldest in flight first, events first.
+        for lane in (EVENTS, TELEMETRY):
+            if not self._resend(lane, publish):
+                return 0.25
+        ev_flight, tel_flight = self._flight
         # Events, ahead of any telemetry.
         while (
-            self._count[EVENTS] < cfg.events_window
+            len(ev_flight) < cfg.events_window
             and self.outbox.last_seq(EVENTS) > self._cursor[EVENTS]
         ):
-            room = min(cfg.batch_max, cfg.events_window - self._count[EVENTS])
+            room = min(cfg.batch_max, cfg.events_window - len(ev_flight))
             rows = self._cap(self.outbox.read(EVENTS, self._cursor[EVENTS], room))
             if not rows:
                 break
-            if not self._send(rows, [EVENTS] * len(rows), publish, resend=False):
+            if not self._send(rows, EVENTS, publish, resend=False):
                 return 0.25
             self._cursor[EVENTS] = rows[-1][0]
         if hold_telemetry:
             return 0.25
         # Telemetry, paced.
         while (
-            self._count[TELEMETRY] < cfg.window
+            len(tel_flight) < cfg.window
             and self.outbox.last_seq(TELEMETRY) > self._cursor[TELEMETRY]
         ):
             now = self.clock()
             tokens = self.bucket.available(now)
-            room = min(cfg.batch_max, cfg.window - self._count[TELEMETRY])
+            room = min(cfg.batch_max, cfg.window - len(tel_flight))
             if tokens < min(room, max(1.0, cfg.replay_rate / 20)):
                 return max(0.005, self.bucket.wait_for(min(room, max(1.0, cfg.replay_rate / 20))))
             wait = self._linger(room)
@@ -221,12 +212,36 @@ class Sender:
             if not rows:
                 self._tel_waiting_since = None
                 break
-            if not self._send(rows, [TELEMETRY] * len(rows), publish, resend=False):
+            if not self._send(rows, TELEMETRY, publish, resend=False):
                 return 0.25
             self.bucket.spend(len(rows))
             self._cursor[TELEMETRY] = rows[-1][0]
             self._tel_waiting_since = None
-        if self._inflight:
-            first_t = next(iter(self._inflight.values()))[0]
-            return max(0.01, min(0.25, first_t + cfg.resend_after_s - self.clock()))
+        due = [
+            next(iter(f.values())) + self._resend_after[lane]
+            for lane, f in enumerate(self._flight)
+            if f
+        ]
+        if due:
+            return max(0.01, min(0.25, min(due) - self.clock()))
         return 0.25
+
+    def _resend(self, lane: int, publish: Publish) -> bool:
+        """Send again what of ``lane`` is unconfirmed for longer than its timeout (a batch at
+        most, the oldest first); False when the uplink did not take it."""
+        flight = self._flight[lane]
+        stale_before = self.clock() - self._resend_after[lane]
+        stale: list[int] = []
+        for seq, t in flight.items():
+            if t >= stale_before or len(stale) >= self.cfg.batch_max:
+                break
+            stale.append(seq)
+        if not stale:
+            return True
+        found = self.outbox.read_seqs(stale)
+        here = {r[0] for r in found}
+        for seq in stale:
+            if seq not in here:  # confirmed meanwhile, or dropped for the budget
+                del flight[seq]
+        rows = self._cap(found)
+        return not rows or self._send(rows, lane, publish, resend=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import socket
 import stat
 import threading
@@ -15,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from anju import canonical
+from anju.backoff import decorrelated
 from anju.canonical import InputError
 from anju.errors import ConfigError
 from anju.uplink import (
@@ -29,7 +31,7 @@ from anju.uplink import (
     up_topic,
 )
 from gateway.config import GatewayConfig, OutboxConfig, load_gateway_config
-from gateway.link import parse_ack
+from gateway.link import parse_ack, reconnect_delays
 from gateway.metrics import GatewayMetrics
 from gateway.outbox import EVENTS, TELEMETRY, ClockStamp, Incoming, Outbox, read_depth
 from gateway.remote import (
@@ -373,6 +375,50 @@ def test_sender_events_overtake_a_full_telemetry_window(tmp_path: Path) -> None:
     s.pump(publisher(sent))
     assert sent[0] == tel[50:100]
     ob.close()
+
+
+def test_unconfirmed_events_go_again_after_2_s_telemetry_after_10_s(tmp_path: Path) -> None:
+    ob, s, sent, clock = make_sender(tmp_path, replay_rate=0, send_linger_ms=0)
+    tel = ob.append("b", [(TELEMETRY, body_of(i)) for i in range(10)], 1).seqs
+    ev = ob.append("b", [(EVENTS, body_of(0, "e"))], 2).seqs
+    s.pump(publisher(sent))
+    assert sent == [ev, tel]  # (a backend worker takes them and is killed: no confirmation)
+    sent.clear()
+    clock.t += 1.9
+    assert s.pump(publisher(sent)) <= 0.25 and sent == []
+    clock.t += 0.2
+    s.pump(publisher(sent))
+    assert sent == [ev]  # the alarm again, the readings not yet
+    sent.clear()
+    clock.t += 2.1
+    s.pump(publisher(sent))
+    assert sent == [ev]
+    sent.clear()
+    clock.t += 6
+    s.pump(publisher(sent))
+    assert sent == [ev, tel]
+    s.on_ack(ev + tel)
+    sent.clear()
+    clock.t += 60
+    s.pump(publisher(sent))
+    assert sent == [] and s.inflight == 0
+    ob.close()
+
+
+def test_reconnect_delays_stay_short_early_in_an_outage_then_grow() -> None:
+    clock = FakeTime()
+    delays = reconnect_delays(1.0, 4.0, 300.0, 60.0, rng=random.Random(7), clock=clock)
+    early = []
+    while clock.t < 1000.0 + 300.0:
+        d = next(delays)
+        early.append(d)
+        clock.t += d
+    assert min(early) >= 1.0 and max(early) <= 4.0 and len(set(early)) > 10
+    late = [next(delays) for _ in range(50)]
+    assert max(late) > 30 and max(late) <= 60.0
+    # Gateways cut off together do not come back together: their attempts differ.
+    firsts = {round(next(decorrelated(1.0, 4.0, random.Random(i))), 3) for i in range(100)}
+    assert len(firsts) > 90
 
 
 def test_sender_paces_telemetry(tmp_path: Path) -> None:
