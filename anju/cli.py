@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from anju.errors import AnjuError
 
@@ -92,13 +93,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.name not in names:
         known = ", ".join(names) or "none yet"
         raise AnjuError(f"no benchmark called {args.name!r}; available: {known}")
-    kwargs = {"db": args.db} if args.db else {}  # benches where a database matters take it
+    kwargs: dict[str, Any] = {"db": args.db} if args.db else {}  # where a database matters
+    if args.workers is not None:  # backend workers (issue 11): ingest and alerts
+        kwargs["workers"] = args.workers
     try:
         figures = bench.load(args.name)(quick=args.quick, **kwargs)
     except TypeError as exc:
-        if not kwargs or "db" not in str(exc):
+        bad = next((k for k in kwargs if k in str(exc)), None)
+        if bad is None:
             raise
-        raise AnjuError(f"the {args.name} benchmark does not take --db") from exc
+        raise AnjuError(f"the {args.name} benchmark does not take --{bad}") from exc
     print(json.dumps(figures) if args.json else bench.table(args.name, figures))
     return 0
 
@@ -175,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--json", action="store_true", help="print one JSON object")
     bn.add_argument("--quick", action="store_true", help="a small run that checks it works")
     bn.add_argument("--db", help="measure this PostgreSQL database instead of a private server")
+    bn.add_argument("--workers", type=int, help="backend workers (ingest, alerts)")
     bn.set_defaults(func=cmd_bench)
 
     fz = sub.add_parser("fuzz", help="property-based fuzzing of a boundary for N minutes")

@@ -175,6 +175,93 @@ async def _ingest_phase(
     return sink.readings / (sink.last_commit - started), sink
 
 
+def _worker(
+    pg_url: str, port: int, tag: str, i: int, readings: Any, last: Any, ready: Any, stop: Any
+) -> None:
+    """One backend worker's ingest path (issue 11) in a process of its own, on the shared
+    subscription: readings committed added to ``readings``, the time of its last commit in
+    ``last`` (monotonic, the same clock in every process)."""
+
+    async def main() -> None:
+        ingest = Ingest(
+            pg_url, BackendMetrics(), queue_max=2_000, batch_max_records=2_000,
+            batch_wait_ms=20, telemetry_wait_ms=600_000,
+        )  # fmt: skip
+        ident = f"bench-backend-{tag}-{i}"
+        async with aiomqtt.Client("127.0.0.1", port, identifier=ident) as client:
+            await client.subscribe(f"$share/bench/{UP_SUBSCRIPTION}", qos=1)
+
+            async def on_committed(new: list[Record], acks: dict[str, list[int]]) -> None:
+                n = sum(len(r.metrics or {}) for r in new)
+                with readings.get_lock():
+                    readings.value += n
+                with last.get_lock():
+                    last.value = max(last.value, time.monotonic())
+                await asyncio.gather(
+                    *(client.publish(ack_topic(gw), encode_ack(s), qos=1) for gw, s in acks.items())
+                )
+
+            async def receive() -> None:
+                async for msg in client.messages:
+                    assert isinstance(msg.payload, bytes)
+                    await ingest.submit(msg.topic.value, msg.payload)
+
+            ready.set()
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(receive(), name="bench-receive"),
+                    tg.create_task(ingest.run(on_committed), name="bench-ingest"),
+                ]
+                await asyncio.to_thread(stop.wait)
+                for t in tasks:
+                    t.cancel()
+
+    asyncio.run(main())
+
+
+async def _workers_phase(
+    pg_url: str, port: int, n_batches: int, gateways: int, tag: str, workers: int
+) -> float:
+    """The ingest path in ``workers`` processes behind a shared subscription (Mosquitto's
+    round robin: one gateway's batches spread over every worker, their ``ingest_seen`` rows
+    locked in turn); readings/s committed in all."""
+    ctx = mp.get_context("spawn")
+    readings, last, stop = ctx.Value("q", 0), ctx.Value("d", 0.0), ctx.Event()
+    readies = [ctx.Event() for _ in range(workers)]
+    procs = [
+        ctx.Process(
+            target=_worker,
+            args=(pg_url, port, tag, i, readings, last, readies[i], stop),
+            name=f"bench-worker-{i}",
+        )
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for r in readies:
+            if not await asyncio.to_thread(r.wait, 120):
+                raise RuntimeError("a bench worker did not subscribe within 120 s")
+        ready = ctx.Event()
+        pub = ctx.Process(target=_publisher, args=(port, n_batches, gateways, 0, tag, ready))
+        pub.start()
+        await asyncio.to_thread(ready.wait, 120)
+        started = time.monotonic()
+        expected = n_batches * RECS_PER_BATCH * METRICS
+        while readings.value < expected:
+            await asyncio.sleep(0.02)
+            if time.monotonic() - started > 600:
+                raise RuntimeError(f"ingest stalled at {readings.value} of {expected}")
+        await asyncio.to_thread(pub.join, 30)
+        return float(readings.value) / (float(last.value) - started)
+    finally:
+        stop.set()
+        for p in procs:
+            await asyncio.to_thread(p.join, 30)
+            if p.is_alive():
+                p.terminate()
+
+
 async def _receive_only(port: int, n_batches: int, gateways: int) -> float:
     """aiomqtt alone: how fast this process receives the same batches (decoding them)."""
     got = 0
@@ -335,7 +422,7 @@ async def _storage(url: str) -> tuple[StorageMode, str | None]:
     return StorageMode(row[0]), row[1]
 
 
-async def _main(quick: bool, db: str | None) -> dict[str, Any]:
+async def _main(quick: bool, db: str | None, workers: int = 1) -> dict[str, Any]:
     n_batches = 120 if quick else 3_000
     gateways = 20 if quick else 300
     history = 200_000 if quick else 10_000_000
@@ -347,7 +434,13 @@ async def _main(quick: bool, db: str | None) -> dict[str, Any]:
             url = db or (pg.url() if pg else "")
             migrate(url)
             mode, ts_version = await _storage(url)
-            rate, _ = await _ingest_phase(url, broker.port, n_batches, gateways, 0, f"max{run_tag}")
+            if workers > 1:
+                rate = await _workers_phase(
+                    url, broker.port, n_batches, gateways, f"max{run_tag}", workers
+                )
+            else:
+                tag = f"max{run_tag}"
+                rate, _ = await _ingest_phase(url, broker.port, n_batches, gateways, 0, tag)
             recv = await _receive_only(broker.port, n_batches, gateways)
             bare = await _bare_copy(url, n_batches, gateways)
             half_batches_per_s = rate / 2 / (RECS_PER_BATCH * METRICS)
@@ -375,9 +468,12 @@ async def _main(quick: bool, db: str | None) -> dict[str, Any]:
         "mqtt_receive_decode_readings_per_s": round(recv),
         "readings_stored_for_queries": hist["stored"],
         "half_load_readings_per_s": round(rate / 2),
+        "workers": workers,
     }
 
 
-def run(*, quick: bool, db: str | None = None) -> dict[str, Any]:
-    """The figures; ``db``: measure that database's server instead of a private one."""
-    return asyncio.run(_main(quick, db))
+def run(*, quick: bool, db: str | None = None, workers: int = 1) -> dict[str, Any]:
+    """The figures; ``db``: measure that database's server instead of a private one;
+    ``workers``: the end-to-end ingest rate with that many ingest processes behind a shared
+    subscription (issue 11; the other figures are one process's)."""
+    return asyncio.run(_main(quick, db, workers))

@@ -192,7 +192,21 @@ async def _measure(
     }
 
 
-def latency(*, quick: bool) -> dict[str, Any]:
+def _leader(ports: list[int], procs: list[subprocess.Popen[bytes]], log: Path) -> int:
+    """The API port of the worker that leads (the one that answers; standbys serve nothing)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for port, proc in zip(ports, procs, strict=True):
+            if proc.poll() is not None:
+                raise RuntimeError(f"a backend worker exited ({proc.returncode}); see {log}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).is_success:
+                    return port
+        time.sleep(0.2)
+    raise RuntimeError(f"no backend worker answered within 60 s; see {log}")
+
+
+def latency(*, quick: bool, workers: int = 1) -> dict[str, Any]:
     p: dict[str, Any] = (
         {"communities": 4, "per_kind": 2, "rate": 2_000, "warmup_s": 2, "measure_s": 3}
         if quick
@@ -210,27 +224,33 @@ def latency(*, quick: bool) -> dict[str, Any]:
         alerting.write_text(yaml.safe_dump({"fire_ack_deadline_s": 3600}))
         pg = PrivatePostgres(d / "pg").start()
         broker = PrivateMosquitto(d / "mqtt").start()
-        api_port = free_port()
-        proc: subprocess.Popen[bytes] | None = None
+        ports = [free_port() for _ in range(workers)]
+        procs: list[subprocess.Popen[bytes]] = []
+        # Several workers (docs/scaling.md): one group; the leader serves, the others wait.
+        group = ["--group", "anju-bench"] if workers > 1 else []
         try:
             env = {**os.environ, "ANJU_ALERTING": str(alerting)}
             with log.open("wb") as out:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "anju", "backend", "run", "--db", pg.url(),
-                     "--mqtt", broker.url, "--registry", str(registry),
-                     "--api-port", str(api_port)],
-                    env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                )  # fmt: skip
-            return asyncio.run(_measure(broker.port, api_port, proc, log, p))
+                for api_port in ports:
+                    procs.append(subprocess.Popen(
+                        [sys.executable, "-m", "anju", "backend", "run", "--db", pg.url(),
+                         "--mqtt", broker.url, "--registry", str(registry),
+                         "--api-port", str(api_port), *group],
+                        env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    ))  # fmt: skip
+            lead = _leader(ports, procs, log) if workers > 1 else ports[0]
+            proc = procs[ports.index(lead)]
+            return {**asyncio.run(_measure(broker.port, lead, proc, log, p)), "workers": workers}
         finally:
-            if proc is not None:
+            for proc in procs:
                 stop_process(proc)
             broker.stop()
             pg.destroy()
 
 
-def run(*, quick: bool) -> dict[str, Any]:
-    """The figures of issue 5: alert latency under load, and rule throughput per core."""
+def run(*, quick: bool, workers: int = 1) -> dict[str, Any]:
+    """The figures of issue 5: alert latency under load, and rule throughput per core;
+    ``workers``: backend workers in one group (issue 11; one leads, the others stand by)."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per request
     figures = throughput(quick=quick)  # first, on a machine that is otherwise idle
-    return {**latency(quick=quick), **figures}
+    return {**latency(quick=quick, workers=workers), **figures}
