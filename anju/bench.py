@@ -22,6 +22,7 @@ BENCHES: Final = {
     "adapters": ("gateway.adapters.bench", "GB/T 26875.3 frames and Modbus polls (issue 12)"),
     "fuzz-gbt26875": ("gateway.adapters.fuzz", "GB/T 26875.3 codec fuzz, ANJU_FUZZ_MINUTES"),
     "storm": ("anju.chaos.storm", "replay storm: N gateways return with backlogs (issue 16)"),
+    "comeback": ("gateway.bench_comeback", "alarms after an outage: broker and worker back (16.4)"),
     "supervision": ("backend.supervision.bench", "supervision figures on a city's year (issue 15)"),
     "screen": (
         "backend.api.bench_screen",

@@ -3,8 +3,8 @@
 paho's own reconnect doubles its delay without jitter, so a thousand gateways cut off by the same
 outage would come back in lock-step. This thread connects, runs paho's ``loop`` until the link
 drops, then waits before the next attempt (``reconnect_delays``): for the first
-``uplink.fast_backoff_for_s`` (300 s) of an outage, decorrelated jitter between
-``backoff_base_s`` and ``fast_backoff_cap_s`` (1-4 s), so a gateway is back within seconds of
+``uplink.fast_backoff_for_s`` (300 s) of an outage, decorrelated jitter between half of
+``fast_backoff_cap_s`` and all of it (2-4 s), so a gateway is back within seconds of
 the broker and a thousand gateways come back spread over those seconds; after that, capped
 full jitter up to ``backoff_cap_s`` (60 s), so a long outage costs the broker little. The
 outage starts again after a successful CONNACK.
@@ -87,10 +87,12 @@ def reconnect_delays(
     clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[float]:
     """Delays between connection attempts in one outage (starting now): decorrelated jitter
-    under ``fast_cap_s`` for ``fast_for_s``, then full jitter growing up to ``cap_s``."""
+    between ``max(base_s, fast_cap_s / 2)`` and ``fast_cap_s`` for ``fast_for_s``, then full
+    jitter growing up to ``cap_s``. The floor of half the cap spreads a crowd's reconnections:
+    with delays of 2-4 s a thousand gateways come back over four seconds, not in the first."""
     r = rng or random.Random()
     until = clock() + fast_for_s
-    fast = decorrelated(base_s, fast_cap_s, r)
+    fast = decorrelated(max(base_s, fast_cap_s / 2), fast_cap_s, r)
     while clock() < until:
         yield next(fast)
     yield from backoff(min(fast_cap_s, base_s), cap_s, r)

@@ -114,3 +114,14 @@ def test_bench_quick_reports_the_figures() -> None:
         "cpu_s_per_1k_readings",
     ):
         assert isinstance(figures[key], int | float) and figures[key] > 0, key
+
+
+def test_comeback_bench_quick_loses_nothing() -> None:
+    """Issue 16 item 4's figures (docs/gateway.md); what is asserted is only that nothing was
+    lost and every figure is there, never a time."""
+    from gateway.bench_comeback import run
+
+    out = run(quick=True)
+    assert out["broker_lost"] == 0 and out["worker_lost"] == 0, out
+    for k in ("broker_p99_s", "worker_p99_s", "sim_new_60s_p99_s", "sim_new_60s_busiest_second"):
+        assert isinstance(out[k], float | int), k
