@@ -183,7 +183,7 @@ def rule_users(rules: Iterable[Rule]) -> tuple[str, ...]:
 
 
 def backend_broker_access(reg: Registry) -> BrokerAccess:
-    rules = backend_rules(reg)
+    rules = backend_rules(reg, operators=(OPERATOR_USER,))  # the only one who may push configs
     header = "The backend's broker (`anju registry acl`)."
     return BrokerAccess(mosquitto_acl(rules, header=header), rule_users(rules))
 
