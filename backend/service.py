@@ -189,6 +189,7 @@ class Backend:
             live=self.live,
             webhooks=self.webhooks,
             city=self.city,
+            alarm_connected=lambda: alarm.client is not None,
         )
         api = _ApiServer(
             uvicorn.Config(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -81,6 +82,8 @@ class AppState:
     metrics: BackendMetrics
     api_token: str | None
     mqtt_connected: bool = False
+    # The alarm lane's own MQTT session (events in, alerts out), read from its thread's state.
+    alarm_connected: Callable[[], bool] = lambda: True
     tokens: Tokens = field(default_factory=lambda: Tokens({}))
     desk: AlertDesk | None = None
     live: LiveHub | None = None

@@ -29,6 +29,8 @@ async def readyz(state: StateDep) -> dict[str, str]:
         raise HTTPException(503, "database: not reachable") from exc
     if not state.mqtt_connected:
         raise HTTPException(503, "broker: not connected")
+    if not state.alarm_connected():
+        raise HTTPException(503, "broker: the alarm lane is not connected")
     return {"status": "ready"}
 
 

@@ -1,0 +1,70 @@
+"""``/readyz`` reflects the alarm lane's own MQTT session too (issue 11, Deliver 1): another
+client taking over its identity (``anju-backend-events``) makes the backend not ready until
+the lane is connected again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import aiomqtt
+import httpx
+import pytest
+
+from anju.servers import PrivateMosquitto
+from tests.support import eventually, running_backend
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+async def test_readyz_follows_the_alarm_lanes_session(
+    db_url: str, broker: PrivateMosquitto, city_file: Path
+) -> None:
+    async with running_backend(db_url, broker, city_file) as b:
+        base = f"http://127.0.0.1:{b.settings.api_port}"
+        async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+            assert (await http.get("/readyz")).status_code == 200
+
+            async def squat() -> None:
+                # The lane's identity, taken again each time the lane takes it back.
+                while True:
+                    with contextlib.suppress(aiomqtt.MqttError):
+                        async with aiomqtt.Client(
+                            "127.0.0.1", broker.port, identifier=f"{b.settings.client_id}-events"
+                        ) as c:
+                            await c.subscribe("nothing/here", qos=1)
+                            await asyncio.sleep(30)
+                    await asyncio.sleep(0.01)
+
+            squatter = asyncio.create_task(squat(), name="squatter")
+            try:
+                last = await http.get("/readyz")
+                for _ in range(600):
+                    if last.status_code == 503:
+                        break
+                    await asyncio.sleep(0.05)
+                    last = await http.get("/readyz")
+                assert last.status_code == 503, "never not ready while the lane was disconnected"
+                assert last.json() == {"detail": "broker: the alarm lane is not connected"}
+            finally:
+                squatter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await squatter
+            status = [0]
+
+            def ready() -> bool:
+                return status[0] == 200
+
+            async def poll() -> None:
+                while True:
+                    status[0] = (await http.get("/readyz")).status_code
+                    await asyncio.sleep(0.2)
+
+            poller = asyncio.create_task(poll(), name="poll-readyz")
+            try:
+                await eventually(ready, 60, "ready again once the lane is back")
+            finally:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
