@@ -36,7 +36,7 @@ log = logging.getLogger("anju.workers")
 
 POLL_S = 0.5  # a standby tries the lock this often
 CHECK_S = 1.0  # the leader checks its lock connection this often
-CHECK_TIMEOUT_S = 3.0  # ... and gives up the lead (leaves) when it does not answer in this
+CHECK_TIMEOUT_S = 5.0  # ... and leaves when it does not answer in this (under the server's ~11 s)
 LOST_EXIT_CODE = 3
 
 
