@@ -373,6 +373,21 @@ def run_chaos(
         "faults": [asdict(f) for f in city.faults],
         "latency": lat,
         "checks": [asdict(c) for c in checks],
+        "problems": [p for r in results for p in r.problems],
+        "slowest": sorted(
+            (
+                {
+                    "device": r.alarm.device_id,
+                    "ts_ms": r.alarm.ts_ms,
+                    "audience": "/".join(a),
+                    "latency_ms": lat,
+                    "under": r.under,
+                }
+                for r in results
+                for a, lat in r.latency_ms.items()
+            ),
+            key=lambda x: -int(str(x["latency_ms"])),
+        )[:12],
         "ok": all(c.ok for c in checks),
         "notes": notes,
     }
