@@ -155,7 +155,9 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, log: Pat
     raise AnjuError(f"the backend did not answer on {url} within {timeout:.0f} s; see {log}")
 
 
-def format_alert(p: dict[str, Any], colour: bool) -> str:
+def format_alert(p: dict[str, Any], colour: bool, at: str | None = None) -> str:
+    """An alert change in three lines, times in the deployment's zone: now, or ``at`` (the
+    change's own time, for alerts listed from an earlier run)."""
     sev = str(p.get("severity", ""))
     c, reset = (_SEV_COLOUR.get(sev, ""), "\033[0m") if colour else ("", "")
     auds = " ".join(f"{a['audience']}/{a['scope']}" for a in p.get("audiences", []))
@@ -167,7 +169,7 @@ def format_alert(p: dict[str, Any], colour: bool) -> str:
     if state == "raised" and p.get("updated_at") != p.get("raised_at"):
         state = "updated"
     return (
-        f"{clock()}  {c}{sev.upper():8}{reset} {state:12} "
+        f"{clock(at) if at else clock()}  {c}{sev.upper():8}{reset} {state:12} "
         f"{p.get('type', ''):22} {p.get('title', '')}{extra}\n"
         f"          {p.get('device_id', '')} · {where} · occurred {clock(p.get('occurred_at'))}\n"
         f"          → {auds}"
@@ -233,14 +235,16 @@ class _AlertView:
             return
         self.show(p, key)
 
-    def show(self, p: dict[str, Any], key: tuple[str, str, str] | None = None) -> None:
+    def show(
+        self, p: dict[str, Any], key: tuple[str, str, str] | None = None, at: str | None = None
+    ) -> None:
         key = key or (p["id"], p["state"], p["updated_at"])
         with self.lock:
             if key in self.seen:
                 return
             self.seen.add(key)
             self.count += 1
-            print(format_alert(p, self.colour), flush=True)
+            print(format_alert(p, self.colour, at), flush=True)
 
     def close(self) -> None:
         self._stop.set()
@@ -268,7 +272,7 @@ def _show_open_alerts(alerts: list[dict[str, Any]], view: _AlertView) -> None:
     if alerts:
         print(f"-- {len(alerts)} alerts still open from an earlier run --", flush=True)
         for p in reversed(alerts):
-            view.show(p)
+            view.show(p, at=str(p.get("updated_at") or ""))
         print("-- live --", flush=True)
 
 

@@ -98,6 +98,17 @@ class BackendSettings(BaseSettings):
             raise ValueError(str(exc)) from None
         return self
 
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from anju.localtime import zone
+
+        try:
+            zone(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
     @field_validator("database_url")
     @classmethod
     def _db(cls, v: str) -> str:
