@@ -504,9 +504,10 @@ def report_html(
         return 10 + (_H - 40) * (1 - min(val, top) / max(top, 1))
 
     ymax = max([lat for _, lat in samples] or [1])
-    lat_svg = _svg_axes(t0, t1, ymax, "ms", faults)
-    for t, lat in samples:
-        lat_svg.append(f'<circle cx="{x(t):.1f}" cy="{y(lat, ymax):.1f}" r="2" fill="#c00"/>')
+    lat_svg = _svg_axes(t0, t1, ymax, "ms (log)", faults)
+    for t, lat in samples:  # a log scale: 10 ms and 100 s on one plot
+        cy = y(math.log10(1 + lat), math.log10(1 + ymax))
+        lat_svg.append(f'<circle cx="{x(t):.1f}" cy="{cy:.1f}" r="2" fill="#c00"/>')
     series: dict[str, list[tuple[int, int]]] = {}
     for t, gw, n in depth_log:
         series.setdefault(gw, []).append((t, n))
