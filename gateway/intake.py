@@ -49,7 +49,7 @@ from gateway.clock import SystemClock
 from gateway.config import GatewayConfig
 from gateway.lanclient import LanClient
 from gateway.metrics import GatewayMetrics
-from gateway.mqttclient import configure
+from gateway.mqttclient import configure, finish
 from gateway.outbox import EVENTS, LANE_NAMES, TELEMETRY, Incoming, Outbox
 from gateway.supervise import Progress, Restarts
 from gateway.validate import Accepted, Rejected, decode_device_message
@@ -158,7 +158,7 @@ class LanIntake:
                     rc = self.client.loop(timeout=0.2)
                     self.progress.beat("intake")
                 if self._stop.is_set():
-                    self.client.loop(timeout=0.1)  # flush the DISCONNECT
+                    finish(self.client)  # write the DISCONNECT, close the socket
                     break
                 log.warning("LAN broker connection lost (%s)", rc.name)
             except (OSError, ValueError) as exc:
@@ -171,6 +171,7 @@ class LanIntake:
                 self._subscribed = False
                 delays = backoff(0.5, 10.0)
             self._stop.wait(next(delays))
+        finish(self.client, 0.0)  # whatever way the loop ended: nothing left open
 
     def _on_subscribe(self, *_: Any) -> None:
         self._subscribed = True

@@ -48,7 +48,7 @@ from anju.canonical import InputError
 from anju.uplink import ack_topic, config_topic, state_topic, up_topic
 from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
-from gateway.mqttclient import configure
+from gateway.mqttclient import configure, finish
 from gateway.supervise import Progress, Restarts
 
 log = logging.getLogger("anju.gateway.uplink")
@@ -206,7 +206,7 @@ class Uplink:
                     rc = self.client.loop(timeout=0.2)
                     beat("uplink")
                 if self._stop.is_set():
-                    self.client.loop(timeout=0.1)  # flush the DISCONNECT
+                    finish(self.client)  # write the DISCONNECT, close the socket
                     break
                 self._lost(f"network loop ended ({rc.name})")
             except (OSError, ValueError) as exc:
@@ -229,6 +229,7 @@ class Uplink:
                 beat("uplink")  # waiting to reconnect is progress too
                 if time.monotonic() >= until:
                     break
+        finish(self.client, 0.0)  # whatever way the loop ended: nothing left open
 
     # ---- paho callbacks (this thread) -----------------------------------------------------
 

@@ -18,9 +18,10 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from anju.servers import PrivateMosquitto
 from device_simulators.modbus_elevator import ModbusElevator
 from device_simulators.uitd import UitdClient
-from gateway import load_gateway_config
+from gateway import Gateway, GatewayConfig, load_gateway_config
 from gateway.adapters import gbt_server, modbus
 from gateway.adapters.config import Gbt26875Config, ModbusConfig
 from gateway.adapters.gbt26875 import ComponentStatus, DataUnit, Time, encode_description
@@ -28,6 +29,7 @@ from gateway.adapters.modbus_map import load_map
 from gateway.adapters.runner import Adapters
 from gateway.clock import SystemClock
 from gateway.outbox import EVENTS, TELEMETRY, Outbox
+from gateway.sdnotify import Notifier
 from gateway.supervise import Progress
 
 A = bytes.fromhex("0102030405a6")
@@ -287,3 +289,71 @@ def test_a_relative_register_map_is_found_next_to_the_configuration_file(
     assert maps == [str((conf / "maps" / "elev.yaml").resolve()), "builtin:example_discrete"]
     with adapters(tmp_path / "outbox.sqlite3", mb=cfg.modbus) as ad:  # the maps load
         assert len(ad.pollers) == 2
+
+
+class CountingNotifier(Notifier):
+    """systemd's side of the watchdog, counted (no NOTIFY_SOCKET in tests)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pings = 0
+
+    def watchdog(self) -> None:
+        self.pings += 1
+
+
+@pytest.mark.integration
+def test_a_stuck_sink_stops_the_gateways_watchdog_pings(
+    broker: PrivateMosquitto, lan_broker: PrivateMosquitto, tmp_path: Path
+) -> None:
+    cfg = GatewayConfig.model_validate(
+        {
+            "gateway_id": "gw-sup",
+            "lan": {"url": lan_broker.url},
+            "uplink": {"url": broker.url},
+            "outbox": {"path": str(tmp_path / "outbox.sqlite3")},
+            "devices": ["p"],
+            "clock": {"sync": "assume"},
+            "supervision": {"stall_s": 1, "exit_after_s": 600},
+            "gbt26875": gbt_config().model_dump(),
+        }
+    )
+    notifier = CountingNotifier()
+    gw = Gateway(cfg, notifier=notifier)
+    release = threading.Event()
+    woke = gw.adapters.sink.on_stored
+
+    def stuck() -> None:
+        release.wait(30)
+        woke()
+
+    stop = threading.Event()
+    t = threading.Thread(target=gw.run, args=(stop,), name="gateway-under-test")
+    t.start()
+    try:
+        wait_for(lambda: gw.uplink_ready.is_set() and gw.adapters.gbt_port, "the gateway")
+        wait_for(lambda: notifier.pings > 0, "watchdog pings")
+        gw.adapters.sink.on_stored = stuck
+        port = gw.adapters.gbt_port
+        assert port
+        c = UitdClient("127.0.0.1", port, A, confirm_timeout_s=30)
+        got: list[bool] = []
+        r = threading.Thread(target=lambda: got.append(c.report(fire(1))))
+        r.start()
+        wait_for(lambda: gw.progress.stalled() == ["adapters"], "the stall")
+        healthy = lambda: gw.metrics.registry.get_sample_value("anju_gateway_healthy")  # noqa: E731
+        wait_for(lambda: healthy() == 0, "unhealthy")
+        pings = notifier.pings
+        time.sleep(1.0)  # (not a timed assertion: nothing may ping while stalled)
+        assert notifier.pings == pings
+        release.set()
+        wait_for(lambda: notifier.pings > pings, "pings again")
+        r.join(10)
+        c.close()
+        assert got == [True]
+    finally:
+        release.set()
+        stop.set()
+        t.join(30)
+    assert not t.is_alive()
+    assert fires(tmp_path / "outbox.sqlite3") == [1]

@@ -191,9 +191,13 @@ def test_emqx_rules_mirror_mosquittos(city: ProvisionResult) -> None:
     text = (city.backend.dir / "emqx-acl.conf").read_text()
     lines = [ln for ln in text.splitlines() if ln and not ln.startswith("%%")]
     assert lines[-1] == "{deny, all}."
-    assert all(re.fullmatch(r"\{allow, (all|\{username, \"[^\"]+\"\}), (subscribe|publish|all), "
-                            r"\[\"[^\"]+\"\]\}\.", ln) for ln in lines[:-1])  # fmt: skip
+    assert all(re.fullmatch(r"\{(allow|deny), (all|\{username, \"[^\"]+\"\}), "
+                            r"(subscribe|publish|all), \[\"[^\"]+\"\]\}\.", ln)
+               for ln in lines[:-1])  # fmt: skip
     assert '{allow, {username, "fire.330402"}, subscribe, ["anju/alerts/fire/330402/#"]}.' in lines
+    # The workers may not push remote configuration: denied before their anju/# (first match).
+    deny = '{deny, {username, "anju-backend"}, all, ["anju/gw/+/config"]}.'
+    assert lines.index(deny) < lines.index('{allow, {username, "anju-backend"}, all, ["anju/#"]}.')
     users = json.loads((city.backend.dir / "emqx-users.json").read_text())
     assert {u["user_id"] for u in users} >= {"anju-backend", "fire.330402", "gw-jx-nh-0001-a"}
     assert all(re.fullmatch(r"[0-9a-f]{128}", u["password_hash"]) for u in users)
