@@ -268,7 +268,7 @@ class Gateway:
             if stalled:
                 log.error("not healthy: %s making no progress", ", ".join(stalled))
             else:
-                log.info("healthy: intake, commit, send and uplink make progress")
+                log.info("healthy: every part makes progress")
             if self.link.publish(
                 self.link.state_topic,
                 self.link.state(online=healthy, stalled=stalled),

@@ -3,7 +3,9 @@
 Every part of the alarm path (``intake``: the LAN network thread, ``commit``: the committer,
 ``send``: the sender loop, ``uplink``: the uplink's network thread) marks its progress on every
 turn of its loop (``Progress.beat``); a loop that waits for work still turns at least every
-second. A part whose last mark is older than its deadline is *stalled*.
+second. A part whose last mark is older than its deadline is *stalled*. The southbound
+adapters add theirs when configured (``Progress.add``): ``adapters`` (their sink's committer)
+and ``gbt_accept`` (the GB/T 26875.3 server's accept loop).
 
 - The systemd watchdog is pinged, and the retained state says ``"online": true``, only while no
   part is stalled: a stuck committer stops the pings, systemd restarts the gateway.
