@@ -107,6 +107,8 @@ class Record:
     data: dict[str, Any] | None = None
     status: dict[str, Any] | None = None
     time_flag: str | None = None
+    # Set by the backend, never sent: the record was committed before (a gateway's resend).
+    repeat: bool = False
 
 
 class UplinkDecodeError(ValueError):

@@ -48,7 +48,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -348,8 +348,10 @@ class Ingest:
         if uncertain:
             return [r for r in flush.records if _key(r) not in lane.refused]
         fresh = {_key(r) for r in new}
+        # A resent event is marked as such: the rules skip it when they have already seen
+        # this gateway's later events of that device (engine, ``_EVENT_MARK``).
         return [
-            r
+            r if _key(r) in fresh else replace(r, repeat=True)
             for r in flush.records
             if _key(r) in fresh or (r.kind == "e" and _key(r) not in lane.refused)
         ]

@@ -159,3 +159,24 @@ def test_ebike_charging_clears_after_30_min_quiet() -> None:
     f.event(CAM, 600, "ebike_charging", zone="corridor")
     assert f.tick(2399) == []
     assert f.types(f.tick(2400), "resolved") == ["fire.ebike_charging"]
+
+
+def test_a_resent_fire_event_after_its_reset_raises_nothing() -> None:
+    """Found by `anju chaos`: a panel's fire event resent after a backend kill (or a database
+    restart) came to the rules after the panel's reset and raised the alarm a second time,
+    which then stayed open and hid the panel's next real fire."""
+    from dataclasses import replace
+
+    f = Feeder()
+    fire = f.rec(PANEL, "e", 0, event_type="fire", data={"system_addr": 1, "component_addr": 12})
+    assert f.types(f.feed(fire)) == ["fire.alarm"]
+    assert f.types(f.event(PANEL, 2, "reset"), "resolved") == ["fire.alarm"]
+    assert f.feed(replace(fire, repeat=True)) == []  # a resend: seen already
+    assert "fire.alarm" not in f.open_types(PANEL)
+    # the mark survives a restart (it is part of the stored rule state)
+    g = Feeder()
+    g.engine.restore(f.engine.snapshot(set(f.engine.states)))
+    assert g.feed(replace(fire, repeat=True)) == []
+    # a resent event the rules never saw is evaluated, and a new one always is
+    late = replace(fire, seq=fire.seq + 10, repeat=True, ts=fire.ts + 5_000, rx=fire.rx + 5_000)
+    assert g.types(g.feed(late)) == ["fire.alarm"]

@@ -40,6 +40,7 @@ from backend.alerting.storm import Storms, pseudo_device
 log = logging.getLogger("anju.alerting")
 _HELD = "held:"  # st.since key of an alert held open because it flapped
 _FLAPS = "flaps:"  # st.mem key of recent clear times
+_EVENT_MARK = "ev"  # st.mem key: [gateway, boot, seq] of the last evaluated event
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +193,18 @@ class Engine:
             st.values.update(rec.metrics)
             inp = Telemetry(rec.device_id, ts, rec.metrics)
         elif rec.kind == "e" and rec.event_type is not None:
+            # Events are evaluated in order per device; a resent one at or below the last
+            # evaluated sequence of the same gateway boot was seen already (evaluating it again
+            # after a later reset would raise a cleared alarm a second time).
+            mark = st.mem.get(_EVENT_MARK)
+            if mark is not None and mark[0] == rec.gateway_id and mark[1] == rec.boot_id:
+                if rec.seq <= mark[2]:
+                    if rec.repeat:
+                        return changes
+                else:
+                    mark[2] = rec.seq
+            else:
+                st.mem[_EVENT_MARK] = [rec.gateway_id, rec.boot_id, rec.seq]
             inp = DeviceEvent(rec.device_id, ts, rec.event_type, rec.data or {})
         elif rec.kind == "s" and rec.status is not None:
             inp = Status(rec.device_id, max(ts, st.last_ts), rec.status)
