@@ -106,3 +106,18 @@ class BackendMetrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1),
             registry=r,
         )
+        # Every in-memory queue of the backend (issue 11): its depth, its bound, and how often
+        # its overflow policy acted ("wait": the producer waited for room; "shed": items left
+        # out of memory that are safe elsewhere, e.g. in the database, and re-read later).
+        self.queue_depth = Gauge(
+            "anju_backend_queue_depth", "Items waiting in an in-memory queue", ["queue"], registry=r
+        )
+        self.queue_capacity = Gauge(
+            "anju_backend_queue_capacity", "The bound of an in-memory queue", ["queue"], registry=r
+        )
+        self.queue_overflow = Counter(
+            "anju_backend_queue_overflow",
+            "Times a full queue's overflow policy acted, by queue and policy (wait or shed)",
+            ["queue", "policy"],
+            registry=r,
+        )
