@@ -139,7 +139,10 @@ class AlarmLane:
                     return tg.create_task(supervised(name, run, self.metrics), name=name)
 
                 keeper = task("alert-keeper", self.keeper.run)
-                writer = task("ingest-events", lambda: self.ingest.run_lane("e", self._committed))
+                writer = task(
+                    "ingest-events",
+                    lambda: self.ingest.run_lane("e", self._committed, early_ack=self._publish),
+                )
                 cancel = [
                     task("mqtt-events", self._session),
                     task("events-acks", self._acknowledge),
@@ -201,8 +204,11 @@ class AlarmLane:
         while True:
             saved, acks = await self._to_ack.get()
             await saved.wait()
-            client = self.client
-            if client is not None:
-                # Unconfirmed records come again; they are dropped as duplicates then.
-                with contextlib.suppress(aiomqtt.MqttError):
-                    await publish_acks(client, acks)
+            await self._publish(acks)
+
+    async def _publish(self, acks: dict[str, list[int]]) -> None:
+        client = self.client
+        if client is not None:
+            # Unconfirmed records come again; they are dropped as duplicates then.
+            with contextlib.suppress(aiomqtt.MqttError):
+                await publish_acks(client, acks)

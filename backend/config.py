@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from anju.contract import DEVICE_KINDS
 from anju.errors import ConfigError
 from anju.mqtturl import check_password_transport, parse_mqtt_url
 from anju.yamlfile import load_model
+
+# Guarantees the chaos harness breaks on purpose (``ANJU_BREAK``; issue 16, docs/guarantees.md
+# "Breaking a guarantee on purpose"). Test only: never set in production.
+Breakable = Literal["ack_before_commit", "skip_dedupe", "no_event_priority"]
+BREAKABLE: tuple[str, ...] = get_args(Breakable)
 
 
 class BackendSettings(BaseSettings):
@@ -74,6 +86,12 @@ class BackendSettings(BaseSettings):
         description="rule state of every device that reported written this often (states"
         " whose timers or open alerts changed: at once, before the gateway is acknowledged)",
     )
+    break_guarantees: Annotated[frozenset[Breakable], NoDecode] = Field(
+        default=frozenset(),
+        validation_alias=AliasChoices("break_guarantees", "ANJU_BREAK"),
+        description="TEST ONLY (ANJU_BREAK, comma-separated): guarantees broken on purpose for"
+        " the chaos harness: ack_before_commit, skip_dedupe, no_event_priority",
+    )
 
     @field_validator("mqtt_url")
     @classmethod
@@ -97,6 +115,19 @@ class BackendSettings(BaseSettings):
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         return self
+
+    @field_validator("break_guarantees", mode="before")
+    @classmethod
+    def _break(cls, v: Any) -> frozenset[str]:
+        names = [n.strip() for n in v.split(",")] if isinstance(v, str) else list(v)
+        names = [n for n in names if n]
+        unknown = sorted(set(names) - set(BREAKABLE))
+        if unknown:
+            raise ValueError(
+                f"ANJU_BREAK: unknown guarantee(s) {', '.join(unknown)}; expected a"
+                f" comma-separated list of {', '.join(BREAKABLE)}"
+            )
+        return frozenset(names)
 
     @field_validator("timezone")
     @classmethod

@@ -65,6 +65,7 @@ from backend.metrics import BackendMetrics
 log = logging.getLogger("anju.ingest")
 
 OnCommitted = Callable[[list[Record], dict[str, list[int]]], Awaitable[None]]
+EarlyAck = Callable[[dict[str, list[int]]], Awaitable[None]]
 Item = Record | DeadLetter
 
 READINGS_COPY = (
@@ -138,8 +139,11 @@ class Ingest:
         event_batch_max_records: int = 500,
         telemetry_wait_ms: int = 500,
         device_gateway: Mapping[str, str] | None = None,
+        broken: frozenset[str] = frozenset(),
     ) -> None:
         self.conninfo = conninfo
+        # Guarantees broken on purpose (ANJU_BREAK; test only, docs/guarantees.md).
+        self.broken = broken
         # The registry's gateway of each device: a gateway speaks for its own devices only
         # (a device not in the registry is stored, and not evaluated).
         self.device_gateway = device_gateway or {}
@@ -204,6 +208,8 @@ class Ingest:
         fast: list[Item] = (
             [r for r in records if r.kind != "t"] if len(tele) != len(records) else []
         )
+        if "no_event_priority" in self.broken:  # ANJU_BREAK (test only): behind telemetry
+            tele, fast = [*tele, *fast], []
         if fast:
             await self._put_fast(fast)
             self.metrics.queue_depth.labels("e").set(self.events.queue.qsize())
@@ -249,10 +255,13 @@ class Ingest:
             tg.create_task(self.run_lane("e", on_committed), name="ingest-events")
             tg.create_task(self.run_lane("t", on_committed), name="ingest-telemetry")
 
-    async def run_lane(self, lane: str, on_committed: OnCommitted) -> None:
+    async def run_lane(
+        self, lane: str, on_committed: OnCommitted, *, early_ack: EarlyAck | None = None
+    ) -> None:
         """One lane's writer ("e": events and statuses, "t": telemetry), until cancelled or
-        stopped (``stop_lane``)."""
-        await self._writer(self._lane(lane), on_committed)
+        stopped (``stop_lane``). ``early_ack`` publishes acknowledgements; it is used only
+        when ``ack_before_commit`` is broken on purpose (ANJU_BREAK, test only)."""
+        await self._writer(self._lane(lane), on_committed, early_ack)
 
     def _lane(self, name: str) -> Lane:
         return self.events if name == "e" else self.telemetry
@@ -290,11 +299,15 @@ class Ingest:
         self.metrics.queue_depth.labels(lane.name).set(lane.queue.qsize())
         return flush
 
-    async def _writer(self, lane: Lane, on_committed: OnCommitted) -> None:
+    async def _writer(
+        self, lane: Lane, on_committed: OnCommitted, early_ack: EarlyAck | None = None
+    ) -> None:
         conn: psycopg.AsyncConnection | None = None
         try:
             while not lane.closing:
                 flush = await self._gather(lane)
+                if "ack_before_commit" in self.broken and early_ack is not None:
+                    await early_ack(flush.acks)  # ANJU_BREAK (test only): acked, not committed
                 lane.busy = True
                 lane.refused.clear()
                 lane.again.clear()
@@ -493,6 +506,8 @@ class Ingest:
                     if len(cache) > _SEEN_CACHE_MAX:
                         cache.clear()
                     cache.update(seen)
+            if "skip_dedupe" in self.broken:  # ANJU_BREAK (test only): resent, stored again
+                seen = {}
             empty = SeqSet()
             new = [
                 r for r in flush.records if r.seq not in seen.get((r.gateway_id, r.boot_id), empty)

@@ -121,3 +121,11 @@ class BackendMetrics:
             ["queue", "policy"],
             registry=r,
         )
+        # Test only (ANJU_BREAK, docs/guarantees.md): 1 for each guarantee broken on purpose.
+        self.broken_guarantee = Gauge(
+            "anju_backend_broken_guarantee",
+            "1 for each guarantee broken on purpose by ANJU_BREAK (chaos tests only; never in"
+            " production)",
+            ["name"],
+            registry=r,
+        )

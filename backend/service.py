@@ -88,9 +88,17 @@ class Backend:
         self._events_subscribed = asyncio.Event()  # up, and subscribed to the gateways' uplink
         self._gateways_online: dict[str, bool] = {}  # logged at INFO when it changes (issue 13)
         self._lead: psycopg.AsyncConnection | None = None  # the worker group's lock, if led
+        for name in sorted(settings.break_guarantees):  # (test only: docs/guarantees.md)
+            self.metrics.broken_guarantee.labels(name).set(1)
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
+        if s.break_guarantees:
+            log.warning(
+                "GUARANTEES BROKEN ON PURPOSE (ANJU_BREAK=%s): for chaos tests only, never in"
+                " production (docs/guarantees.md)",
+                ",".join(sorted(s.break_guarantees)),
+            )
         if not await self._migrate_when_reachable(stop):
             return
         if s.worker_group is None:
@@ -147,6 +155,7 @@ class Backend:
                 batch_max_records=s.batch_max_records,
                 batch_wait_ms=s.batch_wait_ms,
                 device_gateway={d.id: d.gateway_id for d in self.city.devices.values()},
+                broken=s.break_guarantees,
             )
             loop = asyncio.get_running_loop()
             self.ingest.telemetry_loop = loop
@@ -227,7 +236,12 @@ class Backend:
             tasks = [
                 task("api", api.serve),
                 task("mqtt-session", self._mqtt_sessions),
-                task("ingest", lambda: self.ingest.run_lane("t", self.feed.committed)),
+                task(
+                    "ingest",
+                    lambda: self.ingest.run_lane(
+                        "t", self.feed.committed, early_ack=self._publish_acks
+                    ),
+                ),
                 task("rules", self.feed.run),
                 task("rules-acks", self.feed.acknowledge),
                 task("alert-timers", self._ticks, recover=True),

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from benches.alerts import run
+from backend.alerting.bench import run
 
 pytestmark = pytest.mark.integration
 
