@@ -174,8 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     device_simulators.cli.register(sub)
     __import__("anju.chaos.cli", fromlist=["register"]).register(sub)
 
-    bn = sub.add_parser("bench", help="benchmarks: gateway, ingest, alerts, simulate")
-    bn.add_argument("name")
+    from anju.bench import BENCHES
+
+    bn = sub.add_parser(
+        "bench",
+        help="benchmarks: " + ", ".join(BENCHES),
+        epilog="benchmarks:\n" + "\n".join(f"  {n:<14} {d}" for n, (_, d) in BENCHES.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bn.add_argument("name", help="one of the benchmarks below")
     bn.add_argument("--json", action="store_true", help="print one JSON object")
     bn.add_argument("--quick", action="store_true", help="a small run that checks it works")
     bn.add_argument("--db", help="measure this PostgreSQL database instead of a private server")

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from backend.alerting.bench import run
+from benches.alerts import run
 
 pytestmark = pytest.mark.integration
 

@@ -119,7 +119,7 @@ def test_bench_quick_reports_the_figures() -> None:
 def test_comeback_bench_quick_loses_nothing() -> None:
     """Issue 16 item 4's figures (docs/gateway.md); what is asserted is only that nothing was
     lost and every figure is there, never a time."""
-    from gateway.bench_comeback import run
+    from benches.comeback import run
 
     out = run(quick=True)
     assert out["broker_lost"] == 0 and out["worker_lost"] == 0, out

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from backend import bench_ingest
 from backend.db.migrate import StorageMode, migrate
+from benches import ingest as bench_ingest
 from tests.conftest import timescale_missing
 
 pytestmark = pytest.mark.integration

@@ -51,7 +51,7 @@ CHECKS: dict[str, dict[str, object]] = {
     "dev": {
         "spec": "[dev]",
         "commands": [["--help"], ["backend", "--help"], ["gateway", "--help"], ["demo", "--help"]],
-        "packages": [],  # a superset of backend and modbus, walked above: its own tools here
+        "packages": ["benches"],  # a superset of backend and modbus, walked above: its own here
         "skip": [],
         "absent": [],
         "also": ["pytest", "hypothesis", "playwright.async_api", "pytest_asyncio", "mypy",
@@ -91,7 +91,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for pkg in ("anju", "gateway", "backend", "device_simulators", "firmware_stubs"):
+    for pkg in ("anju", "gateway", "backend", "benches", "device_simulators", "firmware_stubs"):
         shutil.copytree(ROOT / pkg, src / pkg, ignore=ignore)
     out = tmp_path_factory.mktemp("wheel")
     run(

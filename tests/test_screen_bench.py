@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.api.bench_screen import run
+from benches.screen import run
 from tests.browser_support import chromium_executable
 
 

@@ -249,7 +249,7 @@ def test_demo_history_fills_once_publishes_and_keeps_the_chain(db_url: str) -> N
 
 
 def test_bench_quick(db_url: str) -> None:
-    from backend.supervision import bench
+    from benches import supervision as bench
 
     figures_out = bench.run(quick=True, db=db_url)
     assert figures_out["communities"] == 20 and figures_out["days"] == 35

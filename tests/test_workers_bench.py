@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from backend import bench_ingest
-from backend.alerting.bench import run as alerts_run
+from benches import ingest as bench_ingest
+from benches.alerts import run as alerts_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

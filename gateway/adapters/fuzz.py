@@ -6,7 +6,7 @@
   path (``deframe``, ``decode_unit``, the mapping) must never raise, and without mutations
   every frame must come out, in order.
 - ``anju bench fuzz-gbt26875``: a plain random mutator for ``ANJU_FUZZ_MINUTES`` (default 2;
-  ``--quick``: 2 s), see ``gateway.adapters.bench.fuzz``.
+  ``--quick``: 2 s), see ``benches.adapters.fuzz``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from gateway.adapters.bench import run_fuzz
 from gateway.adapters.gbt26875 import (
     ComponentAnalog,
     ComponentConfig,
@@ -126,7 +125,3 @@ def prepare(_db_url: str | None) -> Any:
     from anju.fuzz import Fuzzing
 
     return Fuzzing(STREAMS, check)
-
-
-def run(quick: bool = False) -> dict[str, Any]:
-    return run_fuzz(quick)

@@ -36,10 +36,11 @@ from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
+import backend
 from anju.errors import ServerError
 from anju.servers import free_port
 
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(backend.__file__).parent / "api" / "static"
 KINDS = ("smoke_detector", "elevator", "water_pressure", "camera", "emergency_button")
 TYPES = (
     ("fire.alarm", "critical", "火警 Fire alarm", "smoke_detector"),

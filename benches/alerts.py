@@ -14,7 +14,7 @@ the broker's delivery. Both ends use this machine's clock.
 ``background_readings_per_s`` is what the backend committed while the probes ran (its own
 ``anju_ingest_readings`` counter), not what was offered.
 
-Throughput: ``bench_eval.throughput``, ``Engine.feed`` over a mixed stream on one core.
+Throughput: ``benches.alerts_eval.throughput``, ``Engine.feed`` over a mixed stream on one core.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ import yaml
 
 from anju.servers import PrivateMosquitto, PrivatePostgres, free_port, stop_process
 from anju.uplink import encode_batch, record_body, up_topic
-from backend.alerting.bench_eval import throughput
-from backend.alerting.bench_load import background, bench_city, probe_id
+from benches.alerts_eval import throughput
+from benches.alerts_load import background, bench_city, probe_id
 
 FIRE_TOPIC = "anju/alerts/fire/330402/#"
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)

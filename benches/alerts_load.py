@@ -20,8 +20,8 @@ from typing import Any
 
 from anju.registry import CityIndex, parse_registry
 from anju.uplink import encode_batch, record_body, up_topic
-from backend.alerting.bench_eval import telemetry
 from backend.alerting.testing import city_doc
+from benches.alerts_eval import telemetry
 
 RECS_PER_BATCH = 50
 
