@@ -39,10 +39,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from anju.backoff import backoff
 from anju.uplink import UP_EVENTS_SUBSCRIPTION, Record
-from backend.alerting.desk import AlertDesk, Keeper, Saved
-from backend.alerting.feed import StateWriter
 from backend.config import BackendSettings
 from backend.delivery import Delivery, publish_acks
+from backend.desk import AlertDesk, Keeper, Saved, StateWriter
 from backend.ingest import Ingest
 from backend.metrics import BackendMetrics
 from backend.mqtt import uplink_client

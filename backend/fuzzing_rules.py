@@ -20,11 +20,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from anju import fuzz
 from anju.uplink import UplinkDecodeError, decode_record
-from backend.alerting.desk import Keeper
 from backend.alerting.engine import Engine
-from backend.alerting.feed import StateWriter
 from backend.alerting.testing import T0, sample_city
 from backend.db.migrate import migrate
+from backend.desk import Keeper, StateWriter
 from backend.metrics import BackendMetrics
 from backend.store import AlertStore, Pending
 

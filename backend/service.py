@@ -28,9 +28,7 @@ from anju.mqtturl import parse_mqtt_url
 from anju.registry import CityIndex, load_registry
 from anju.uplink import STATE_SUBSCRIPTION, UP_SUBSCRIPTION
 from backend.alarm import AlarmLane
-from backend.alerting import AlertBook, AlertDesk, Deadlines, Engine, Shared
-from backend.alerting.desk import waited
-from backend.alerting.feed import RuleFeed
+from backend.alerting import AlertBook, Deadlines, Engine, Shared
 from backend.alerting.model import DeviceState
 from backend.api import AppState, create_app
 from backend.api.deps import Tokens
@@ -40,6 +38,7 @@ from backend.db.maintenance import run_maintenance
 from backend.db.migrate import migrate, parse_storage
 from backend.db.registry import RegistryRow, sync_registry
 from backend.delivery import LiveHub, publish_acks
+from backend.desk import AlertDesk, RuleFeed, waited
 from backend.ingest import Ingest
 from backend.metrics import BackendMetrics
 from backend.mqtt import uplink_client

@@ -21,10 +21,9 @@ import backend.service as service_module
 from anju.servers import PrivateMosquitto, free_port
 from anju.uplink import encode_batch, record_body, up_topic
 from backend.alarm import AlarmLane
-from backend.alerting.desk import AlertDesk, Keeper
-from backend.alerting.feed import RuleFeed, StateWriter
 from backend.config import BackendSettings
 from backend.delivery import Delivery
+from backend.desk import AlertDesk, Keeper, RuleFeed, StateWriter
 from backend.ingest import Ingest, Lane
 from backend.service import Backend, _ApiServer
 from backend.webhooks import Webhooks

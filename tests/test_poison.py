@@ -27,9 +27,9 @@ from anju.cli import main as cli
 from anju.contract import Severity
 from anju.servers import PrivateMosquitto
 from anju.uplink import Record, encode_batch, record_body, up_topic
-from backend.alerting.desk import waited
 from backend.alerting.model import Raise
 from backend.db.migrate import migrate
+from backend.desk import waited
 from backend.ingest import Ingest
 from backend.metrics import BackendMetrics
 from backend.service import Backend

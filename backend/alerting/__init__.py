@@ -1,7 +1,7 @@
-"""The alerting core: rules over per-device state (pure), the alert lifecycle, routing to
-audiences, and the desk that stores and delivers what changes."""
+"""The alerting core, pure: rules over per-device state, the engine, the alert lifecycle and
+routing to audiences. Nothing here does I/O or knows of threads; the desk that stores and
+delivers what changes, across the engine's one lock, is ``backend.desk``."""
 
-from backend.alerting.desk import AlertDesk
 from backend.alerting.engine import Engine, Shared
 from backend.alerting.errors import AlertError, AlertNotFound, NotAnAudience
 from backend.alerting.lifecycle import Alert, AlertBook, Change, Deadlines
@@ -10,7 +10,6 @@ from backend.alerting.routing import audiences_for
 __all__ = [
     "Alert",
     "AlertBook",
-    "AlertDesk",
     "AlertError",
     "AlertNotFound",
     "Change",

@@ -26,8 +26,8 @@ from backend.metrics import BackendMetrics
 from backend.store import AlertStore
 
 if TYPE_CHECKING:
-    from backend.alerting.desk import AlertDesk
     from backend.delivery import LiveHub
+    from backend.desk import AlertDesk
     from backend.webhooks import Webhooks
 
 

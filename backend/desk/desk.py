@@ -1,0 +1,160 @@
+"""The alert desk: where the pure engine meets storage and delivery, from two threads.
+
+Two event loops use the engine: the backend's main loop (telemetry rules, timers, gateway
+states, people acting through the API) and the alarm lane's, on a thread of its own (events
+and statuses: ``backend.alarm``). ``lock``, a ``threading.Lock``, is held while the engine
+computes and never across an ``await``: a loop waits for it at most one evaluation chunk,
+one timer pass or one snapshot chunk. This package is the only place that lock exists.
+
+Every change the engine returns, or a person makes through the API, is handed, with the lock
+still held, to the ``Keeper`` (``backend.desk.keeper``), so that changes are stored in the
+order the engine made them. Rule-state snapshots are taken here too, as JSON text while the
+engine is locked, and stored by the ``StateWriter`` (``backend.desk.states``): the states
+whose timers or open alerts changed after each evaluated flush, the rest periodically.
+``evaluate`` returns a ``Saved``, which a caller awaits before acknowledging what it
+evaluated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from anju import canonical
+from anju.contract import Audience
+from anju.uplink import Record
+from backend.alerting.engine import Engine
+from backend.alerting.lifecycle import Change
+from backend.desk.inbox import waited
+from backend.desk.keeper import Keeper, now_ms
+from backend.desk.states import StateWriter
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """An evaluation's changes stored and its rule state written, as futures any loop can
+    wait for."""
+
+    changes: cf.Future[None]
+    state: cf.Future[None]
+
+    async def wait(self) -> None:
+        await waited(self.changes)
+        await waited(self.state)
+
+
+class AlertDesk:
+    def __init__(self, engine: Engine, keeper: Keeper, states: StateWriter) -> None:
+        self.engine = engine
+        self.keeper = keeper
+        self.states = states
+        self.lock = threading.Lock()  # the engine's: held while it computes, never awaited in
+
+    def evaluate(self, records: list[Record]) -> Saved:
+        """Rules over committed records; the changes handed to the keeper and the changed
+        states to the writer, with the marks of the telemetry evaluated (stored with them:
+        ``ingest_evaluated``)."""
+        with self.lock:
+            now = now_ms()
+            pending = [(c, rec.rx) for rec in records for c in self.engine.feed(rec, now)]
+            changes = self.keeper.put(pending)
+            marks = [(r.gateway_id, r.boot_id, r.seq) for r in records if r.kind == "t"]
+            return Saved(changes, self.snapshot(urgent_only=True, marks=marks))
+
+    async def tick(self, *, liveness: bool, slice_size: int = 1_000) -> None:
+        """Timers (and liveness and deadlines), the city a slice of devices at a time under
+        the lock, so that the alarm lane never waits for a whole pass."""
+        e = self.engine
+        with self.lock:
+            ids = list(e.states)
+        now = now_ms()
+        for i in range(0, len(ids), slice_size):
+            with self.lock:
+                self.keeper.put([(c, None) for c in e.tick_timers(now, ids[i : i + slice_size])])
+            await asyncio.sleep(0)
+        if liveness:
+            with self.lock:
+                self.keeper.put([(c, None) for c in e.tick_gateways(now)])
+            for i in range(0, len(ids), slice_size):
+                with self.lock:
+                    changes = e.tick_liveness(now, ids[i : i + slice_size])
+                    self.keeper.put([(c, None) for c in changes])
+                await asyncio.sleep(0)
+            with self.lock:
+                self.keeper.put([(c, None) for c in e.tick_escalations(now)])
+        with self.lock:
+            self.snapshot(urgent_only=True)
+
+    def gateway_state(self, gateway_id: str, online: bool) -> None:
+        with self.lock:
+            changes = self.engine.gateway_state(gateway_id, online, now_ms())
+            self.keeper.put([(c, None) for c in changes])
+
+    async def acknowledge(
+        self, alert_id: str, audience: Audience, *, by: str, note: str
+    ) -> Change | None:
+        by, note = canonical.clean_str(by), canonical.clean_str(note)
+        with self.lock:
+            alert = self.engine.book.get(alert_id)
+            change = self.engine.book.acknowledge(
+                alert, audience, by=by, note=note, now_ms=now_ms()
+            )
+            stored = self.keeper.put([(change, None)] if change is not None else [])
+        await waited(stored)
+        return change
+
+    async def resolve(self, alert_id: str, *, by: str, note: str) -> Change:
+        by, note = canonical.clean_str(by), canonical.clean_str(note)
+        with self.lock:
+            alert = self.engine.book.get(alert_id)
+            change = self.engine.book.resolve(
+                alert, now_ms(), by=by, note=note or "resolved by a person"
+            )
+            self.engine.note(change)
+            stored = self.keeper.put([(change, None)])
+        await waited(stored)
+        return change
+
+    def _docs(self, keys: set[str]) -> dict[str, str]:
+        return {
+            k: json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+            for k, v in self.engine.snapshot(keys).items()
+        }
+
+    def snapshot(
+        self, *, urgent_only: bool, marks: Sequence[tuple[str, str, int]] = ()
+    ) -> cf.Future[None]:
+        """Hand the changed states to the writer (call with the lock held)."""
+        e = self.engine
+        keys = set(e.urgent) if urgent_only else e.dirty | e.urgent
+        e.urgent -= keys
+        e.dirty -= keys
+        return self.states.submit(self._docs(keys) if keys else {}, marks)
+
+    async def snapshots(self, period_s: float, *, chunk: int = 200) -> None:
+        """Hand over the states changed since the last snapshot, every ``period_s``, a chunk
+        at a time, taking the lock for each chunk only, so that the rules never wait for a
+        large snapshot. Each state is serialised whole at one instant and handed over at
+        once, so the writer always ends with the newest (a state changed meanwhile is dirty
+        again)."""
+        e = self.engine
+        while True:
+            await asyncio.sleep(period_s)
+            with self.lock:
+                # Urgent states are left to ``evaluate``, which stores them before the records
+                # behind them are acknowledged; taking them here would let that ack go first.
+                keys = list(e.dirty - e.urgent)
+                e.dirty -= set(keys)
+            for i in range(0, len(keys), chunk):
+                with self.lock:
+                    self.states.submit(self._docs(set(keys[i : i + chunk])))
+                await asyncio.sleep(0)
+
+    def all_docs(self) -> dict[str, str]:
+        """Every state, for the writer at shutdown."""
+        with self.lock:
+            return self._docs(set(self.engine.states))
