@@ -39,6 +39,7 @@ import aiomqtt
 import httpx
 import yaml
 
+from anju.now import now_ms
 from anju.servers import PrivateMosquitto, PrivatePostgres, free_port, stop_process
 from anju.uplink import encode_batch, record_body, up_topic
 from benches.alerts_eval import throughput
@@ -46,10 +47,6 @@ from benches.alerts_load import background, bench_city, probe_id
 
 FIRE_TOPIC = "anju/alerts/fire/330402/#"
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-
-
-def _ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -86,7 +83,7 @@ class _Probes:
 
     async def send(self, client: aiomqtt.Client, gw: str, device: str) -> None:
         seq = self.seq[gw] = self.seq.get(gw, 0) + 1
-        rx = _ms()
+        rx = now_ms()
         body = record_body(
             device_id=device, kind="e", ts=rx, rx=rx, gateway_timed=False, payload={"e": "alarm"}
         )

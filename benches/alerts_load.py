@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from anju.now import now_ms
 from anju.registry import CityIndex, parse_registry
 from anju.uplink import encode_batch, record_body, up_topic
 from backend.alerting.testing import city_doc
@@ -93,7 +94,7 @@ def background(
         ahead = readings / readings_per_s - elapsed
         if ahead > 0:
             time.sleep(ahead)
-        now = int(time.time() * 1000)
+        now = now_ms()
         rows = []
         for _ in range(RECS_PER_BATCH):
             k = offsets.get(gw, 0)

@@ -34,6 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from anju.backoff import backoff
+from anju.now import now_ms
 from anju.servers import PrivateMosquitto
 from anju.uplink import ack_topic, decode_batch, encode_ack, record_body
 from gateway.config import GatewayConfig
@@ -129,7 +130,7 @@ def _wait(check: Any, within: float) -> bool:
 
 
 def _alarm(gw: Gateway, n: int) -> None:
-    now = time.time_ns() // 1_000_000
+    now = now_ms()
     dev = gw.cfg.devices[0]
     body = record_body(
         device_id=dev,

@@ -28,6 +28,7 @@ from typing import Any
 import aiomqtt
 import psycopg
 
+from anju.now import now_ms
 from anju.servers import PrivateMosquitto, PrivatePostgres
 from anju.uplink import (
     UP_SUBSCRIPTION,
@@ -92,7 +93,7 @@ def _publisher(port: int, n_batches: int, gateways: int, rate: float, tag: str, 
     c.max_inflight_messages_set(200)
     c.connect("127.0.0.1", port)
     c.loop_start()
-    t0 = int(time.time() * 1000)
+    t0 = now_ms()
     pre = _payloads(n_batches, gateways, t0_ms=t0, tag=tag) if rate == 0 else []
     gen = _Gateways(gateways, tag)
     ready.set()
@@ -103,7 +104,7 @@ def _publisher(port: int, n_batches: int, gateways: int, rate: float, tag: str, 
             delay = start + i / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            topic, payload = gen.batch(int(time.time() * 1000))
+            topic, payload = gen.batch(now_ms())
         else:
             topic, payload = pre[i]
         infos.append(c.publish(topic, payload, qos=1))
@@ -286,7 +287,7 @@ async def _receive_only(port: int, n_batches: int, gateways: int) -> float:
 
 async def _bare_copy(pg_url: str, n_batches: int, gateways: int) -> float:
     """The same rows, pre-built, by binary COPY from Python in 20,000-row transactions."""
-    payloads = _payloads(n_batches, gateways, t0_ms=int(time.time() * 1000), tag="copy")
+    payloads = _payloads(n_batches, gateways, t0_ms=now_ms(), tag="copy")
     rows = []
     for topic, payload in payloads:
         rows.extend(build_rows(decode_batch(topic, payload)[1]).readings)

@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from anju.errors import AnjuError
+from anju.now import now_ms
 from device_simulators.base import Params
 from device_simulators.elevator import Elevator
 from gateway.adapters.modbus_map import Image, RegisterMap, encode, load_map
@@ -31,10 +32,6 @@ log = logging.getLogger("anju.sim.modbus")
 
 _TABLES = {1: "coil", 2: "discrete", 3: "holding", 4: "input"}
 _ALARM_HOLD_MS = 3000
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class ModbusElevator:
@@ -60,7 +57,7 @@ class ModbusElevator:
             device_id,
             params,
             rng=random.Random(seed),
-            start_ms=_now_ms(),
+            start_ms=now_ms(),
             calls_per_hour=calls_per_hour,
         )
         self.lock = threading.Lock()
@@ -77,7 +74,7 @@ class ModbusElevator:
     # ---- the model -----------------------------------------------------------------------
 
     def _refresh(self) -> None:
-        now = _now_ms()
+        now = now_ms()
         for channel, payload in self.model.step(now):
             if channel != "event":
                 continue
@@ -91,7 +88,7 @@ class ModbusElevator:
 
     def inject(self, action: str, params: Params | None = None) -> None:
         with self.lock:
-            self.model.inject(action, params or {}, _now_ms())
+            self.model.inject(action, params or {}, now_ms())
             if action == "release":
                 self.faults.clear()  # a technician resets the controller
             self._refresh()

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from anju.contract import device_topic
+from anju.now import now_ms as wall_now_ms
 from anju.registry import Registry
 from device_simulators.base import Behaviour, DeviceModel, SimulatorError
 from device_simulators.fleet import Fleet, Timing, build_fleet
@@ -131,7 +132,7 @@ def run_simulation(
     say: Callable[[str], None] = log or (lambda _line: None)
     halt = stop or threading.Event()
     wall0 = time.monotonic()
-    t_start_ms = int(time.time() * 1000) if start_ms is None else start_ms
+    t_start_ms = wall_now_ms() if start_ms is None else start_ms
 
     known = {gw.id for c in registry.communities for gw in c.gateways}
     for gw_id in sorted(set(lan) - known):

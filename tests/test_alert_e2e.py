@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -16,6 +15,7 @@ import aiomqtt
 import httpx
 import pytest
 
+from anju.now import now_ms
 from anju.servers import PrivateMosquitto, free_port
 from anju.uplink import encode_batch, record_body, up_topic
 from backend.service import Backend
@@ -78,10 +78,6 @@ class Uplink:
         async with aiomqtt.Client("127.0.0.1", self.port) as c:
             gw = self.gateway
             await c.publish(up_topic(gw), encode_batch(gw, [(self.seq, self.boot, body)]), qos=1)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 async def _start(*subs: Subscriber) -> list[asyncio.Task[None]]:

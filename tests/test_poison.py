@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +24,7 @@ import pytest
 
 from anju.cli import main as cli
 from anju.contract import Severity
+from anju.now import now_ms
 from anju.servers import PrivateMosquitto
 from anju.uplink import Record, encode_batch, record_body, up_topic
 from backend.alerting.model import Raise
@@ -43,10 +43,6 @@ ELEV = "jx-nh-0001-elev-03"
 SMOKE = "jx-nh-0001-smoke-3-1201"
 SMOKE2 = "jx-nh-0001-smoke-3-0801"
 FIRE = "anju/alerts/fire/#"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def body(device: str, kind: Any, payload: dict[str, Any], ts: int | None = None) -> str:

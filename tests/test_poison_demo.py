@@ -25,6 +25,7 @@ import pytest
 
 from anju.contract import device_topic
 from anju.mqtturl import parse_mqtt_url
+from anju.now import now_ms
 from anju.uplink import encode_batch, up_topic
 from tests.demo_support import aiomqtt_client
 from tests.support import eventually
@@ -40,10 +41,6 @@ DETECTORS = [  # (gateway, detector): each raises its own fire alarm
     (XZ, "jx-xz-0001-smoke-2-0501"),
 ]
 POISONED = "jx-nh-0001-smoke-3-1201"  # the detector whose messages are poison
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def lan_poison() -> list[tuple[str, bytes]]:

@@ -30,13 +30,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from anju.chaos.verdict import Alarm, Fault, Received
 from anju.demo import _anju, _Children, _wait_http
+from anju.now import now_ms
 from anju.registry import CityIndex, DeviceInfo
 from anju.servers import PrivateMosquitto, PrivatePostgres, free_port
 from anju.uplink import ack_topic, decode_ack, encode_batch, record_body, up_topic
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Proxy:

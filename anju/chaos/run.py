@@ -41,11 +41,11 @@ from anju.chaos.city import (
     audiences_of,
     build,
     leftovers,
-    now_ms,
     poison_gateway,
     rng_for,
 )
 from anju.demo import _anju
+from anju.now import now_ms
 
 KINDS = (
     "broker_restart",

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from anju.chaos import verdict as v
-from anju.chaos.city import Departments, Plan, attach, build, now_ms
+from anju.chaos.city import Departments, Plan, attach, build
+from anju.now import now_ms
 
 
 def run(*, quick: bool, gateways: int | None = None, backlog: int | None = None) -> dict[str, Any]:
