@@ -73,6 +73,22 @@ def on_event(
     return []
 
 
+def door_held_open(
+    dev: DeviceInfo, st: DeviceState, inp: Input, alert_type: str, title: str
+) -> list[Decision]:
+    """The door (property ``door``) open for the device's ``held_open_limit_s`` raises
+    ``alert_type`` from when it opened (evidence ``open_s``); it clears when the door closes.
+    The fire door's rule and the access door's rule, with their own type, title and limit."""
+    door = st.values.get("door")
+    if alert_type in st.open:
+        return [Clear(alert_type, "door closed")] if door == "closed" else []
+    elapsed = held(st, alert_type, door == "open", inp.ts)
+    if elapsed is not None and elapsed >= ms(dev, "held_open_limit_s"):
+        ev = {"open_s": elapsed / 1000}
+        return [raise_(alert_type, title, st.since[alert_type], ev)]
+    return []
+
+
 def quiet_clear(
     st: DeviceState, inp: Input, alert_type: str, quiet_ms: int, events: frozenset[str]
 ) -> list[Decision]:

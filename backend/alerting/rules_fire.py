@@ -19,7 +19,15 @@ from backend.alerting.model import (
     Telemetry,
     Update,
 )
-from backend.alerting.rules_common import held, is_num, ms, param, quiet_clear, raise_
+from backend.alerting.rules_common import (
+    door_held_open,
+    held,
+    is_num,
+    ms,
+    param,
+    quiet_clear,
+    raise_,
+)
 
 FIRE_ALARM: Final = "fire.alarm"
 ELECTRICAL: Final = "fire.electrical"
@@ -283,14 +291,7 @@ def fire_linkage_no_feedback(dev: DeviceInfo, st: DeviceState, inp: Input) -> li
 
 def fire_door_held_open(dev: DeviceInfo, st: DeviceState, inp: Input) -> list[Decision]:
     """A normally-closed fire door open for ``held_open_limit_s`` (300 s); clears when closed."""
-    door = st.values.get("door")
-    if DOOR_HELD in st.open:
-        return [Clear(DOOR_HELD, "door closed")] if door == "closed" else []
-    elapsed = held(st, DOOR_HELD, door == "open", inp.ts)
-    if elapsed is not None and elapsed >= ms(dev, "held_open_limit_s"):
-        ev = {"open_s": elapsed / 1000}
-        return [raise_(DOOR_HELD, "防火门未关闭 Fire door held open", st.since[DOOR_HELD], ev)]
-    return []
+    return door_held_open(dev, st, inp, DOOR_HELD, "防火门未关闭 Fire door held open")
 
 
 def fire_lane_blocked(dev: DeviceInfo, st: DeviceState, inp: Input) -> list[Decision]:

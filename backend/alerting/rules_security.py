@@ -8,7 +8,7 @@ from typing import Final
 
 from anju.registry import DeviceInfo
 from backend.alerting.model import Clear, Decision, DeviceEvent, DeviceState, Input
-from backend.alerting.rules_common import held, ms, on_event, quiet_clear, raise_
+from backend.alerting.rules_common import door_held_open, ms, on_event, quiet_clear, raise_
 
 EMERGENCY: Final = "security.emergency_button"
 INTRUSION: Final = "security.perimeter_intrusion"
@@ -72,14 +72,7 @@ def access_duress(dev: DeviceInfo, st: DeviceState, inp: Input) -> list[Decision
 
 def access_door_held_open(dev: DeviceInfo, st: DeviceState, inp: Input) -> list[Decision]:
     """Door open for ``held_open_limit_s`` (180 s); clears when closed. Property only."""
-    door = st.values.get("door")
-    if DOOR_HELD in st.open:
-        return [Clear(DOOR_HELD, "door closed")] if door == "closed" else []
-    elapsed = held(st, DOOR_HELD, door == "open", inp.ts)
-    if elapsed is not None and elapsed >= ms(dev, "held_open_limit_s"):
-        ev = {"open_s": elapsed / 1000}
-        return [raise_(DOOR_HELD, "门禁长时间未关 Door held open", st.since[DOOR_HELD], ev)]
-    return []
+    return door_held_open(dev, st, inp, DOOR_HELD, "门禁长时间未关 Door held open")
 
 
 def access_tailgating(dev: DeviceInfo, st: DeviceState, inp: Input) -> list[Decision]:
