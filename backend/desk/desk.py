@@ -13,6 +13,12 @@ engine is locked, and stored by the ``StateWriter`` (``backend.desk.states``): t
 whose timers or open alerts changed after each evaluated flush, the rest periodically.
 ``evaluate`` returns a ``Saved``, which a caller awaits before acknowledging what it
 evaluated.
+
+The keeper's inbox is bounded (``backend.desk.keeper``): every producer here that can wait
+awaits ``keeper.room()`` before taking the lock, never with it held, so a slow database slows
+the rules down instead of losing a change or holding the lock (``evaluate_when_room``,
+``tick``, ``acknowledge``, ``resolve``; ``evaluate`` and ``gateway_state`` are for callers
+that cannot wait: they put at once).
 """
 
 from __future__ import annotations
@@ -53,6 +59,18 @@ class AlertDesk:
         self.keeper = keeper
         self.states = states
         self.lock = threading.Lock()  # the engine's: held while it computes, never awaited in
+        devs = engine.devices.values()
+        buildings = {(d.community_id, d.building) for d in devs if d.building is not None}
+        states.inbox.capacity = max(1, len(engine.devices) + len(buildings))
+
+    async def room(self) -> None:
+        """Until the keeper has room for more changes (await before taking ``lock``)."""
+        await self.keeper.room()
+
+    async def evaluate_when_room(self, records: list[Record]) -> Saved:
+        """``evaluate``, once the keeper has room."""
+        await self.keeper.room()
+        return self.evaluate(records)
 
     def evaluate(self, records: list[Record]) -> Saved:
         """Rules over committed records; the changes handed to the keeper and the changed
@@ -73,17 +91,21 @@ class AlertDesk:
             ids = list(e.states)
         now = now_ms()
         for i in range(0, len(ids), slice_size):
+            await self.keeper.room()
             with self.lock:
                 self.keeper.put([(c, None) for c in e.tick_timers(now, ids[i : i + slice_size])])
             await asyncio.sleep(0)
         if liveness:
+            await self.keeper.room()
             with self.lock:
                 self.keeper.put([(c, None) for c in e.tick_gateways(now)])
             for i in range(0, len(ids), slice_size):
+                await self.keeper.room()
                 with self.lock:
                     changes = e.tick_liveness(now, ids[i : i + slice_size])
                     self.keeper.put([(c, None) for c in changes])
                 await asyncio.sleep(0)
+            await self.keeper.room()
             with self.lock:
                 self.keeper.put([(c, None) for c in e.tick_escalations(now)])
         with self.lock:
@@ -98,6 +120,7 @@ class AlertDesk:
         self, alert_id: str, audience: Audience, *, by: str, note: str
     ) -> Change | None:
         by, note = canonical.clean_str(by), canonical.clean_str(note)
+        await self.keeper.room()
         with self.lock:
             alert = self.engine.book.get(alert_id)
             change = self.engine.book.acknowledge(
@@ -109,6 +132,7 @@ class AlertDesk:
 
     async def resolve(self, alert_id: str, *, by: str, note: str) -> Change:
         by, note = canonical.clean_str(by), canonical.clean_str(note)
+        await self.keeper.room()
         with self.lock:
             alert = self.engine.book.get(alert_id)
             change = self.engine.book.resolve(

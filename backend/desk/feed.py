@@ -80,7 +80,7 @@ class RuleFeed:
             f = self.bulk.popleft()
             saved = []
             for i in range(0, max(len(f.records), 1), self.chunk):
-                saved.append(self.desk.evaluate(f.records[i : i + self.chunk]))
+                saved.append(await self.desk.evaluate_when_room(f.records[i : i + self.chunk]))
                 await asyncio.sleep(0)  # let the MQTT reader and the ingest run
             self.to_ack.put_nowait((saved, f))
 

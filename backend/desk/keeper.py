@@ -1,13 +1,21 @@
 """The keeper: every alert change, whichever thread made it, stored in the order the engine
 made it (with its audit entry, retried while the database is away), then queued for
-delivery; on the alarm lane's loop."""
+delivery; on the alarm lane's loop.
+
+Overflow policy of its inbox (``anju_backend_queue_*{queue="keeper"}``, bound
+``KEEPER_CAPACITY`` alert changes): an alarm change is never dropped. ``put`` is called with
+the engine's lock held and never waits; the producers that can (the telemetry rules, the
+timers, people acting through the API: ``AlertDesk``) wait for room *before* taking the lock
+(policy "wait"), so when the database is slow the rules slow down, back to the ingest and the
+gateways' outboxes, rather than lose a change or hold the lock. Gateway states and the alarm
+lane's evaluation put without waiting (at most a few changes each, one hand-over at a time).
+"""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -17,11 +25,12 @@ from anju import canonical
 from backend.alerting.lifecycle import Change
 from backend.db.retry import until_done
 from backend.delivery import Delivery
-from backend.desk.inbox import LoopInbox, done_future
+from backend.desk.inbox import Inbox, done_future
 from backend.metrics import BackendMetrics
 from backend.store import AlertStore, Pending
 
 log = logging.getLogger("anju.alerting")
+KEEPER_CAPACITY = 10_000  # alert changes handed over and not yet stored
 
 
 def now_ms() -> int:
@@ -34,15 +43,25 @@ class _Batch:
     done: cf.Future[None] = field(default_factory=cf.Future)
 
 
+def _changes(batch: _Batch) -> int:
+    return len(batch.changes)
+
+
 class Keeper:
     """Stores changes in order, then queues them for delivery (on the alarm lane's loop)."""
 
-    def __init__(self, store: AlertStore, delivery: Delivery, metrics: BackendMetrics) -> None:
+    def __init__(
+        self,
+        store: AlertStore,
+        delivery: Delivery,
+        metrics: BackendMetrics,
+        *,
+        capacity: int = KEEPER_CAPACITY,
+    ) -> None:
         self.store = store
         self.delivery = delivery
         self.metrics = metrics
-        self.inbox = LoopInbox()
-        self._batches: deque[_Batch] = deque()
+        self.inbox: Inbox[_Batch] = Inbox("keeper", capacity, metrics, size=_changes)
         self.closing = False
 
     def put(self, changes: Sequence[tuple[Change, int | None]]) -> cf.Future[None]:
@@ -51,9 +70,12 @@ class Keeper:
         if not changes:
             return done_future()
         batch = _Batch(list(changes))
-        self._batches.append(batch)
-        self.inbox.wake()
+        self.inbox.put(batch)
         return batch.done
+
+    async def room(self) -> None:
+        """Until the inbox has room (call before taking the desk's lock, never with it)."""
+        await self.inbox.room()
 
     async def run(self) -> None:
         """Until ``close``: then what was handed over before is stored, and it returns."""
@@ -61,6 +83,7 @@ class Keeper:
             await self.inbox.wait()
             await self.drain()
             if self.closing:
+                self.inbox.close()  # nobody stores any more: no producer waits for room
                 return
 
     def close(self) -> None:
@@ -68,11 +91,10 @@ class Keeper:
         self.inbox.wake()
 
     async def drain(self) -> None:
-        while self._batches:
-            batch = self._batches[0]
+        while (batch := self.inbox.head()) is not None:
             for change, rx in batch.changes:
                 await self.keep(change, rx)
-            self._batches.popleft()
+            self.inbox.pop()
             if not batch.done.done():
                 batch.done.set_result(None)
 

@@ -5,20 +5,42 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
-import threading
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 
 from anju import canonical
 from backend.db.retry import until_done
-from backend.desk.inbox import LoopInbox, done_future
+from backend.desk.inbox import Inbox, done_future
 from backend.ingest import mark_evaluated
 from backend.metrics import BackendMetrics
 from backend.store import AlertStore
 
 log = logging.getLogger("anju.alerting")
+STATES_CAPACITY = 100_000  # rule states; the desk sets the city's own count
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """Rule states (JSON text by key) and the marks of the telemetry they cover, with the
+    futures of whoever waits for them to be stored."""
+
+    docs: dict[str, str]
+    marks: list[tuple[str, str, int]] = field(default_factory=list)
+    waiters: list[cf.Future[None]] = field(default_factory=list)
+
+
+def _merge(old: Snapshot, new: Snapshot) -> Snapshot:
+    old.docs.update(new.docs)
+    old.marks.extend(new.marks)
+    old.waiters.extend(new.waiters)
+    return old
+
+
+def _states(snap: Snapshot) -> int:
+    return len(snap.docs)
 
 
 class StateWriter:
@@ -31,16 +53,25 @@ class StateWriter:
 
     A snapshot the database refuses for its content is stored in canonical form; a state
     that has none is left out (logged, ``anju_alert_state_refused_total``) and the others are
-    stored: one bad state never stops the writer."""
+    stored: one bad state never stops the writer.
 
-    def __init__(self, store: AlertStore, metrics: BackendMetrics | None = None) -> None:
+    Overflow policy of its inbox (``anju_backend_queue_*{queue="states"}``): snapshots are
+    merged by key while they wait (the newest state of a key wins), so the depth is bounded
+    by the number of rule states (the city's devices and buildings: ``capacity``, set by the
+    desk), whatever the database does; ``submit`` never waits and nothing is dropped. The
+    marks waiting with them are bounded by the telemetry waiting to be acknowledged (the rule
+    feed's ``max_waiting`` flushes)."""
+
+    def __init__(
+        self,
+        store: AlertStore,
+        metrics: BackendMetrics | None = None,
+        *,
+        capacity: int = STATES_CAPACITY,
+    ) -> None:
         self.store = store
         self.metrics = metrics
-        self.inbox = LoopInbox()
-        self._guard = threading.Lock()
-        self.pending: dict[str, str] = {}
-        self.marks: list[tuple[str, str, int]] = []
-        self.waiters: list[cf.Future[None]] = []
+        self.inbox: Inbox[Snapshot] = Inbox("states", capacity, metrics, size=_states, merge=_merge)
 
     def submit(
         self, docs: dict[str, str], marks: Sequence[tuple[str, str, int]] = ()
@@ -48,11 +79,7 @@ class StateWriter:
         if not docs and not marks:
             return done_future()
         fut: cf.Future[None] = cf.Future()
-        with self._guard:
-            self.pending.update(docs)
-            self.marks.extend(marks)
-            self.waiters.append(fut)
-        self.inbox.wake()
+        self.inbox.put(Snapshot(docs, list(marks), [fut]))
         return fut
 
     async def run(self) -> None:
@@ -61,13 +88,12 @@ class StateWriter:
             await self.flush()
 
     async def flush(self) -> None:
-        with self._guard:
-            docs, self.pending = self.pending, {}
-            marks, self.marks = self.marks, []
-            waiters, self.waiters = self.waiters, []
-        if docs or marks:
-            await self.write(docs, marks)
-        for f in waiters:
+        snap = self.inbox.take()
+        if snap is None:
+            return
+        if snap.docs or snap.marks:
+            await self.write(snap.docs, snap.marks)
+        for f in snap.waiters:
             if not f.done():
                 f.set_result(None)
 
