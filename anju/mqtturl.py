@@ -39,6 +39,17 @@ def parse_mqtt_url(url: str) -> MqttUrl:
     )
 
 
+def mqtt_url_field(value: str) -> str:
+    """A configuration field's MQTT address, checked: the value itself, or ValueError (what
+    pydantic reports as the field's error) saying what was expected. The gateway's and the
+    backend's settings use it, ``_url = field_validator("url")(mqtt_url_field)``."""
+    try:
+        parse_mqtt_url(value)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
 def is_loopback(host: str) -> bool:
     """``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
     if host.lower() in ("localhost", "localhost.localdomain"):

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from anju.contract import DEVICE_KINDS
 from anju.errors import ConfigError
-from anju.mqtturl import check_password_transport, parse_mqtt_url
+from anju.mqtturl import check_password_transport, mqtt_url_field, parse_mqtt_url
 from anju.yamlfile import load_model
 
 # Guarantees the chaos harness breaks on purpose (``ANJU_BREAK``; issue 16, docs/guarantees.md
@@ -93,14 +93,7 @@ class BackendSettings(BaseSettings):
         " the chaos harness: ack_before_commit, skip_dedupe, no_event_priority",
     )
 
-    @field_validator("mqtt_url")
-    @classmethod
-    def _mqtt(cls, v: str) -> str:
-        try:
-            parse_mqtt_url(v)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return v
+    _mqtt = field_validator("mqtt_url")(mqtt_url_field)
 
     @model_validator(mode="after")
     def _mqtt_tls(self) -> BackendSettings:

@@ -9,8 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from anju.contract import DEVICE_ID_RE
-from anju.errors import ConfigError
-from anju.mqtturl import MqttUrl, parse_mqtt_url
+from anju.mqtturl import MqttUrl, mqtt_url_field, parse_mqtt_url
 from anju.yamlfile import load_model
 from gateway.adapters.config import Gbt26875Config, ModbusConfig
 
@@ -28,14 +27,7 @@ class LinkConfig(_Strict):
     key_file: Path | None = None
     keepalive_s: int = Field(30, ge=5, le=600)
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        try:
-            parse_mqtt_url(v)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return v
+    _url = field_validator("url")(mqtt_url_field)
 
     @model_validator(mode="after")
     def _pair(self) -> LinkConfig:
