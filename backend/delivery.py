@@ -3,6 +3,16 @@ audience topic, every change published again on the same topic.
 
 Changes wait in a bounded in-memory queue whose contents are also in the database (the audit
 entries not yet marked published), so that a lost connection or a restart never loses one.
+
+Overflow policy ("shed", ``anju_backend_queue_overflow{queue="delivery", policy="shed"}``):
+``enqueue`` never waits. When the queue (``maxsize`` changes) is full, the change is left in
+the database only (its audit entry, stored before it was offered, stays unpublished), and so
+is every change after it until the delivery has caught up: ``run`` sends what is in memory,
+then reads the changes left in the database back, in audit order, ``page`` at a time (the
+``delivery_reread`` queue), then takes from the queue again. Changes are published in audit
+order throughout, each once (plus the QoS 1 repeats of a lost connection). Entries found
+unpublished at start are read back the same way. A change read back has no receive time:
+``anju_alert_latency_seconds`` leaves it out.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from prometheus_client import Counter
 from anju.backoff import backoff
 from anju.contract import alert_topic
 from anju.uplink import ack_topic, encode_ack
+from backend.db.retry import until_done
 from backend.metrics import BackendMetrics
 from backend.store import AlertStore, Pending
 
@@ -39,61 +50,102 @@ def topics_of(payload: dict[str, object]) -> list[str]:
 
 class Delivery:
     def __init__(
-        self, store: AlertStore, metrics: BackendMetrics, *, maxsize: int = 10_000
+        self,
+        store: AlertStore,
+        metrics: BackendMetrics,
+        *,
+        maxsize: int = 10_000,
+        page: int = 1_000,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.queue: asyncio.Queue[tuple[Pending, float | None]] = asyncio.Queue(maxsize)
+        self.page = page
         # Called with each payload once it is published (webhooks, live stream); must not block.
         self.listeners: list[Callable[[Pending], None]] = []
         self._in_hand: tuple[Pending, float | None] | None = None
-        # Entries found unpublished in the database at start: sent first, not bounded by the
-        # queue (nothing consumes the queue yet when they are loaded).
+        # Changes read back from the database (at most ``page``), sent before the queue.
         self._backlog: deque[tuple[Pending, float | None]] = deque()
-        self.closing = False  # ``close``: a full queue no longer makes anyone wait
-        self._closed = asyncio.Event()
+        # Changes left in the database: the unpublished audit entries numbered above
+        # ``_read_upto`` and at most ``_shed_upto`` (0: none). ``_seen``: the highest number
+        # that came into memory (every entry at or below it is in memory, in hand, or
+        # published).
+        self._read_upto = 0
+        self._shed_upto = 0
+        self._seen = 0
+        self.closing = False
+        m = metrics
+        self._depth = m.queue_depth.labels("delivery")
+        self._reread_depth = m.queue_depth.labels("delivery_reread")
+        self._shed = m.queue_overflow.labels("delivery", "shed")
+        m.queue_capacity.labels("delivery").set(maxsize)
+        m.queue_capacity.labels("delivery_reread").set(page)
         # Audit entries published and not yet marked so (``marks``): the next alert's
         # publish never waits for this bookkeeping.
         self._to_mark: list[int] = []
         self._mark_wake = asyncio.Event()
 
     async def enqueue(self, pending: Pending, rx_ms: int | None = None) -> None:
-        # Blocks when full (back-pressure on the rules), never drops: the entry is in the DB.
-        # While stopping it does not wait: an entry left out is sent after the restart.
-        item = (pending, rx_ms / 1000 if rx_ms else None)
-        try:
-            self.queue.put_nowait(item)
+        """Queue a stored change (its audit entry committed); never waits, never drops: over
+        the bound it stays in the database and is read back in order (module docstring)."""
+        if not self._shed_upto and not self.queue.full():
+            self.queue.put_nowait((pending, rx_ms / 1000 if rx_ms else None))
+            self._seen = max(self._seen, pending.n)
+            self._depth.set(self.queue.qsize())
             return
-        except asyncio.QueueFull:
-            if self.closing:
-                return
-        put = asyncio.ensure_future(self.queue.put(item))
-        closed = asyncio.ensure_future(self._closed.wait())
-        try:
-            await asyncio.wait({put, closed}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            put.cancel()  # (no effect once done)
-            closed.cancel()
+        if not self._shed_upto:
+            self._read_upto = self._seen
+        self._shed_upto = max(self._shed_upto, pending.n)
+        self._shed.inc()
 
     def close(self) -> None:
-        """At shutdown: whoever waits for room in the queue stops waiting."""
+        """At shutdown (``enqueue`` never waits: nothing to release)."""
         self.closing = True
-        self._closed.set()
 
     async def requeue_unpublished(self) -> int:
-        items = await self.store.unpublished()
-        self._backlog.extend((p, None) for p in items)
-        return len(items)
+        """At start, before ``run``: the entries left unpublished, to read back first."""
+        count, top = await self.store.unpublished_extent()
+        if count:
+            self._read_upto, self._shed_upto = 0, max(self._shed_upto, top)
+        return count
+
+    async def _next(self) -> tuple[Pending, float | None]:
+        """The next change in audit order: read back, queued, or left in the database."""
+        while True:
+            if self._backlog:
+                item = self._backlog.popleft()
+                self._reread_depth.set(len(self._backlog))
+                return item
+            if not self.queue.empty() or not self._shed_upto:
+                item = await self.queue.get()
+                self._depth.set(self.queue.qsize())
+                return item
+            await self._read_back()
+
+    async def _read_back(self) -> None:
+        upto = self._shed_upto
+        after = self._read_upto
+
+        async def read() -> list[Pending]:
+            return await self.store.unpublished(after=after, upto=upto, limit=self.page)
+
+        rows = await until_done(read, "read back alert changes to deliver", log)
+        self._backlog.extend((p, None) for p in rows)
+        self._reread_depth.set(len(self._backlog))
+        if len(rows) < self.page:
+            self._read_upto = upto  # every entry up to it read (or published meanwhile)
+            if self._shed_upto == upto:  # (else more were left meanwhile: read on)
+                self._shed_upto = 0
+        else:
+            self._read_upto = rows[-1].n
+        self._seen = max(self._seen, self._read_upto)
 
     async def run(self, client: aiomqtt.Client) -> None:
         """Publish queued changes; on a lost connection the item in hand is kept for the next
         session (the caller re-runs this with a new client)."""
         while True:
             if self._in_hand is None:
-                if self._backlog:
-                    self._in_hand = self._backlog.popleft()
-                else:
-                    self._in_hand = await self.queue.get()
+                self._in_hand = await self._next()
             pending, rx = self._in_hand
             body = json.dumps(pending.payload, ensure_ascii=False).encode()
             # All audiences at once (each publish waits for its PUBACK); MqttError: the change

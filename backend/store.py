@@ -123,12 +123,29 @@ class AlertStore:
                 "UPDATE alert_audit SET published = true WHERE n = ANY(%s::int8[])", (ns,)
             )
 
-    async def unpublished(self) -> list[Pending]:
+    async def unpublished(
+        self, *, after: int = 0, upto: int | None = None, limit: int | None = None
+    ) -> list[Pending]:
+        """Audit entries not yet published, in order: those numbered above ``after`` and at
+        most ``upto``, the first ``limit`` of them."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT n, entry FROM alert_audit WHERE NOT published ORDER BY n"
+                "SELECT n, entry FROM alert_audit WHERE NOT published AND n > %s"
+                " AND (%s::int8 IS NULL OR n <= %s::int8) ORDER BY n LIMIT %s",
+                (after, upto, upto, limit),
             )
             return [Pending(int(n), e["payload"]) for n, e in await cur.fetchall()]
+
+    async def unpublished_extent(self) -> tuple[int, int]:
+        """How many audit entries are not yet published, and the highest number among them
+        (0 if none)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*), coalesce(max(n), 0) FROM alert_audit WHERE NOT published"
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
 
     async def load_open(self, city: CityIndex) -> list[Alert]:
         """Open alerts, to carry on after a restart (alerts of devices no longer in the
