@@ -15,8 +15,17 @@ receiver may then get a change twice: ``X-Anju-Delivery`` tells).
 A 2xx answer is success. Anything else is retried with the shared backoff helper up to
 ``max_attempts``; then the change goes to the dead-letter table ``webhook_dead_letters``, which
 the API lists and replays (``/api/webhooks/dead-letters``). Each webhook has its own bounded
-queue and worker, so one dead endpoint never delays another; when a queue is full the change
-goes straight to the dead letters (``anju_webhook_dead_letters{reason="queue_full"}``).
+queue and worker, so one dead endpoint never delays another.
+
+Overflow policy ("shed", ``anju_backend_queue_overflow{queue="webhook:NAME", policy="shed"}``;
+depth and bound in ``anju_backend_queue_depth`` and ``_capacity``): ``offer`` never waits
+(it runs on the publishing path). When a webhook's queue (``queue_max`` changes) is full, the
+change is not kept in memory: it is in the audit log already (``alert_audit``), so the webhook
+only remembers the range of audit numbers it left there, and so does every change after it
+until the worker has caught up. Once its queue is empty the worker reads that range back, in
+audit order, ``page`` at a time (those of its audience and scope), then takes offers again.
+Memory per webhook is its queue plus two numbers; a slow receiver gets every change late, in
+order, never dropped (a restart meanwhile resumes from ``webhook_progress`` as above).
 """
 
 from __future__ import annotations
@@ -63,19 +72,30 @@ class Webhooks:
         metrics: BackendMetrics,
         *,
         base_delay_s: float = 0.5,
+        queue_max: int = QUEUE_MAX,
+        page: int = 100,
     ) -> None:
         self.specs = {s.name: s for s in specs}
         self.store = store
         self.base_delay_s = base_delay_s
+        self.page = max(1, min(page, queue_max))
         self.queues: dict[str, asyncio.Queue[Pending]] = {
-            s.name: asyncio.Queue(QUEUE_MAX) for s in specs
+            s.name: asyncio.Queue(queue_max) for s in specs
         }
         r = metrics.registry
         self.sent = Counter("anju_webhook_sent", "Webhook deliveries", ["webhook"], registry=r)
         self.dead = Counter(
             "anju_webhook_dead_letters", "Changes given up on", ["webhook", "reason"], registry=r
         )
-        self._overflow: list[tuple[str, Pending]] = []
+        # Per webhook, what it left in the audit log while its queue was full: the entries
+        # numbered above [0] and at most [1] (those it wants), to read back in order.
+        self._behind: dict[str, list[int]] = {}
+        self._depth = {s.name: metrics.queue_depth.labels(f"webhook:{s.name}") for s in specs}
+        self._shed = {
+            s.name: metrics.queue_overflow.labels(f"webhook:{s.name}", "shed") for s in specs
+        }
+        for s in specs:
+            metrics.queue_capacity.labels(f"webhook:{s.name}").set(queue_max)
 
     def offer(self, pending: Pending) -> None:
         for name, spec in self.specs.items():
@@ -88,14 +108,6 @@ class Webhooks:
         async with httpx.AsyncClient() as client, asyncio.TaskGroup() as tg:
             for name in self.specs:
                 tg.create_task(self._worker(client, name), name=f"webhook-{name}")
-            tg.create_task(self._overflow_writer(), name="webhook-overflow")
-
-    async def _overflow_writer(self) -> None:
-        while True:
-            await asyncio.sleep(1)
-            items, self._overflow = self._overflow, []
-            for name, p in items:
-                await self._dead_letter(name, p, 0, "queue full")
 
     async def resume(self) -> int:
         """Before anything is offered: queue again what each webhook had not finished when
@@ -130,16 +142,59 @@ class Webhooks:
 
     def _queue(self, name: str, pending: Pending) -> None:
         q = self.queues[name]
-        if q.full():
-            self.dead.labels(name, "queue_full").inc()
-            self._overflow.append((name, pending))
-        else:
+        behind = self._behind.get(name)
+        if behind is None and not q.full():
             q.put_nowait(pending)
+            self._depth[name].set(q.qsize())
+            return
+        # Shed: left in the audit log, read back in order once the worker has caught up.
+        if behind is None:
+            self._behind[name] = [pending.n - 1, pending.n]
+        else:
+            behind[1] = max(behind[1], pending.n)
+        self._shed[name].inc()
+
+    async def _read_back(self, name: str) -> None:
+        """Queue the next page of what this webhook left in the audit log (its queue is
+        empty: nothing else is queued meanwhile but replays, so it stops when full)."""
+        after, upto = self._behind[name]
+        spec = self.specs[name]
+
+        async def read() -> list[tuple[int, dict[str, Any]]]:
+            async with self.store.pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT n, entry -> 'payload' FROM alert_audit WHERE n > %s AND n <= %s"
+                    " AND entry -> 'payload' -> 'audiences' @> %s ORDER BY n LIMIT %s",
+                    (after, upto, Jsonb([{"audience": spec.audience, "scope": spec.scope}]),
+                     self.page),
+                )  # fmt: skip
+                return [(int(n), p) for n, p in await cur.fetchall()]
+
+        rows = await until_done(read, f"read back webhook {name}'s changes", log)
+        q, last, complete = self.queues[name], after, len(rows) < self.page
+        for n, payload in rows:
+            if q.full():
+                complete = False
+                break
+            q.put_nowait(Pending(n, payload))
+            last = n
+        self._depth[name].set(q.qsize())
+        behind = self._behind[name]
+        if not complete:
+            behind[0] = last
+        elif behind[1] == upto:
+            del self._behind[name]  # caught up: offers are queued again
+        else:
+            behind[0] = upto  # (more were left meanwhile: read on)
 
     async def _worker(self, client: httpx.AsyncClient, name: str) -> None:
         q = self.queues[name]
         while True:
+            if q.empty() and name in self._behind:
+                await self._read_back(name)
+                continue
             pending = await q.get()
+            self._depth[name].set(q.qsize())
             await self.deliver(client, name, pending)
             await self._done(name, pending.n)
 
