@@ -1,10 +1,15 @@
-"""What the integration tests share: a backend running in the test's loop, an alert
-subscriber, and waiting for a condition."""
+"""What the integration tests share: a backend running in the test's loop, a gateway in a
+thread or as a child process, an alert subscriber, and waiting for a condition."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,10 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import yaml
 
 from anju.servers import PrivateMosquitto, free_port
 from backend.config import BackendSettings
 from backend.service import Backend
+from gateway import Gateway, GatewayConfig
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 async def eventually(
@@ -56,6 +65,77 @@ async def running_backend(
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)
+
+
+@asynccontextmanager
+async def running_gateway(
+    cfg: GatewayConfig | dict[str, Any], *, wait_uplink: bool = True
+) -> AsyncIterator[Gateway]:
+    """The real gateway in a thread of this process until the block ends (then stopped, and it
+    must stop within 20 s); ready once subscribed on the LAN and, with ``wait_uplink``,
+    connected upstream (leave it out where the uplink broker is down)."""
+    gw = Gateway(cfg if isinstance(cfg, GatewayConfig) else GatewayConfig.model_validate(cfg))
+    stop = threading.Event()
+    thread = threading.Thread(target=gw.run, args=(stop,), name="gateway-under-test")
+    thread.start()
+    try:
+        await eventually(
+            lambda: gw.lan_ready.is_set() and (gw.uplink_ready.is_set() or not wait_uplink),
+            15,
+            "the gateway to connect",
+        )
+        yield gw
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 20)
+        assert not thread.is_alive()
+
+
+class GatewayProcess:
+    """``python -m anju gateway run --config FILE`` as a child process (to be killed): the
+    configuration ``doc`` written to ``tmp/gateway.yaml``, its output to ``tmp/gateway.log``."""
+
+    def __init__(self, doc: dict[str, Any], tmp: Path) -> None:
+        self.config = tmp / "gateway.yaml"
+        self.config.write_text(yaml.safe_dump(doc))
+        self.status = Path(doc["outbox"]["path"] + ".status.json")
+        self.log = tmp / "gateway.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "anju", "gateway", "run", "--config", str(self.config)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+
+    def lan_ready(self) -> bool:
+        """This process has written its status file, subscribed on the LAN."""
+        try:
+            doc = json.loads(self.status.read_text())
+        except (OSError, ValueError):
+            return False
+        assert self.proc is not None
+        return bool(doc.get("pid") == self.proc.pid and doc.get("lan_connected"))
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
 
 
 class Subscriber:

@@ -5,15 +5,9 @@ backend; alerts on the departments' topics."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +33,7 @@ from gateway.adapters.gbt26875 import (
     encode_unit,
 )
 from gateway.adapters.modbus_map import load_map
-from tests.support import Subscriber, eventually, running_backend
+from tests.support import GatewayProcess, Subscriber, eventually, running_backend, running_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -101,23 +95,6 @@ def city_with_adapters(base: Path, tmp_path: Path) -> Path:
     out = tmp_path / "city.yaml"
     out.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
     return out
-
-
-@asynccontextmanager
-async def running_gateway(cfg: GatewayConfig) -> AsyncIterator[Gateway]:
-    gw = Gateway(cfg)
-    stop = threading.Event()
-    thread = threading.Thread(target=gw.run, args=(stop,), name="gateway-under-test")
-    thread.start()
-    try:
-        await eventually(
-            lambda: gw.lan_ready.is_set() and gw.uplink_ready.is_set(), 15, "the gateway"
-        )
-        yield gw
-    finally:
-        stop.set()
-        await asyncio.to_thread(thread.join, 15)
-        assert not thread.is_alive()
 
 
 def gateway_config(
@@ -280,39 +257,6 @@ def test_a_register_map_with_an_error_is_refused_at_start(tmp_path: Path) -> Non
     assert f"{bad}:5: points.2: Value error, door needs an 'enum'" in msg
 
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-class _GatewayProcess:
-    """``python -m anju gateway run --config FILE`` as a child process."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.argv = [sys.executable, "-m", "anju", "gateway", "run", "--config", str(config)]
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
-            )
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
 class _PipeliningUitd:
     """Sends numbered fire reports (one component each), up to 32 unconfirmed; on a lost link
     reconnects and sends every unconfirmed frame again, byte for byte (as a UITD resends)."""
@@ -397,9 +341,7 @@ async def test_a_gateway_killed_between_receipt_and_confirm_loses_and_doubles_no
     doc = gateway_config(
         city, lan_broker, broker, tmp_path, gbt26875=gbt_section(city, GW, port=port)
     ).model_dump(mode="json", exclude_none=True)
-    cfg_file = tmp_path / "gateway.yaml"
-    cfg_file.write_text(yaml.safe_dump(doc))
-    gw = _GatewayProcess(cfg_file, tmp_path / "gateway.log")
+    gw = GatewayProcess(doc, tmp_path)
     n = 600
     uitd = _PipeliningUitd(port, n)
     sender = threading.Thread(target=uitd.run, name="uitd")

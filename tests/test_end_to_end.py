@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +17,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from anju.servers import PrivateMosquitto
 from anju.uplink import encode_batch, record_body, up_topic
-from gateway import Gateway, GatewayConfig
-from tests.support import Subscriber, eventually, running_backend
+from gateway import GatewayConfig
+from tests.support import Subscriber, eventually, running_backend, running_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -48,23 +45,6 @@ PAYLOAD_KEYS = {
     "audiences",
     "acks",
 }
-
-
-@asynccontextmanager
-async def running_gateway(cfg: GatewayConfig) -> AsyncIterator[Gateway]:
-    gw = Gateway(cfg)
-    stop = threading.Event()
-    thread = threading.Thread(target=gw.run, args=(stop,), name="gateway-under-test")
-    thread.start()
-    try:
-        await eventually(
-            lambda: gw.lan_ready.is_set() and gw.uplink_ready.is_set(), 15, "the gateway to connect"
-        )
-        yield gw
-    finally:
-        stop.set()
-        await asyncio.to_thread(thread.join, 15)
-        assert not thread.is_alive()
 
 
 def device_publisher(lan: PrivateMosquitto) -> mqtt.Client:

@@ -9,34 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
-import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-import gateway as gateway_pkg
 from anju.servers import PrivateMosquitto
-from gateway import Gateway, GatewayConfig
-from tests.support import eventually, running_backend
+from tests.support import GatewayProcess, eventually, running_backend, running_gateway
 
 pytestmark = pytest.mark.integration
 
 GW = "gw-jx-nh-0001-a"
 ELEV = "jx-nh-0001-elev-03"
 SMOKE = "jx-nh-0001-smoke-3-1201"
-REPO = Path(gateway_pkg.__file__).resolve().parents[1]
 
 
 def gateway_doc(
@@ -50,66 +39,6 @@ def gateway_doc(
         "devices": [ELEV, SMOKE],
         "status_every_s": 0.2,
     }
-
-
-@asynccontextmanager
-async def gateway_in_process(doc: dict[str, Any]) -> AsyncIterator[Gateway]:
-    gw = Gateway(GatewayConfig.model_validate(doc))
-    stop = threading.Event()
-    thread = threading.Thread(target=gw.run, args=(stop,), name="gateway-under-test")
-    thread.start()
-    try:
-        await eventually(gw.lan_ready.is_set, 15, "the gateway's LAN subscription")
-        yield gw
-    finally:
-        stop.set()
-        await asyncio.to_thread(thread.join, 20)
-        assert not thread.is_alive()
-
-
-class GatewayProcess:
-    """``python -m anju gateway run --config FILE`` as a child process."""
-
-    def __init__(self, doc: dict[str, Any], tmp: Path) -> None:
-        self.config = tmp / "gateway.yaml"
-        self.config.write_text(yaml.safe_dump(doc))
-        self.status = Path(doc["outbox"]["path"] + ".status.json")
-        self.log = tmp / "gateway.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "anju", "gateway", "run", "--config", str(self.config)],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
-
-    def lan_ready(self) -> bool:
-        try:
-            doc = json.loads(self.status.read_text())
-        except (OSError, ValueError):
-            return False
-        assert self.proc is not None
-        return bool(doc.get("pid") == self.proc.pid and doc.get("lan_connected"))
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
 
 
 class Devices:
@@ -169,8 +98,7 @@ async def test_uplink_broker_restarts_while_devices_send(
     tmp_path: Path,
 ) -> None:
     doc = gateway_doc(lan_broker, broker, tmp_path)
-    async with running_backend(db_url, broker, city_file), gateway_in_process(doc) as gw:
-        await eventually(gw.uplink_ready.is_set, 15, "the uplink")
+    async with running_backend(db_url, broker, city_file), running_gateway(doc) as gw:
         dev = Devices(lan_broker)
         try:
             await asyncio.to_thread(dev.send, 100)
@@ -194,7 +122,7 @@ async def test_backend_down_and_restarted(
     tmp_path: Path,
 ) -> None:
     doc = gateway_doc(lan_broker, broker, tmp_path)
-    async with gateway_in_process(doc) as gw:
+    async with running_gateway(doc, wait_uplink=False) as gw:
         dev = Devices(lan_broker)
         try:
             async with running_backend(db_url, broker, city_file):
@@ -293,7 +221,7 @@ async def test_fire_alarm_overtakes_a_telemetry_replay(
 ) -> None:
     doc = gateway_doc(lan_broker, broker, tmp_path, replay_rate=400, batch_max=100)
     broker.stop()  # an outage: the backlog builds up
-    async with gateway_in_process(doc) as gw:
+    async with running_gateway(doc, wait_uplink=False) as gw:
         dev = Devices(lan_broker)
         try:
             await asyncio.to_thread(dev.send, 100, 40)
