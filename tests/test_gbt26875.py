@@ -10,14 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.adapters import gbt_tables as T
-from gateway.adapters.fuzz import STREAMS, check
+from gateway.adapters.fuzz import STREAMS, UNITS, check
 from gateway.adapters.gbt26875 import (
     ComponentAnalog,
     ComponentConfig,
     ComponentStatus,
     DataUnit,
     Frame,
-    InfoObject,
     Rejected,
     SystemConfig,
     SystemOperation,
@@ -201,32 +200,8 @@ def test_an_impossible_length_is_dropped() -> None:
 
 # ---- property tests ---------------------------------------------------------------
 
-b8 = st.integers(0, 255)
-times = st.builds(Time, b8, b8, b8, b8, b8, b8)
-desc31 = st.binary(min_size=31, max_size=31)
-var = st.binary(max_size=255)
-addr = st.integers(0, 0xFFFFFFFF)
-objects: dict[int, st.SearchStrategy[InfoObject]] = {
-    1: st.builds(SystemStatus, b8, b8, st.integers(0, 0xFFFF), times),
-    2: st.builds(ComponentStatus, b8, b8, b8, addr, st.integers(0, 0xFFFF), desc31, times),
-    3: st.builds(ComponentAnalog, b8, b8, b8, addr, b8, st.integers(-32768, 32767), times),
-    4: st.builds(SystemOperation, b8, b8, b8, b8, times),
-    5: st.builds(SystemVersion, b8, b8, b8, b8),
-    6: st.builds(SystemConfig, b8, b8, var),
-    7: st.builds(ComponentConfig, b8, b8, b8, addr, desc31),
-    8: st.builds(SystemTime, b8, b8, times),
-    21: st.builds(UitdStatus, b8, times),
-    24: st.builds(UitdOperation, b8, b8, times),
-    25: st.builds(UitdVersion, b8, b8),
-    26: st.builds(UitdConfig, var),
-    28: st.builds(UitdTime, times),
-}
-units = st.sampled_from(sorted(objects)).flatmap(
-    lambda t: st.lists(objects[t], min_size=1, max_size=4).map(lambda o: DataUnit(t, tuple(o)))
-)
 
-
-@given(units)
+@given(UNITS)
 def test_every_unit_type_round_trips(unit: DataUnit) -> None:
     raw = encode_unit(unit)
     assert decode_unit(raw) == unit
@@ -247,7 +222,7 @@ def test_arbitrary_bytes_never_raise(data: bytes) -> None:
             decode_unit(i.data)
 
 
-@given(st.lists(st.tuples(st.binary(max_size=40).filter(lambda b: b"@" not in b), units)))
+@given(st.lists(st.tuples(st.binary(max_size=40).filter(lambda b: b"@" not in b), UNITS)))
 def test_garbage_between_frames_is_skipped(parts: list[tuple[bytes, DataUnit]]) -> None:
     stream = b""
     sent = []
