@@ -18,11 +18,12 @@ On this loop:
 - the ``Keeper`` (every alert change, whichever loop made it, stored in order) and the
   ``StateWriter``, on a small connection pool of their own; delivery and its marks.
 
-The main loop starts it (``start``), waits until it is built (``built``), wires the desk to it,
-lets it go (``go``), and at shutdown, once its own tasks are done, stops it (``stop``): the
-lane then stores every change handed over and every rule state, and returns. If the lane
-fails, ``finished`` raises and the backend stops (a backend without its alarm path must not
-look healthy).
+The main loop builds it with everything it needs (the settings, the ingest whose events lane
+it writes, the engine it evaluates through its ``desk``, the listeners of published alerts),
+starts it (``start``), waits until it is built (``built``), lets it go (``go``), and at
+shutdown, once its own tasks are done, stops it (``stop``): the lane then stores every change
+handed over and every rule state, and returns. If the lane fails, ``finished`` raises and the
+backend stops (a backend without its alarm path must not look healthy).
 """
 
 from __future__ import annotations
@@ -32,49 +33,85 @@ import concurrent.futures as cf
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiomqtt
 from psycopg_pool import AsyncConnectionPool
 
-from anju.backoff import backoff
 from anju.uplink import UP_EVENTS_SUBSCRIPTION, Record
+from backend.alerting import Engine
 from backend.config import BackendSettings
 from backend.delivery import Delivery, publish_acks
 from backend.desk import AlertDesk, Keeper, Saved, StateWriter
 from backend.ingest import Ingest
 from backend.metrics import BackendMetrics
-from backend.mqtt import uplink_client
-from backend.store import AlertStore
+from backend.mqtt import keep_session
+from backend.store import AlertStore, Pending
 from backend.tasks import supervised
 
 log = logging.getLogger("anju.alarm")
 
 
+# The events lane's flushes evaluated and waiting for their rule state to be stored before
+# they are acknowledged (``AlarmLane._to_ack``).
+TO_ACK_CAPACITY = 1_000
+TO_ACK = "alarm_to_ack"  # its name in anju_backend_queue_*
+
+
 class AlarmLane:
+    """The lane (see the module). Everything it needs comes in here; what the main loop gets
+    from it is ``desk`` (the engine's one boundary, shared by both loops), ``built`` (the
+    deliveries requeued at start), ``connected``, ``not_ready`` and ``finished``.
+
+    ``_to_ack`` (bounded, ``TO_ACK_CAPACITY`` flushes; ``anju_backend_queue_*{queue=
+    "alarm_to_ack"}``): each committed flush of events, evaluated, waits there until its
+    alert changes and rule state are stored, then is acknowledged. Overflow policy: nothing
+    in it may be dropped (it is committed); a full queue makes the producer wait (counted as
+    ``policy="wait"``), which holds the events lane's writer, whose own queue then applies
+    the ingest's policy (``backend.ingest``: events wait for room, back to the MQTT reader;
+    what the reader cannot take is not acknowledged and comes again)."""
+
     def __init__(
         self,
         settings: BackendSettings,
         metrics: BackendMetrics,
         ingest: Ingest,
+        engine: Engine,
         *,
+        listeners: Sequence[Callable[[Pending], None]] = (),
         on_subscribed: Callable[[], object] = lambda: None,
     ) -> None:
+        """``listeners``: called on the lane's thread with each alert published (they must
+        not block; e.g. hand it to another loop). ``on_subscribed``: called on the lane's
+        thread each time its MQTT session is subscribed."""
         self.settings = settings
         self.metrics = metrics
         self.ingest = ingest
-        self.on_subscribed = on_subscribed  # called on the lane's thread
+        self.on_subscribed = on_subscribed
         self.built: cf.Future[int] = cf.Future()  # deliveries requeued at start
         self.finished: cf.Future[None] = cf.Future()
-        self.desk: AlertDesk | None = None  # set by the main loop before ``go``
-        self.keeper: Keeper
-        self.states: StateWriter
-        self.delivery: Delivery
-        self.client: aiomqtt.Client | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._go: asyncio.Event | None = None
-        self._stop: asyncio.Event | None = None
-        self._to_ack: asyncio.Queue[tuple[Saved, dict[str, list[int]]]] | None = None
+        # Every connection open from the start (``_run``): an alarm never waits for one.
+        self._pool = AsyncConnectionPool(
+            settings.database_url,
+            min_size=4,
+            max_size=4,
+            open=False,
+            kwargs={"application_name": "anju-alarm-lane"},
+        )
+        store = AlertStore(self._pool)
+        self._delivery = Delivery(store, metrics)
+        self._delivery.listeners.extend(listeners)
+        self._keeper = Keeper(store, self._delivery, metrics)
+        self._states = StateWriter(store, metrics)
+        self.desk = AlertDesk(engine, self._keeper, self._states)
+        # (Bound to the lane's loop when first used there.)
+        self._go, self._stop = asyncio.Event(), asyncio.Event()
+        self._to_ack: asyncio.Queue[tuple[Saved, dict[str, list[int]]]] = asyncio.Queue(
+            TO_ACK_CAPACITY
+        )
+        metrics.queue_capacity.labels(TO_ACK).set(TO_ACK_CAPACITY)
+        self._client: aiomqtt.Client | None = None  # while the session is up
+        self._loop: asyncio.AbstractEventLoop | None = None  # while the thread runs
         self._thread = threading.Thread(target=self._main, name="anju-alarm-lane", daemon=True)
 
     # ---- from the main loop ----------------------------------------------------------------
@@ -82,16 +119,40 @@ class AlarmLane:
     def start(self) -> None:
         self._thread.start()
 
-    def go(self, desk: AlertDesk) -> None:
-        self.desk = desk
-        assert self._loop is not None and self._go is not None
+    def go(self) -> None:
+        assert self._loop is not None
         self._loop.call_soon_threadsafe(self._go.set)
 
     def stop(self) -> None:
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None and not loop.is_closed():
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # (closed meanwhile)
-                loop.call_soon_threadsafe(stop.set)
+                loop.call_soon_threadsafe(self._stop.set)
+
+    @property
+    def connected(self) -> bool:
+        """Its MQTT session is up and subscribed."""
+        return self._client is not None
+
+    async def not_ready(self, within_s: float = 5.0) -> str | None:
+        """Why the lane is not ready (its MQTT session, its database pool), or None; from
+        any loop (the pool is tried on the lane's own)."""
+        if self._client is None:
+            return "broker: the alarm lane is not connected"
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return "alarm lane: not running"
+        try:
+            ping = asyncio.run_coroutine_threadsafe(self._ping(), loop)
+            await asyncio.wait_for(asyncio.wrap_future(ping), within_s)
+        except Exception as exc:  # any failure means "not ready"; the reason to the log
+            log.debug("not ready: the alarm lane's database pool: %s", exc)
+            return "database: the alarm lane's pool is not reachable"
+        return None
+
+    async def _ping(self) -> None:
+        async with self._pool.connection(timeout=5) as conn:
+            await conn.execute("SELECT 1")
 
     # ---- the lane's thread -----------------------------------------------------------------
 
@@ -110,23 +171,14 @@ class AlarmLane:
                 self.finished.set_result(None)
 
     async def _run(self) -> None:
-        s = self.settings
         self._loop = asyncio.get_running_loop()
-        self._go, self._stop = asyncio.Event(), asyncio.Event()
-        self._to_ack = asyncio.Queue()
         self.ingest.events_loop = self._loop
-        # Every connection open from the start: an alarm never waits for one to be made.
-        pool = AsyncConnectionPool(s.database_url, min_size=4, max_size=4, open=False)
+        pool, delivery, keeper, states = self._pool, self._delivery, self._keeper, self._states
         await pool.open(wait=True, timeout=30)
         try:
-            store = AlertStore(pool)
-            self.delivery = Delivery(store, self.metrics)
-            self.keeper = Keeper(store, self.delivery, self.metrics)
-            self.states = StateWriter(store, self.metrics)
-            self.keeper.inbox.bind()
-            self.states.inbox.bind()
-            requeued = await self.delivery.requeue_unpublished()
-            self.built.set_result(requeued)
+            keeper.inbox.bind()
+            states.inbox.bind()
+            self.built.set_result(await delivery.requeue_unpublished())
             stop_wait = asyncio.ensure_future(self._stop.wait())
             await asyncio.wait([asyncio.ensure_future(self._go.wait()), stop_wait],
                                return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
@@ -137,7 +189,7 @@ class AlarmLane:
                 def task(name: str, run: Callable[[], Awaitable[object]]) -> asyncio.Task[None]:
                     return tg.create_task(supervised(name, run, self.metrics), name=name)
 
-                keeper = task("alert-keeper", self.keeper.run)
+                keeping = task("alert-keeper", keeper.run)
                 writer = task(
                     "ingest-events",
                     lambda: self.ingest.run_lane("e", self._committed, early_ack=self._publish),
@@ -145,48 +197,51 @@ class AlarmLane:
                 cancel = [
                     task("mqtt-events", self._session),
                     task("events-acks", self._acknowledge),
-                    task("rule-state-writer", self.states.run),
-                    task("delivery-marks", self.delivery.marks),
+                    task("rule-state-writer", states.run),
+                    task("delivery-marks", delivery.marks),
                 ]
                 await stop_wait
                 log.info("alarm lane stopping")
                 await self.ingest.stop_lane("e", writer)  # the flush in hand, to the rules
-                self.delivery.close()
+                delivery.close()
                 for t in cancel:
                     t.cancel()
-                self.keeper.close()  # it stores every change handed over, then returns
-                await keeper
+                keeper.close()  # it stores every change handed over, then returns
+                await keeping
             # Every rule state, for the next start; then the marks of what was published.
-            assert self.desk is not None
-            await self.states.flush()
-            await self.states.write(self.desk.all_docs())
+            await states.flush()
+            await states.write(self.desk.all_docs())
             with contextlib.suppress(TimeoutError):  # (else: published again after a restart)
-                await asyncio.wait_for(self.delivery.flush_marks(), 5)
+                await asyncio.wait_for(delivery.flush_marks(), 5)
         finally:
             await pool.close()
 
     async def _session(self) -> None:
         """Events in, alerts out, on a connection of their own, so that neither an alarm
         nor its alert's PUBACK ever waits behind telemetry in one socket's buffer."""
-        delays = backoff(0.5, 10.0)
-        while True:
-            try:
-                async with uplink_client(
-                    self.settings, f"{self.settings.client_id}-events"
-                ) as client:
-                    await client.subscribe(UP_EVENTS_SUBSCRIPTION, qos=1)
-                    self.ingest.forget_seen()  # (another backend may have written meanwhile)
-                    self.client = client
-                    self.on_subscribed()
-                    delays = backoff(0.5, 10.0)
-                    async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._receive(client), name="mqtt-events-receive")
-                        tg.create_task(self.delivery.run(client), name="alert-delivery")
-            except* aiomqtt.MqttError as eg:
-                self.client = None
-                delay = next(delays)
-                log.warning("events connection lost (%s); again in %.1f s", eg.exceptions[0], delay)
-                await asyncio.sleep(delay)
+
+        def up(client: aiomqtt.Client) -> None:
+            self.ingest.forget_seen()  # (another backend may have written meanwhile)
+            self._client = client
+            self.on_subscribed()
+
+        def down() -> None:
+            self._client = None
+
+        async def serve(client: aiomqtt.Client) -> None:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._receive(client), name="mqtt-events-receive")
+                tg.create_task(self._delivery.run(client), name="alert-delivery")
+
+        await keep_session(
+            self.settings,
+            f"{self.settings.client_id}-events",
+            [UP_EVENTS_SUBSCRIPTION],
+            serve,
+            on_up=up,
+            on_down=down,
+            what="events session",
+        )
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for msg in client.messages:
@@ -194,19 +249,23 @@ class AlarmLane:
             await self.ingest.submit(msg.topic.value, payload)
 
     async def _committed(self, new: list[Record], acks: dict[str, list[int]]) -> None:
-        """The events lane's ``on_committed``: the rules at once, the ack once stored."""
-        assert self.desk is not None and self._to_ack is not None
-        self._to_ack.put_nowait((self.desk.evaluate(new), acks))
+        """The events lane's ``on_committed``: the rules at once, the ack once stored (a full
+        ``_to_ack`` makes the writer wait: see the class)."""
+        item = (self.desk.evaluate(new), acks)
+        if self._to_ack.full():
+            self.metrics.queue_overflow.labels(TO_ACK, "wait").inc()
+        await self._to_ack.put(item)
+        self.metrics.queue_depth.labels(TO_ACK).set(self._to_ack.qsize())
 
     async def _acknowledge(self) -> None:
-        assert self._to_ack is not None
         while True:
             saved, acks = await self._to_ack.get()
+            self.metrics.queue_depth.labels(TO_ACK).set(self._to_ack.qsize())
             await saved.wait()
             await self._publish(acks)
 
     async def _publish(self, acks: dict[str, list[int]]) -> None:
-        client = self.client
+        client = self._client
         if client is not None:
             # Unconfirmed records come again; they are dropped as duplicates then.
             with contextlib.suppress(aiomqtt.MqttError):

@@ -6,13 +6,19 @@ logs in as ``<user>-events`` (provisioned with the worker's password)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 import ssl
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiomqtt
 
+from anju.backoff import backoff
 from anju.mqtturl import MqttUrl, check_password_transport, parse_mqtt_url
 from backend.config import BackendSettings
+
+log = logging.getLogger("anju.mqtt")
 
 # Small packets (alerts, acks, PUBACKs) go out at once, not held back by Nagle's algorithm.
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
@@ -58,3 +64,35 @@ def uplink_client(settings: BackendSettings, identifier: str) -> aiomqtt.Client:
         max_queued_incoming_messages=settings.mqtt_incoming_max,
         tls_context=tls_context(settings) if addr.tls else None,
     )
+
+
+async def keep_session(
+    settings: BackendSettings,
+    identifier: str,
+    topics: Sequence[str],
+    serve: Callable[[aiomqtt.Client], Awaitable[None]],
+    *,
+    on_up: Callable[[aiomqtt.Client], None],
+    on_down: Callable[[], None],
+    what: str,
+) -> None:
+    """Session ``identifier`` (``uplink_client``), forever: connect, subscribe to ``topics``
+    (QoS 1), ``on_up(client)``, then ``serve(client)`` until the connection is lost;
+    ``on_down()`` and again after a backoff (0.5 s doubling to 10 s, from the start again once
+    subscribed). Used by the main session and the alarm lane's; cancel to end it."""
+    addr = parse_mqtt_url(settings.mqtt_url)
+    delays = backoff(0.5, 10.0)
+    while True:
+        try:
+            async with uplink_client(settings, identifier) as client:
+                for topic in topics:
+                    await client.subscribe(topic, qos=1)
+                on_up(client)
+                log.info("%s connected to the broker %s", what, addr)
+                delays = backoff(0.5, 10.0)
+                await serve(client)
+        except* aiomqtt.MqttError as eg:
+            on_down()
+            delay = next(delays)
+            log.warning("%s connection lost (%s); again in %.1f s", what, eg.exceptions[0], delay)
+            await asyncio.sleep(delay)

@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable
+from dataclasses import dataclass
 
 import aiomqtt
 import psycopg
@@ -24,7 +25,7 @@ import uvicorn
 from psycopg_pool import AsyncConnectionPool
 
 from anju.backoff import backoff
-from anju.mqtturl import parse_mqtt_url
+from anju.now import now_ms
 from anju.registry import CityIndex, load_registry
 from anju.uplink import STATE_SUBSCRIPTION, UP_SUBSCRIPTION
 from backend.alarm import AlarmLane
@@ -41,7 +42,7 @@ from backend.delivery import LiveHub, publish_acks
 from backend.desk import AlertDesk, RuleFeed, waited
 from backend.ingest import Ingest
 from backend.metrics import BackendMetrics
-from backend.mqtt import uplink_client
+from backend.mqtt import keep_session
 from backend.store import AlertStore, Pending
 from backend.tasks import supervised
 from backend.webhooks import Webhooks
@@ -49,10 +50,6 @@ from backend.workers import hold_lead, wait_for_lead
 
 log = logging.getLogger("anju.backend")
 _ALARM_STOP_S = 60
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _on_loop(
@@ -74,21 +71,74 @@ class _ApiServer(uvicorn.Server):
         yield
 
 
+@dataclass(frozen=True, slots=True)
+class _Running:
+    """What exists only while the backend runs: built from the database once it is reachable
+    and migrated (the open alerts, the rule states, the deliveries to resend)."""
+
+    engine: Engine
+    alarm: AlarmLane
+    feed: RuleFeed
+    app_state: AppState
+
+
 class Backend:
     def __init__(self, settings: BackendSettings) -> None:
-        self.settings = settings
+        self.settings = s = settings
         self.metrics = BackendMetrics()
         self.city = CityIndex(load_registry(settings.registry))
         self.alerting = load_alerting(settings.alerting)
         self.live = LiveHub(self.metrics)
-        self.client: aiomqtt.Client | None = None
+        # Opened by ``run`` once the database is reachable; closed when it returns.
+        self.pool = AsyncConnectionPool(s.database_url, min_size=1, max_size=8, open=False)
+        self.store = AlertStore(self.pool, anchor_file=s.audit_anchor_file)
+        self.webhooks = Webhooks(self.alerting.webhooks, self.store, self.metrics)
+        self.ingest = Ingest(
+            s.database_url,
+            self.metrics,
+            queue_max=s.queue_max,
+            batch_max_records=s.batch_max_records,
+            batch_wait_ms=s.batch_wait_ms,
+            device_gateway={d.id: d.gateway_id for d in self.city.devices.values()},
+            broken=s.break_guarantees,
+        )
+        self.client: aiomqtt.Client | None = None  # the main MQTT session, while it is up
         self.started = asyncio.Event()  # both MQTT sessions subscribed
         self._main_subscribed = asyncio.Event()
         self._events_subscribed = asyncio.Event()  # up, and subscribed to the gateways' uplink
         self._gateways_online: dict[str, bool] = {}  # logged at INFO when it changes (issue 13)
-        self._lead: psycopg.AsyncConnection | None = None  # the worker group's lock, if led
+        # The worker group's lock connection: only in a worker group, and only while leading.
+        self._lead: psycopg.AsyncConnection | None = None
+        self._up: _Running | None = None  # while running (see ``_Running``)
         for name in sorted(settings.break_guarantees):  # (test only: docs/guarantees.md)
             self.metrics.broken_guarantee.labels(name).set(1)
+
+    # What exists only while running (``_Running``); asked for otherwise: a RuntimeError.
+
+    def _running(self) -> _Running:
+        if self._up is None:
+            raise RuntimeError("the backend is not running")
+        return self._up
+
+    @property
+    def engine(self) -> Engine:
+        return self._running().engine
+
+    @property
+    def alarm(self) -> AlarmLane:
+        return self._running().alarm
+
+    @property
+    def desk(self) -> AlertDesk:
+        return self._running().alarm.desk
+
+    @property
+    def feed(self) -> RuleFeed:
+        return self._running().feed
+
+    @property
+    def app_state(self) -> AppState:
+        return self._running().app_state
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -112,96 +162,103 @@ class Backend:
         try:
             await self._run(stop)
         finally:
+            self._lead = None
             with contextlib.suppress(psycopg.Error):
                 await lead.close()
 
     async def _run(self, stop: asyncio.Event) -> None:
-        s = self.settings
-        pool = AsyncConnectionPool(s.database_url, min_size=1, max_size=8, open=False)
-        await pool.open(wait=True, timeout=30)
+        await self.pool.open(wait=True, timeout=30)
         try:
-            async with pool.connection() as conn:
+            async with self.pool.connection() as conn:
                 await sync_registry(
                     conn,
                     [RegistryRow(d.id, d.community_id, d.kind) for d in self.city.devices.values()],
                 )
-            self.store = AlertStore(pool, anchor_file=s.audit_anchor_file)
-            book = AlertBook(armed_from_ms=_now_ms())  # open alerts' deadlines re-armed
+            book = AlertBook(armed_from_ms=now_ms())  # open alerts' deadlines re-armed
             for alert in await self.store.load_open(self.city):
                 book.load(alert)
-            cfg = self.alerting
-            shared = Shared(
-                flap_cycles=cfg.flap_cycles,
-                flap_window_ms=int(cfg.flap_window_s * 1000),
-                storm_count=cfg.storm_count,
-                storm_window_ms=int(cfg.storm_window_s * 1000),
-                gateway_silent_ms=int(cfg.gateway_silent_s * 1000),
-                deadlines=Deadlines(
-                    int(cfg.ack_deadline_s * 1000), int(cfg.fire_ack_deadline_s * 1000)
-                ),
-            )
-            self.engine = Engine(
-                self.city, book, params=cfg.params, shared=shared, now_ms=_now_ms()
-            )
-            self.engine.restore(await self.store.load_states())
-            rearm_held_open(self.engine.states.values(), _now_ms())
-            for device_id in self.city.devices:
-                self.engine.state(device_id)  # made now, and frozen below with the registry
-            self.ingest = Ingest(
-                s.database_url,
-                self.metrics,
-                queue_max=s.queue_max,
-                batch_max_records=s.batch_max_records,
-                batch_wait_ms=s.batch_wait_ms,
-                device_gateway={d.id: d.gateway_id for d in self.city.devices.values()},
-                broken=s.break_guarantees,
-            )
+            engine = await self._engine(book)
             loop = asyncio.get_running_loop()
             self.ingest.telemetry_loop = loop
-            self.alarm = alarm = AlarmLane(
-                s,
+            alarm = AlarmLane(
+                self.settings,
                 self.metrics,
                 self.ingest,
+                engine,
+                # Delivery runs on the alarm lane's thread; webhooks and screens on this loop.
+                listeners=[_on_loop(loop, self.webhooks.offer), _on_loop(loop, self.live.offer)],
                 on_subscribed=lambda: loop.call_soon_threadsafe(self._events_up),
             )
             alarm.start()
             try:
-                await self._serve(stop, pool, alarm, book)
+                requeued = await waited(alarm.built)
+                self._up = self._assemble(engine, alarm)
+                await self._serve(stop, self._up, requeued, len(book.open))
             finally:
                 alarm.stop()
                 # (Its failure is raised by _serve; a lane that does not stop is left.)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(waited(alarm.finished), 30)
+                self._up = None
         finally:
-            await pool.close()
+            await self.pool.close()
 
-    async def _serve(
-        self, stop: asyncio.Event, pool: AsyncConnectionPool, alarm: AlarmLane, book: AlertBook
-    ) -> None:
+    async def _engine(self, book: AlertBook) -> Engine:
+        """The rules' engine, with the open alerts (``book``) and the stored rule states."""
+        cfg = self.alerting
+        shared = Shared(
+            flap_cycles=cfg.flap_cycles,
+            flap_window_ms=int(cfg.flap_window_s * 1000),
+            storm_count=cfg.storm_count,
+            storm_window_ms=int(cfg.storm_window_s * 1000),
+            gateway_silent_ms=int(cfg.gateway_silent_s * 1000),
+            deadlines=Deadlines(
+                int(cfg.ack_deadline_s * 1000), int(cfg.fire_ack_deadline_s * 1000)
+            ),
+        )
+        engine = Engine(self.city, book, params=cfg.params, shared=shared, now_ms=now_ms())
+        engine.restore(await self.store.load_states())
+        rearm_held_open(engine.states.values(), now_ms())
+        for device_id in self.city.devices:
+            engine.state(device_id)  # made now, and frozen below with the registry
+        return engine
+
+    def _assemble(self, engine: Engine, alarm: AlarmLane) -> _Running:
         s, cfg = self.settings, self.alerting
-        requeued = await waited(alarm.built)
-        self.desk = AlertDesk(self.engine, alarm.keeper, alarm.states)
-        self.delivery = alarm.delivery
-        self.feed = RuleFeed(self.desk, self._publish_acks)
-        self.webhooks = Webhooks(cfg.webhooks, self.store, self.metrics)
-        loop = asyncio.get_running_loop()
-        # Delivery runs on the alarm lane's thread; webhooks and screens on this loop.
-        for listener in (self.webhooks.offer, self.live.offer):
-            alarm.delivery.listeners.append(_on_loop(loop, listener))
-        self.app_state = AppState(
+        app_state = AppState(
             self.store,
             self.metrics,
             s.api_token,
             tokens=Tokens.of(cfg.tokens, s.api_token),
-            desk=self.desk,
+            desk=alarm.desk,
             live=self.live,
             webhooks=self.webhooks,
             city=self.city,
-            alarm_connected=lambda: alarm.client is not None,
+            alarm_connected=lambda: alarm.connected,
+            not_ready=self._not_ready,
         )
+        return _Running(engine, alarm, RuleFeed(alarm.desk, self._publish_acks), app_state)
+
+    async def _not_ready(self) -> str | None:
+        """Why the backend is not ready beyond its main pool and main MQTT session (which
+        ``/readyz`` tries itself): the alarm lane's session and pool, the worker group's lock
+        connection; None when ready."""
+        up = self._up
+        if up is None:
+            return "backend: not running"
+        lead = self._lead
+        if self.settings.worker_group is not None and (lead is None or lead.closed or lead.broken):
+            return "database: the worker group's lock connection is lost"
+        return await up.alarm.not_ready()
+
+    async def _serve(
+        self, stop: asyncio.Event, up: _Running, requeued: int, open_alerts: int
+    ) -> None:
+        s = self.settings
+        alarm, desk, feed = up.alarm, up.alarm.desk, up.feed
         api = _ApiServer(
             uvicorn.Config(
-                create_app(self.app_state),
+                create_app(up.app_state),
                 host=s.api_host,
                 port=s.api_port,
                 ssl_certfile=s.api_ssl_certfile,
@@ -216,12 +273,13 @@ class Backend:
         log.info(
             "backend up: %d devices, %d open alerts, %d deliveries to resend",
             len(self.city.devices),
-            len(book.open),
+            open_alerts,
             requeued,
         )
         # Before the alarm lane publishes anything: what webhooks had in hand or waiting.
         await self.webhooks.resume()
-        alarm.go(self.desk)
+        alarm.go()
+        pool = self.pool
         async with asyncio.TaskGroup() as tg:
 
             def task(
@@ -234,17 +292,15 @@ class Backend:
             anchor = AuditAnchor(pool, s.audit_anchor_file, mqtt_publisher(lambda: self.client))
             tasks = [
                 task("api", api.serve),
-                task("mqtt-session", self._mqtt_sessions),
+                task("mqtt-session", lambda: self._mqtt_session(up.app_state)),
                 task(
                     "ingest",
-                    lambda: self.ingest.run_lane(
-                        "t", self.feed.committed, early_ack=self._publish_acks
-                    ),
+                    lambda: self.ingest.run_lane("t", feed.committed, early_ack=self._publish_acks),
                 ),
-                task("rules", self.feed.run),
-                task("rules-acks", self.feed.acknowledge),
-                task("alert-timers", self._ticks, recover=True),
-                task("alert-state", lambda: self.desk.snapshots(snapshot_s), recover=True),
+                task("rules", feed.run),
+                task("rules-acks", feed.acknowledge),
+                task("alert-timers", lambda: self._ticks(desk), recover=True),
+                task("alert-state", lambda: desk.snapshots(snapshot_s), recover=True),
                 task("webhooks", self.webhooks.run),
                 task(
                     "storage-maintenance",
@@ -273,12 +329,12 @@ class Backend:
                 if t is ingest:
                     continue
                 if t.get_name() == "rules":
-                    self.feed.close()  # it finishes what was committed, then returns
+                    feed.close()  # it finishes what was committed, then returns
                 else:
                     t.cancel()
         # Committed records the rules have not seen yet; then the alarm lane stores every
         # change and every rule state (for the next start) and stops.
-        await self.feed.drain()
+        await feed.drain()
         alarm.stop()
         try:
             await asyncio.wait_for(waited(alarm.finished), _ALARM_STOP_S)
@@ -316,30 +372,31 @@ class Backend:
 
     # ---- MQTT -----------------------------------------------------------------------------
 
-    async def _mqtt_sessions(self) -> None:
-        addr = parse_mqtt_url(self.settings.mqtt_url)
-        delays = backoff(0.5, 10.0)
-        while True:
-            try:
-                async with uplink_client(self.settings, self.settings.client_id) as client:
-                    await client.subscribe(UP_SUBSCRIPTION, qos=1)
-                    await client.subscribe(STATE_SUBSCRIPTION, qos=1)
-                    self.client = client
-                    self.app_state.mqtt_connected = True
-                    self.metrics.mqtt_connected.set(1)
-                    self._main_subscribed.set()
-                    if self._events_subscribed.is_set():
-                        self.started.set()  # subscribed: what gateways send reaches the rules
-                    log.info("connected to the broker %s", addr)
-                    delays = backoff(0.5, 10.0)
-                    await self._receive(client)
-            except* aiomqtt.MqttError as eg:
-                self.client = None
-                self.app_state.mqtt_connected = False
-                self.metrics.mqtt_connected.set(0)
-                delay = next(delays)
-                log.warning("broker connection lost (%s); again in %.1f s", eg.exceptions[0], delay)
-                await asyncio.sleep(delay)
+    async def _mqtt_session(self, app_state: AppState) -> None:
+        """The main session: the gateways' batches (but events) and states in."""
+
+        def up(client: aiomqtt.Client) -> None:
+            self.client = client
+            app_state.mqtt_connected = True
+            self.metrics.mqtt_connected.set(1)
+            self._main_subscribed.set()
+            if self._events_subscribed.is_set():
+                self.started.set()  # subscribed: what gateways send reaches the rules
+
+        def down() -> None:
+            self.client = None
+            app_state.mqtt_connected = False
+            self.metrics.mqtt_connected.set(0)
+
+        await keep_session(
+            self.settings,
+            self.settings.client_id,
+            [UP_SUBSCRIPTION, STATE_SUBSCRIPTION],
+            self._receive,
+            on_up=up,
+            on_down=down,
+            what="main session",
+        )
 
     def _events_up(self) -> None:
         self._events_subscribed.set()
@@ -402,14 +459,14 @@ class Backend:
             await asyncio.sleep(period)
             self.metrics.loop_lag.observe(max(0.0, time.perf_counter() - due))
 
-    async def _ticks(self) -> None:
+    async def _ticks(self, desk: AlertDesk) -> None:
         period = self.settings.tick_ms / 1000
         every = max(1, round(1.0 / period))  # liveness and deadlines about once a second
         n = 0
         while True:
             await asyncio.sleep(period)
             n += 1
-            await self.desk.tick(liveness=n % every == 0)
+            await desk.tick(liveness=n % every == 0)
 
 
 # Doors left open when the backend last stopped: their held-open timers count from this start

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiomqtt
 import httpx
+import psycopg
 import pytest
 
 from anju.servers import PrivateMosquitto
@@ -71,6 +72,40 @@ async def test_readyz_follows_the_alarm_lanes_session(
             poller = asyncio.create_task(poll(), name="poll-readyz")
             try:
                 await eventually(ready, 60, "ready again once the lane is back")
+            finally:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+
+
+async def test_readyz_follows_the_alarm_lanes_database_pool(
+    db_url: str, broker: PrivateMosquitto, city_file: Path
+) -> None:
+    """The alarm lane's own pool (``application_name`` anju-alarm-lane) lost: not ready, with
+    the reason, until the pool has connected again."""
+    async with running_backend(db_url, broker, city_file) as b:
+        base = f"http://127.0.0.1:{b.settings.api_port}"
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            assert (await http.get("/readyz")).status_code == 200
+            with psycopg.connect(db_url, autocommit=True) as c:
+                killed = c.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = 'anju-alarm-lane'"
+                ).fetchone()
+            assert killed is not None and killed[0] >= 1
+            last = await http.get("/readyz")
+            assert last.status_code == 503
+            assert last.json() == {"detail": "database: the alarm lane's pool is not reachable"}
+            status = [0]
+
+            async def poll() -> None:
+                while True:
+                    status[0] = (await http.get("/readyz")).status_code
+                    await asyncio.sleep(0.2)
+
+            poller = asyncio.create_task(poll(), name="poll-readyz")
+            try:
+                await eventually(lambda: status[0] == 200, 60, "ready again once reconnected")
             finally:
                 poller.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

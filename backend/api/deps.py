@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -74,6 +74,10 @@ class Tokens:
         return None
 
 
+async def _ready() -> str | None:
+    return None
+
+
 @dataclass(slots=True)
 class AppState:
     """What the routes need; built by the service, not at import."""
@@ -84,6 +88,9 @@ class AppState:
     mqtt_connected: bool = False
     # The alarm lane's own MQTT session (events in, alerts out), read from its thread's state.
     alarm_connected: Callable[[], bool] = lambda: True
+    # Why the backend is not ready beyond its main pool and session (the alarm lane's session
+    # and pool, the worker group's lock connection), or None: ``/readyz``.
+    not_ready: Callable[[], Awaitable[str | None]] = _ready
     tokens: Tokens = field(default_factory=lambda: Tokens({}))
     desk: AlertDesk | None = None
     live: LiveHub | None = None

@@ -21,6 +21,9 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(state: StateDep) -> dict[str, str]:
+    """Ready when every connection the backend needs is up: the main database pool and MQTT
+    session, the alarm lane's session and pool, the worker group's lock connection (when in
+    one); else 503 with the first reason."""
     try:
         async with state.store.pool.connection() as conn:
             await conn.execute("SELECT 1")
@@ -31,6 +34,9 @@ async def readyz(state: StateDep) -> dict[str, str]:
         raise HTTPException(503, "broker: not connected")
     if not state.alarm_connected():
         raise HTTPException(503, "broker: the alarm lane is not connected")
+    reason = await state.not_ready()  # the alarm lane's pool, the worker group's lock, ...
+    if reason is not None:
+        raise HTTPException(503, reason)
     return {"status": "ready"}
 
 
