@@ -11,6 +11,8 @@ figures only. Every table takes ``format=csv`` or ``format=xlsx``.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
@@ -23,7 +25,7 @@ from psycopg import AsyncConnection
 from anju.contract import Audience
 from anju.errors import ConfigError
 from anju.registry import CityIndex
-from backend.api.deps import Principal, PrincipalDep, StateDep
+from backend.api.deps import AppState, Principal, PrincipalDep, StateDep
 from backend.supervision.credit import (
     community_scorecard,
     evaluate_month,
@@ -85,7 +87,7 @@ class View:
         return self.org is None
 
 
-def _city(state: StateDep) -> CityIndex:
+def _city(state: AppState) -> CityIndex:
     if state.city is None:
         raise HTTPException(503, "the registry is not loaded")
     return state.city
@@ -125,12 +127,17 @@ def _rules(request: Request) -> LoadedRules:
 RulesDep = Annotated[LoadedRules, Depends(_rules)]
 
 
-async def _ready(request: Request, conn: AsyncConnection, city: CityIndex) -> None:
-    """The registry snapshot once per process, the rollup brought up to date every time."""
-    if not getattr(request.app.state, "supervision_synced", False):
-        await sync_registry(conn, city, today=_today())
-        request.app.state.supervision_synced = True
-    await refresh(conn)
+@asynccontextmanager
+async def _ready(request: Request, state: AppState) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection to query the supervision tables: the registry snapshot taken once
+    per process, the rollup brought up to date every time."""
+    city = _city(state)
+    async with state.store.pool.connection() as conn:
+        if not getattr(request.app.state, "supervision_synced", False):
+            await sync_registry(conn, city, today=_today())
+            request.app.state.supervision_synced = True
+        await refresh(conn)
+        yield conn
 
 
 def _today() -> date:
@@ -208,9 +215,28 @@ def _scope(view: View, level: Level, city: CityIndex, key: str | None) -> Scope:
     raise HTTPException(403, "a property company sees its own figures, not maintenance companies'")
 
 
-@router.get("/figures")
-async def get_figures(
-    request: Request,
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """What a query of the figures asks: the level, the period, local days ``[start, end)``
+    and the caller's scope."""
+
+    level: Level
+    period: Period
+    start: date
+    end: date
+    scope: Scope
+
+    def query(self) -> dict[str, Any]:
+        """The arguments of ``figures`` and ``alerts_by_type``."""
+        return {"level": self.level, "period": self.period, "start": self.start,
+                "end": self.end, "scope": self.scope}  # fmt: skip
+
+    def meta(self) -> dict[str, Any]:
+        return {"level": self.level, "period": self.period, "start": self.start.isoformat(),
+                "end": self.end.isoformat()}  # fmt: skip
+
+
+def _measure(
     state: StateDep,
     view: ViewDep,
     level: Level = Level.PROPERTY,
@@ -219,21 +245,26 @@ async def get_figures(
     start: Annotated[date | None, Query(description="first local day (Asia/Shanghai)")] = None,
     end: Annotated[date | None, Query(description="the day after the last")] = None,
     key: Annotated[str | None, Query(description="one company or community")] = None,
-    format: Format = "json",
+) -> Measure:
+    lo, hi = _range(period, month, start, end)
+    return Measure(level, period, lo, hi, _scope(view, level, _city(state), key))
+
+
+MeasureDep = Annotated[Measure, Depends(_measure)]
+
+
+@router.get("/figures")
+async def get_figures(
+    request: Request, state: StateDep, q: MeasureDep, format: Format = "json"
 ) -> Response:
     """Supervision figures per company, community or maintenance company, per local day or
     month (docs/supervision.md defines each)."""
-    city = _city(state)
-    lo, hi = _range(period, month, start, end)
-    scope = _scope(view, level, city, key)
-    async with state.store.pool.connection() as conn:
-        await _ready(request, conn, city)
-        rows = await figures(conn, level=level, period=period, start=lo, end=hi, scope=scope)
+    async with _ready(request, state) as conn:
+        rows = await figures(conn, **q.query())
         names = await _names(conn)
     for r in rows:
         r["name"] = names.get(r["key"], r["key"])
-    meta = {"level": level, "period": period, "start": lo.isoformat(), "end": hi.isoformat()}
-    return _table(rows, format, f"figures-{level}-{period}-{lo}", meta)
+    return _table(rows, format, f"figures-{q.level}-{q.period}-{q.start}", q.meta())
 
 
 async def _names(conn: AsyncConnection) -> dict[str, str]:
@@ -245,26 +276,12 @@ async def _names(conn: AsyncConnection) -> dict[str, str]:
 
 @router.get("/alerts-by-type")
 async def get_alerts_by_type(
-    request: Request,
-    state: StateDep,
-    view: ViewDep,
-    level: Level = Level.PROPERTY,
-    period: Period = Period.MONTH,
-    month: str | None = None,
-    start: date | None = None,
-    end: date | None = None,
-    key: str | None = None,
-    format: Format = "json",
+    request: Request, state: StateDep, q: MeasureDep, format: Format = "json"
 ) -> Response:
     """Alert counts by type and severity."""
-    city = _city(state)
-    lo, hi = _range(period, month, start, end)
-    scope = _scope(view, level, city, key)
-    async with state.store.pool.connection() as conn:
-        await _ready(request, conn, city)
-        rows = await alerts_by_type(conn, level=level, period=period, start=lo, end=hi, scope=scope)
-    meta = {"level": level, "period": period, "start": lo.isoformat(), "end": hi.isoformat()}
-    return _table(rows, format, f"alerts-by-type-{level}-{lo}", meta)
+    async with _ready(request, state) as conn:
+        rows = await alerts_by_type(conn, **q.query())
+    return _table(rows, format, f"alerts-by-type-{q.level}-{q.start}", q.meta())
 
 
 def _flat(r: dict[str, Any]) -> dict[str, Any]:
@@ -284,10 +301,8 @@ def _flat(r: dict[str, Any]) -> dict[str, Any]:
 async def _credit(
     request: Request, state: StateDep, view: View, month: date, rules: LoadedRules, evidence: bool
 ) -> list[dict[str, Any]]:
-    city = _city(state)
     scope = Scope(view.districts, None if view.bureau else (view.org or "",))
-    async with state.store.pool.connection() as conn:
-        await _ready(request, conn, city)
+    async with _ready(request, state) as conn:
         return await evaluate_month(conn, month, rules, scope=scope, with_evidence=evidence)
 
 
@@ -325,10 +340,8 @@ async def get_company_credit(
     if not view.bureau and org_id != view.org:
         raise HTTPException(404, f"no company {org_id} in your scope")
     m = _month(month)
-    city = _city(state)
     scope = Scope(view.districts, (org_id,))
-    async with state.store.pool.connection() as conn:
-        await _ready(request, conn, city)
+    async with _ready(request, state) as conn:
         rows = await evaluate_month(conn, m, rules, scope=scope)
         pub = await published(conn, m, org_ids=(org_id,))
     if not rows:
@@ -353,9 +366,7 @@ async def publish_month(
     if not view.bureau or view.districts is not None:
         raise HTTPException(403, "only the city's construction bureau (or admin) publishes")
     m = _month(month)
-    city = _city(state)
-    async with state.store.pool.connection() as conn:
-        await _ready(request, conn, city)
+    async with _ready(request, state) as conn:
         rows = await publish(conn, m, rules, by=view.who.name)
     return {"month": m.isoformat(), "companies": len(rows), "ruleset_version": rules.rules.version,
             "ruleset_sha256": rules.sha256}  # fmt: skip
@@ -367,17 +378,25 @@ async def get_published(
 ) -> Response:
     """The latest publication of a month (with its rule set's version and SHA-256)."""
     m = _month(month)
-    async with state.store.pool.connection() as conn:
-        rows = await published(conn, m, org_ids=None if view.bureau else (view.org or "",))
-    if view.districts is not None:
-        rows = [r for r in rows if r["org_id"] in _orgs_in(_city(state), view.districts)]
+    rows = _in_view(state, view, await _published(state, view, m))
     if format != "json":
         return _table([_flat(r) for r in rows], format, f"published-{m:%Y-%m}", {})
     return _table(rows, format, "", {"month": m.isoformat()})
 
 
-def _orgs_in(city: CityIndex, districts: tuple[str, ...]) -> set[str]:
-    return {c.property for c in city.registry.communities if c.district in districts}
+async def _published(state: AppState, view: View, m: date) -> list[dict[str, Any]]:
+    """The latest publication of month ``m``: every company's, or the caller's own."""
+    async with state.store.pool.connection() as conn:
+        return await published(conn, m, org_ids=None if view.bureau else (view.org or "",))
+
+
+def _in_view(state: AppState, view: View, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of companies with a community in the caller's districts."""
+    if view.districts is None:
+        return rows
+    city = _city(state)
+    orgs = {c.property for c in city.registry.communities if c.district in view.districts}
+    return [r for r in rows if r["org_id"] in orgs]
 
 
 @router.get("/lists")
@@ -392,12 +411,11 @@ async def get_lists(
     """The red and black lists of a month: the published ones when the month was published,
     else as they stand now; each entry with its reasons and the lines that cost points."""
     m = _month(month)
-    async with state.store.pool.connection() as conn:
-        pub = await published(conn, m, org_ids=None if view.bureau else (view.org or "",))
+    pub = await _published(state, view, m)
     source = "published" if pub else "current"
-    rows = pub or await _credit(request, state, view, m, rules, evidence=True)
-    if view.districts is not None:
-        rows = [r for r in rows if r["org_id"] in _orgs_in(_city(state), view.districts)]
+    rows = _in_view(
+        state, view, pub or await _credit(request, state, view, m, rules, evidence=True)
+    )
     listed = [
         {
             "list": r["list"],
@@ -435,8 +453,7 @@ async def get_scorecards(
     city = _city(state)
     scope = _scope(view, Level.COMMUNITY, city, None)
     lo, hi = month_bounds(m)
-    async with state.store.pool.connection() as conn:
-        await _ready(request, conn, city)
+    async with _ready(request, state) as conn:
         rows = await figures(
             conn, level=Level.COMMUNITY, period=Period.MONTH, start=lo, end=hi, scope=scope
         )
@@ -476,8 +493,7 @@ async def get_scorecard(
     city = _city(state)
     _scope(view, Level.COMMUNITY, city, community_id)
     m = _month(month)
-    async with state.store.pool.connection() as conn:
-        await _ready(request, conn, city)
+    async with _ready(request, state) as conn:
         card = await community_scorecard(conn, community_id, m, rules)
     card["name"] = city.communities[community_id].name
     if format != "json":

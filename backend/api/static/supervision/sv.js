@@ -83,6 +83,25 @@ function exportButtons(path, extra = {}) {
   return span;
 }
 
+// What every page shares, written here once (each page's HTML holds its own <main>): the
+// header with the links and the month, the error line, the token box.
+const NAV = [["index.html", "rankings", "排名", "Rankings"], ["lists.html", "lists", "红黑名单", "Lists"],
+  ["public.html", "public", "社会公示", "Public"]];
+function chrome() {
+  const links = NAV.map(([href, page, zh, en]) =>
+    `<a href="${href}" class="${page === PAGE ? "on" : ""}">${zh} <span class="en">${en}</span></a>`);
+  document.body.insertAdjacentHTML("afterbegin", `<header>
+  <h1>物业服务监管 <span class="en">Property supervision</span></h1>
+  ${links.join("\n  ")}
+  <label>月份 <input type="month" id="month"></label>
+</header>
+<div id="error" role="alert"></div>
+<div id="login" class="note" style="display:none">
+  请输入令牌 <span class="en">API token</span>: <input id="token" type="password" size="30">
+  <button id="token-save">确定</button> <button id="token-clear">退出</button>
+</div>`);
+}
+
 function askToken() {
   const box = $("login");
   if (!box) return;
@@ -267,6 +286,7 @@ async function publicPage() {
 }
 
 const PAGES = { rankings, company, community, lists, public: publicPage };
+chrome();
 setupLogin();
 monthPicker();
 PAGES[PAGE]().then(() => { document.body.dataset.ready = "1"; }).catch((e) => {
