@@ -153,3 +153,38 @@ def test_the_schedule_is_seeded_and_covers_every_fault() -> None:
     assert {s.kind for s in a} == {"x", "y", "z"}
     assert all(s.at_s + s.hold_s < 120 for s in a)
     assert [s.at_s for s in a] == sorted(s.at_s for s in a)
+
+
+def test_alarms_behind_a_replay_storm_fail_their_check() -> None:
+    faults = [
+        v.Fault("uplink_cut", "all", 10_000, 30_000),
+        v.Fault("replay_storm", "10 alarms", 30_000, 34_000),
+    ]
+    fast = [(30_100 + i * 300, 40 + i) for i in range(10)]
+    lat = v.latency_split(fast, faults)
+    assert lat["replay_storm"]["n"] == 10 and v.storm_alarms(lat).ok
+    slow = [*fast, (31_000, 2_400)]  # one alarm queued behind the telemetry
+    assert not v.storm_alarms(v.latency_split(slow, faults)).ok
+    assert not v.storm_alarms(v.latency_split([], faults)).ok  # no alarm: not proven
+
+
+def test_an_alert_raised_or_cleared_by_a_clock_jump_fails_its_check() -> None:
+    jump = v.Fault("clock_jump", "gw-a", 10_000, 20_000)
+    mine = {"gw-a": {"dev-1", PANEL}}
+
+    def alert(kind: str, recv: int, occurred: int, dev: str = "dev-1") -> v.Received:
+        p = {"type": kind, "state": "raised", "device_id": dev, "occurred_at": iso(occurred)}
+        return v.Received(("*", "*"), p, recv)
+
+    fine = [
+        alert("fire.smoke", 12_000, 11_990),  # an ordinary alert during the jump
+        alert("device.clock_skew", 40_000, 39_000),  # long after it
+        alert("device.clock_skew", 12_000, 11_000, dev="dev-elsewhere"),  # another gateway's
+    ]
+    assert v.clock_jumps_harmless(fine, [jump], mine).ok
+    assert not v.clock_jumps_harmless([], [], mine).ok  # no jump: not proven
+    skew = alert("device.clock_skew", 12_000, 11_900)
+    assert not v.clock_jumps_harmless([*fine, skew], [jump], mine).ok
+    late = alert("fire.alarm", 16_000, 16_000 - 7_200_000, dev=PANEL)  # the jumped clock's time
+    check = v.clock_jumps_harmless([*fine, late], [jump], mine)
+    assert not check.ok and "fire.alarm" in check.detail

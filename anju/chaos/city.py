@@ -2,9 +2,12 @@
 and the faults, all reusing ``anju demo``'s pieces (``_Children``, ``PrivateMosquitto``,
 ``PrivatePostgres``).
 
-The city is anonymous and in clear text (as ``anju demo --insecure``): the guarantees under
-test are delivery and timing, not access control (tests/test_acl.py and the provisioning tests
-prove that).
+The city is deployed as ``anju demo`` deploys one, secure by default (``anju provision``'s CA,
+passwords and ACLs, client id = user name on every broker, TLS on the uplink broker): the
+gateways, the backend, the simulators, the probe devices (each device its own LAN user), the
+simulated gateways (each its own uplink user) and the departments (each its own subscriber)
+log in as what they are, so the guarantees are proven on the configuration people deploy.
+``insecure`` (``anju chaos --insecure``) is the old anonymous, clear-text city.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import socket
 import sqlite3
 import threading
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +32,44 @@ import psycopg
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from anju import acl
 from anju.chaos.verdict import Alarm, Fault, Received
-from anju.demo import _anju, _Children, _wait_http
+from anju.demo import _anju, _Children, _private_file, _provision, _wait_http
+from anju.errors import AnjuError
 from anju.now import now_ms
+from anju.provision.model import ProvisionResult
 from anju.registry import CityIndex, DeviceInfo
 from anju.servers import PrivateMosquitto, PrivatePostgres, free_port
 from anju.uplink import ack_topic, decode_ack, encode_batch, record_body, up_topic
+from gateway.clock import SKEW_FILE_ENV
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """How a harness client logs in: anonymous (insecure city), or a provisioned user, over
+    TLS with the city's CA on the uplink broker."""
+
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+
+
+def client(
+    client_id: str, login: Login, *, clean_session: bool = True, userdata: Any = None
+) -> mqtt.Client:
+    """A paho client logged in as ``login`` (its user name is its client id on a provisioned
+    broker, which binds the two)."""
+    c = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=login.username or client_id,
+        clean_session=clean_session,
+        userdata=userdata,
+    )
+    if login.username:
+        c.username_pw_set(login.username, login.password)
+    if login.ca_file is not None:
+        c.tls_set(ca_certs=str(login.ca_file))
+    return c
 
 
 class Proxy:
@@ -106,22 +142,24 @@ class Probe:
     per-device ``seq`` metric (recorded once the LAN broker acknowledged it, QoS 1), and fire
     panel alarms (``fire`` then ``reset``)."""
 
-    def __init__(self, name: str, port: int, devices: list[str]) -> None:
+    def __init__(self, port: int, devices: list[str], logins: dict[str, Login]) -> None:
         self.devices = devices
         self.acked: list[tuple[str, int]] = []
         self._next = dict.fromkeys(devices, 0)
-        self.clock_offset_ms = 0  # a device clock jump
         self._lock = threading.Lock()
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"chaos-probe-{name}")
-        self.c.connect("127.0.0.1", port)
-        self.c.loop_start()
+        self.clients: dict[str, mqtt.Client] = {}
+        for dev in devices:  # each device its own LAN user (it may publish only as itself)
+            c = client(f"chaos-probe-{dev}", logins[dev])
+            c.connect("127.0.0.1", port)
+            c.loop_start()
+            self.clients[dev] = c
 
     def reading(self, dev: str) -> None:
         with self._lock:
             self._next[dev] += 1
             seq = self._next[dev]
-        body = {"ts": now_ms() + self.clock_offset_ms, "metrics": {"seq": seq}}
-        info = self.c.publish(f"anju/dev/{dev}/telemetry", json.dumps(body), qos=1)
+        body = {"ts": now_ms(), "metrics": {"seq": seq}}
+        info = self.clients[dev].publish(f"anju/dev/{dev}/telemetry", json.dumps(body), qos=1)
         try:
             info.wait_for_publish(5)
         except (RuntimeError, ValueError):
@@ -132,19 +170,20 @@ class Probe:
 
     def event(self, dev: str, etype: str, ts: int, data: dict[str, Any] | None = None) -> bool:
         body = {"ts": ts, "type": etype, "data": data or {}}
-        info = self.c.publish(f"anju/dev/{dev}/event", json.dumps(body), qos=1)
+        info = self.clients[dev].publish(f"anju/dev/{dev}/event", json.dumps(body), qos=1)
         try:
             info.wait_for_publish(5)
         except (RuntimeError, ValueError):
             return False
         return info.is_published()
 
-    def raw(self, topic: str, payload: bytes) -> None:
-        self.c.publish(topic, payload, qos=1)
+    def raw(self, dev: str, payload: bytes) -> None:
+        self.clients[dev].publish(f"anju/dev/{dev}/telemetry", payload, qos=1)
 
     def close(self) -> None:
-        self.c.loop_stop()
-        self.c.disconnect()
+        for c in self.clients.values():
+            c.loop_stop()
+            c.disconnect()
 
 
 class SimGateway:
@@ -153,7 +192,9 @@ class SimGateway:
     and sent until the backend acknowledges them. ``offline`` holds them back (an uplink cut);
     coming back sends the whole backlog at once (a replay storm)."""
 
-    def __init__(self, gw_id: str, port: int, devices: list[str], batch: int = 200) -> None:
+    def __init__(
+        self, gw_id: str, port: int, devices: list[str], login: Login, batch: int = 200
+    ) -> None:
         self.id = gw_id
         self.devices = devices
         self.batch = batch
@@ -166,9 +207,7 @@ class SimGateway:
         self._rec_dev: dict[int, tuple[str, int]] = {}
         self.offline = threading.Event()
         self._lock = threading.Lock()
-        self.c = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"chaos-gw-{gw_id}", clean_session=False
-        )
+        self.c = client(f"chaos-gw-{gw_id}", login, clean_session=False)
         self.c.max_inflight_messages_set(1000)
         self.c.max_queued_messages_set(0)
         self.c.on_connect = self._on_connect
@@ -259,20 +298,26 @@ class SimGateway:
 
 class Departments:
     """One persistent-session subscription per (audience, scope), recording each message with
-    the time it arrived."""
+    the time it arrived; and a viewer of every alert (``VIEWER``, for the clock jump's check:
+    no alert of any kind raised or cleared because of it)."""
 
-    def __init__(self, port: int, audiences: set[tuple[str, str]]) -> None:
+    VIEWER = ("*", "*")
+
+    def __init__(
+        self,
+        port: int,
+        audiences: set[tuple[str, str]],
+        logins: dict[tuple[str, str], Login],
+    ) -> None:
         self.got: list[Received] = []
+        self.seen: list[Received] = []  # the viewer's
         self._lock = threading.Lock()
         self.clients: list[mqtt.Client] = []
         self.ready = threading.Semaphore(0)
-        for aud in sorted(audiences):
-            c = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=f"chaos-dept-{aud[0]}-{aud[1]}",
-                clean_session=False,
-                userdata=aud,
-            )
+        viewer = [self.VIEWER] if self.VIEWER in logins else []  # (when given a login)
+        for aud in [*sorted(audiences), *viewer]:
+            name = "viewer" if aud == self.VIEWER else f"{aud[0]}-{aud[1]}"
+            c = client(f"chaos-dept-{name}", logins[aud], clean_session=False, userdata=aud)
             c.on_connect = self._on_connect
             c.on_message = self._on_message
             c.reconnect_delay_set(1, 2)
@@ -281,7 +326,8 @@ class Departments:
             self.clients.append(c)
 
     def _on_connect(self, c: mqtt.Client, aud: tuple[str, str], *_a: Any) -> None:
-        c.subscribe(f"anju/alerts/{aud[0]}/{aud[1]}/#", qos=1)
+        topic = "anju/alerts/#" if aud == self.VIEWER else f"anju/alerts/{aud[0]}/{aud[1]}/#"
+        c.subscribe(topic, qos=1)
         self.ready.release()
 
     def _on_message(self, _c: mqtt.Client, aud: tuple[str, str], msg: mqtt.MQTTMessage) -> None:
@@ -292,7 +338,7 @@ class Departments:
             return
         if isinstance(p, dict):
             with self._lock:
-                self.got.append(Received(aud, p, t))
+                (self.seen if aud == self.VIEWER else self.got).append(Received(aud, p, t))
 
     def wait_ready(self, timeout: float) -> None:
         for _ in self.clients:
@@ -342,6 +388,8 @@ class Plan:
     seed: int
     data: Path
     reading_interval_s: float = 0.25
+    secure: bool = True  # provisioned as ``anju demo`` (False: ``--insecure``)
+    breaks: tuple[str, ...] = ()  # ANJU_BREAK of every backend worker (a guarantee broken)
 
 
 @dataclass
@@ -355,8 +403,11 @@ class City:
     lans: dict[str, PrivateMosquitto]
     proxies: dict[str, Proxy]
     db_url: str
-    api_port: int
+    api_ports: dict[str, int]  # by backend worker
     outboxes: dict[str, Path]
+    skew_files: dict[str, Path]  # ANJU_GATEWAY_CLOCK_SKEW_FILE of each real gateway
+    prov: ProvisionResult | None
+    backend_env: dict[str, str]
     probes: dict[str, Probe] = field(default_factory=dict)
     sims: dict[str, SimGateway] = field(default_factory=dict)
     panels: dict[str, str] = field(default_factory=dict)  # panel device -> its gateway
@@ -371,17 +422,51 @@ class City:
         return [f"backend-{i}" for i in range(self.plan.workers)]
 
     def start_backend(self, name: str) -> None:
-        port = self.api_port if name == "backend-0" else free_port()
+        """One worker; several form one group (docs/scaling.md): the holder of the group's
+        lock leads and serves the API, the others stand by."""
         argv = _anju(
             "backend", "run", "--db", self.db_url, "--registry", str(self.registry),
-            "--api-port", str(port),
+            "--api-port", str(self.api_ports[name]),
         )  # fmt: skip
-        p = self.children.start(name, argv, env={"ANJU_MQTT_URL": self.uplink.url})
+        if self.plan.workers > 1:
+            argv += ["--group", "anju-chaos"]
+        p = self.children.start(name, argv, env=self.backend_env)
         self.started.append(p.pid)
+
+    def leader(self) -> str | None:
+        """The worker whose API answers (only the leader serves it)."""
+        for name, port in self.api_ports.items():
+            url = f"http://127.0.0.1:{port}/healthz"
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return name
+        return None
+
+    def login(self, broker: str, user: str) -> Login:
+        """``user`` on ``broker`` (``backend`` or ``lan/<gateway>``); anonymous if insecure."""
+        if self.prov is None:
+            return Login()
+        ident = self.prov.identity(broker, user)
+        ca = self.prov.ca_file if broker == "backend" else None
+        return Login(ident.username, ident.password, ca)
+
+    def lan_url(self, gw: str, user: str) -> str:
+        if self.prov is None:
+            return self.lans[gw].url
+        return self.prov.identity(f"lan/{gw}", user).url("127.0.0.1", self.lans[gw].port, tls=False)
+
+    def jump_clock(self, gw: str, offset_ms: int) -> None:
+        """A real gateway's wall clock ``offset_ms`` off (gateway/clock.py's skew file)."""
+        path = self.skew_files[gw]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(str(offset_ms), encoding="ascii")
+        tmp.replace(path)
 
     def start_gateway(self, gw_id: str) -> None:
         cfg = self.plan.data / "gateways" / f"{gw_id}.yaml"
-        p = self.children.start(f"gateway-{gw_id}", _anju("gateway", "run", "--config", str(cfg)))
+        argv = _anju("gateway", "run", "--config", str(cfg))
+        env = {SKEW_FILE_ENV: str(self.skew_files[gw_id])}
+        p = self.children.start(f"gateway-{gw_id}", argv, env=env)
         self.started.append(p.pid)
 
     def kill(self, name: str) -> None:
@@ -443,39 +528,87 @@ def build(plan: Plan) -> City:
     from anju.registry import load_registry
 
     city = CityIndex(load_registry(registry))
+    # The city's CA, identities and ACLs, as ``anju demo`` provisions them (DATA/city).
+    prov = _provision(registry, data) if plan.secure else None
     children = _Children(data / "logs")
     pg = PrivatePostgres(data / "postgres").start()
-    uplink = PrivateMosquitto(data / "mqtt-uplink", name="uplink broker").start()
+    uplink = PrivateMosquitto(
+        data / "mqtt-uplink",
+        name="uplink broker",
+        provisioned=prov.backend if prov else None,
+        tls=True,
+    ).start()
     gws = [gw for gw, _c in city.gateways()]
     real = gws[: plan.real_gateways]
     lans: dict[str, PrivateMosquitto] = {}
     proxies: dict[str, Proxy] = {}
     outboxes: dict[str, Path] = {}
+    skews: dict[str, Path] = {}
     for gw in real:
-        lans[gw] = PrivateMosquitto(data / "mqtt-lan" / gw, name=f"LAN broker of {gw}").start()
-        proxies[gw] = Proxy(uplink.port)
+        lans[gw] = PrivateMosquitto(
+            data / "mqtt-lan" / gw,
+            name=f"LAN broker of {gw}",
+            provisioned=prov.lan[gw] if prov else None,
+        ).start()
+        proxies[gw] = Proxy(uplink.port)  # TLS passes through it untouched
         outboxes[gw] = data / "gateways" / gw / "outbox.sqlite3"
+        skews[gw] = data / "gateways" / gw / "clock-skew-ms"
+        skews[gw].parent.mkdir(parents=True, exist_ok=True)
+        skews[gw].write_text("0", encoding="ascii")
+        lan_link: dict[str, Any] = {"url": lans[gw].url}
+        up_link: dict[str, Any] = {
+            "url": f"{'mqtts' if uplink.tls else 'mqtt'}://127.0.0.1:{proxies[gw].port}"
+        }
+        if prov is not None:
+            lan_link |= {"username": gw, "password": prov.identity(f"lan/{gw}", gw).password}
+            up_link |= {
+                "username": gw,
+                "password": prov.identity("backend", gw).password,
+                "ca_file": str(prov.ca_file),
+            }
         cfg = {
             "gateway_id": gw,
-            "lan": {"url": lans[gw].url},
-            "uplink": {"url": f"mqtt://127.0.0.1:{proxies[gw].port}"},
+            "lan": lan_link,
+            "uplink": up_link,
             "outbox": {"path": str(outboxes[gw])},
             "devices": [d.id for d in city.gateway_devices(gw)],
         }
-        (data / "gateways" / f"{gw}.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+        _private_file(data / "gateways" / f"{gw}.yaml", yaml.safe_dump(cfg))
+    backend_env = {"ANJU_MQTT_URL": uplink.url}
+    if prov is not None:
+        backend_env["ANJU_MQTT_URL"] = prov.identity("backend", acl.BACKEND_USER).url(
+            "127.0.0.1", uplink.port, tls=True
+        )
+        tokens = yaml.safe_load(prov.tokens_file.read_text(encoding="utf-8"))["tokens"]
+        _private_file(data / "alerting.yaml", yaml.safe_dump({"tokens": tokens}))
+        backend_env |= {
+            "ANJU_MQTT_CA_FILE": str(prov.ca_file),
+            "ANJU_ALERTING": str(data / "alerting.yaml"),
+        }
+    if plan.breaks:
+        backend_env["ANJU_BREAK"] = ",".join(plan.breaks)
+    api_ports = {f"backend-{i}": free_port() for i in range(plan.workers)}
     c = City(
-        plan, city, registry, children, pg, uplink, lans, proxies, pg.url(), free_port(), outboxes
-    )
+        plan, city, registry, children, pg, uplink, lans, proxies, pg.url(), api_ports,
+        outboxes, skews, prov, backend_env,
+    )  # fmt: skip
     for name in c.backend_names():
         c.start_backend(name)
     for gw in real:
         c.start_gateway(gw)
-    _wait_http(
-        f"http://127.0.0.1:{c.api_port}/healthz",
-        children.procs["backend-0"],
-        90,
-        data / "logs" / "backend-0.log",
-    )
+    if plan.workers == 1:
+        _wait_http(
+            f"http://127.0.0.1:{api_ports['backend-0']}/healthz",
+            children.procs["backend-0"],
+            90,
+            data / "logs" / "backend-0.log",
+        )
+    else:
+        deadline = time.monotonic() + 90
+        while c.leader() is None:
+            if time.monotonic() > deadline:
+                raise AnjuError(f"no backend worker leads within 90 s; see {data / 'logs'}")
+            time.sleep(0.3)
     return c
 
 
@@ -488,9 +621,10 @@ def attach(c: City) -> None:
         panel = next((d for d in devs if d.kind == "fire_panel"), None)
         ids = [d.id for d in (reader, panel) if d is not None]
         if gw in c.lans:
-            c.probes[gw] = Probe(gw, c.lans[gw].port, ids)
+            logins = {d: c.login(f"lan/{gw}", d) for d in ids}
+            c.probes[gw] = Probe(c.lans[gw].port, ids, logins)
         else:
-            c.sims[gw] = SimGateway(gw, c.uplink.port, ids)
+            c.sims[gw] = SimGateway(gw, c.uplink.port, ids, c.login("backend", gw))
         if reader is not None:
             c.readers[reader.id] = gw
         if panel is not None:

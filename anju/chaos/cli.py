@@ -17,9 +17,18 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         from anju.errors import AnjuError
 
         raise AnjuError(f"--data-dir {data} is not empty: a chaos run starts from nothing")
-    summary = run_chaos(args.profile, args.minutes, args.seed, args.workers, data)
+
+    def names(text: str | None) -> tuple[str, ...]:
+        return tuple(x.strip() for x in (text or "").split(",") if x.strip())
+
+    summary = run_chaos(
+        args.profile, args.minutes, args.seed, args.workers, data,
+        Path(args.report) if args.report else None,
+        insecure=args.insecure, breaks=names(args.break_), faults=names(args.faults),
+    )  # fmt: skip
     print(json.dumps(summary) if args.json else table(summary))
-    print(f"report: {data / 'chaos-report.html'}; summary: {data / 'chaos-summary.json'}")
+    out = Path(args.report) if args.report else data
+    print(f"report: {out / 'chaos-report.html'}; summary: {out / 'chaos-summary.json'}")
     return 0 if summary["ok"] else 1
 
 
@@ -27,10 +36,25 @@ def register(sub: Any) -> None:
     c = sub.add_parser(
         "chaos", help="a city under fire: faults on a seeded schedule and a verdict (issue 16)"
     )
-    c.add_argument("--profile", choices=("short", "long"), default="short")
+    c.add_argument("--profile", choices=("short", "storm", "long"), default="short")
     c.add_argument("--minutes", type=float, default=None, help="override the profile's length")
     c.add_argument("--seed", type=int, default=1)
-    c.add_argument("--workers", type=int, default=1, help="backend workers (one until issue 11)")
+    c.add_argument(
+        "--workers", type=int, default=1, help="backend workers: one leads, the others stand by"
+    )
     c.add_argument("--data-dir", default=None, help="empty folder for the run (default: a temp)")
+    c.add_argument("--report", default=None, help="folder for the report and the summary")
+    c.add_argument("--insecure", action="store_true", help="anonymous, clear-text brokers")
+    c.add_argument(
+        "--faults", default=None, metavar="KIND,...", help="only these faults (default: every kind)"
+    )
+    c.add_argument(
+        "--break",
+        dest="break_",
+        default=None,
+        metavar="NAME,...",
+        help="TEST ONLY: a guarantee every backend worker breaks on purpose (ANJU_BREAK: "
+        "ack_before_commit, skip_dedupe, no_event_priority); the verdict must fail",
+    )
     c.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     c.set_defaults(func=cmd_chaos)

@@ -5,15 +5,18 @@ from ``--seed`` (the same seed gives the same schedule):
 
 - ``broker_restart``: the uplink broker stopped and started again.
 - ``db_restart``: PostgreSQL stopped and started again.
-- ``backend_kill``: a backend worker SIGKILLed, started again (one worker until issue 11 brings
-  several behind a shared subscription: ``--workers N`` is accepted and capped).
+- ``backend_kill``: a backend worker SIGKILLed (the leader, with ``--workers N``), started again.
+- ``backend_kill_db_down``: PostgreSQL stopped, the (leading) backend worker SIGKILLed while it
+  holds records it could not commit, both started again.
 - ``gateway_kill``: a real gateway process SIGKILLed and started again.
 - ``gateway_powercut``: SIGKILL, the outbox's last WAL write torn in half and its shared memory
   gone (as tests/test_gateway_resilience.py), started again.
 - ``uplink_cut``: every gateway's uplink cut (real ones through a TCP proxy, simulated ones held
-  back) for minutes in the long profile, then all back at once: a replay storm.
-- ``clock_jump``: a gateway's devices' clocks jump two hours ahead (the gateway process has no
-  fake-clock hook; see the report).
+  back, each also taking the profile's ``storm_backlog`` readings at once) for minutes in the
+  long profile, then all back at once: a replay storm, during which fire alarms are raised on
+  simulated gateways every 0.3 s (``replay_storm`` in the table).
+- ``clock_jump``: a real gateway process's wall clock jumps two hours ahead, then a day behind,
+  then back (gateway/clock.py's test-only skew file), a fire alarm raised on its panel in each.
 - ``poison``: NUL, lone surrogates, deep nesting and huge integers from a device (on a LAN) and
   from a gateway (on the uplink).
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import random
 import sys
 import threading
 import time
@@ -31,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from anju import acl
 from anju.chaos import verdict as v
 from anju.chaos.city import (
     POISON_DEVICE,
@@ -45,20 +50,23 @@ from anju.chaos.city import (
     rng_for,
 )
 from anju.demo import _anju
+from anju.errors import AnjuError
 from anju.now import now_ms
 
 KINDS = (
     "broker_restart",
     "db_restart",
     "backend_kill",
+    "backend_kill_db_down",
     "gateway_kill",
     "gateway_powercut",
     "uplink_cut",
     "clock_jump",
     "poison",
 )
-# Backend workers behind a shared subscription come with issue 11; until then one.
-MAX_WORKERS = 1
+# Several workers form one group (docs/scaling.md): one leads, the others stand by.
+MAX_WORKERS = 4
+STORM_ALARMS = 10  # fire alarms raised on simulated gateways while a replay storm runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +77,14 @@ class Profile:
     cut_s: float  # how long the uplink stays cut
     outage_s: float  # how long a broker or database stays down
     alarm_every_s: float
+    storm_backlog: int = 300  # readings each simulated gateway takes at once during a cut
 
 
 PROFILES = {
     "short": Profile(2.0, 8, 2, 15, 4, 4.0),
-    "long": Profile(15.0, 30, 4, 120, 10, 5.0),
+    # A big replay storm, quickly: 28 simulated gateways with 3,000 readings each.
+    "storm": Profile(1.0, 30, 2, 20, 4, 4.0, 3_000),
+    "long": Profile(15.0, 30, 4, 120, 10, 5.0, 2_000),
 }
 
 
@@ -94,7 +105,13 @@ def schedule(kinds: tuple[str, ...], minutes: float, seed: int, prof: Profile) -
     start = min(15.0, total * 0.1)
     order = list(kinds)
     rng.shuffle(order)
-    holds = {"broker_restart": prof.outage_s, "db_restart": prof.outage_s, "uplink_cut": prof.cut_s}
+    holds = {
+        "broker_restart": prof.outage_s,
+        "db_restart": prof.outage_s,
+        "backend_kill_db_down": prof.outage_s,
+        "uplink_cut": prof.cut_s,
+        "clock_jump": 5.0,  # each of its two jumps
+    }
     need = sum(holds.get(k, 3.0) for k in order)
     rounds = max(1, int(usable // max(need * 2, 1)))
     steps = []
@@ -119,6 +136,9 @@ class Chaos:
         self.feeding.set()
         self.log: list[str] = []
         self.threads: list[threading.Thread] = []
+        self.busy: set[str] = set()  # panels with an alarm under way
+        self.held: set[str] = set()  # backend workers a fault keeps down
+        self._lock = threading.Lock()
 
     def say(self, text: str) -> None:
         line = f"{time.strftime('%H:%M:%S')} {text}"
@@ -156,6 +176,32 @@ class Chaos:
                 self.c.depth_log.append((t, gw, n))
             self.stop.wait(2.0)
 
+    def alarm(self, dev: str, n: int) -> bool:
+        """A fire on panel ``dev``, its reset 2 s later; False if the panel is busy."""
+        with self._lock:
+            if dev in self.busy:
+                return False
+            self.busy.add(dev)
+        try:
+            gw = self.c.panels[dev]
+            sender = self.c.probes.get(gw) or self.c.sims[gw]
+            ts = now_ms()
+            data = {"system_addr": 1, "component_addr": n}
+            if not sender.event(dev, "fire", ts, data):
+                return True
+            info = self.c.city.devices[dev]
+            time.sleep(2.0)
+            cleared = sender.event(dev, "reset", now_ms(), {})
+            self.c.alarms.append(v.Alarm(dev, ts, audiences_of(info), cleared))
+            time.sleep(1.0)  # the reset is in before the panel's next fire
+            return True
+        finally:
+            with self._lock:
+                self.busy.discard(dev)
+
+    def alarm_soon(self, dev: str, n: int) -> None:
+        threading.Thread(target=self.alarm, args=(dev, n), daemon=True, name="alarm").start()
+
     def _alarm_loop(self) -> None:
         rng = rng_for(self.seed, "alarms")
         panels = sorted(self.c.panels)
@@ -166,22 +212,27 @@ class Chaos:
                 continue
             dev = panels[i % len(panels)]
             i += 1
-            gw = self.c.panels[dev]
-            sender = self.c.probes.get(gw) or self.c.sims[gw]
-            ts = now_ms()
-            data = {"system_addr": 1, "component_addr": i}
-            if not sender.event(dev, "fire", ts, data):
-                continue
-            info = self.c.city.devices[dev]
-            time.sleep(2.0)
-            cleared = sender.event(dev, "reset", now_ms(), {})
-            self.c.alarms.append(v.Alarm(dev, ts, audiences_of(info), cleared))
+            self.alarm(dev, i)
+
+    def _supervise_loop(self) -> None:
+        """A backend worker that exits (a leader that lost its lock connection leaves at once,
+        docs/scaling.md) is started again, as systemd's Restart=always."""
+        while not self.stop.wait(0.5):
+            for name in self.c.backend_names():
+                with self._lock:
+                    if name in self.held:
+                        continue
+                p = self.c.children.procs.get(name)
+                if p is not None and p.poll() is not None:
+                    self.say(f"{name} exited ({p.returncode}); starting it again")
+                    self.c.start_backend(name)
 
     def start_traffic(self) -> None:
         targets: list[tuple[Callable[..., None], tuple[str, ...]]] = [
             (self._sim_loop, ()),
             (self._depth_loop, ()),
             (self._alarm_loop, ()),
+            (self._supervise_loop, ()),
         ]
         targets += [(self._probe_loop, (gw,)) for gw in self.c.probes]
         for fn, args in targets:
@@ -208,11 +259,22 @@ class Chaos:
             c.pg.stop()
             time.sleep(step.hold_s)
             c.pg.start()
-        elif k == "backend_kill":
-            target = rng.choice(c.backend_names())
-            c.kill(target)
-            time.sleep(step.hold_s)
-            c.start_backend(target)
+        elif k in ("backend_kill", "backend_kill_db_down"):
+            worker = c.leader() or rng.choice(c.backend_names())
+            target = worker
+            with self._lock:
+                self.held.add(worker)
+            if k == "backend_kill_db_down":
+                target = f"{worker} (postgresql down)"
+                c.pg.stop()
+                time.sleep(step.hold_s / 2)  # it gathers what it cannot commit
+            c.kill(worker)
+            time.sleep(step.hold_s / 2 if k == "backend_kill_db_down" else step.hold_s)
+            if k == "backend_kill_db_down":
+                c.pg.start()
+            c.start_backend(worker)
+            with self._lock:
+                self.held.discard(worker)
         elif k in ("gateway_kill", "gateway_powercut"):
             c.kill(f"gateway-{gw}")
             if k == "gateway_powercut":
@@ -220,28 +282,44 @@ class Chaos:
             time.sleep(step.hold_s)
             c.start_gateway(gw)
         elif k == "uplink_cut":
-            target = f"all {len(c.proxies) + len(c.sims)} gateways"
+            backlog = sum(len(s.devices) for s in c.sims.values()) * self.prof.storm_backlog
+            target = f"all {len(c.proxies) + len(c.sims)} gateways (+{backlog:,} readings)"
             for p in c.proxies.values():
                 p.cut()
             for s in c.sims.values():
                 s.offline.set()
+            for s in c.sims.values():  # a backlog as of a longer cut
+                for d in s.devices:
+                    if d in c.readers:
+                        for _ in range(self.prof.storm_backlog):
+                            s.reading(d)
             time.sleep(step.hold_s)
             for p in c.proxies.values():
                 p.restore()
             for s in c.sims.values():
                 s.offline.clear()
+            end = now_ms()
+            c.faults.append(v.Fault(k, target, t0, end))
+            self.say(f"fault {k} on {target}: {(end - t0) / 1000:.1f} s")
+            self._storm(rng)
+            return
         elif k == "clock_jump":
-            probe = c.probes[gw]
-            probe.clock_offset_ms = 2 * 3600 * 1000
-            time.sleep(step.hold_s)
-            probe.clock_offset_ms = -24 * 3600 * 1000  # and back, a day behind
-            time.sleep(step.hold_s)
-            probe.clock_offset_ms = 0
+            # The gateway process's own clock (gateway/clock.py's skew file, looked at once a
+            # second): two hours ahead, then a day behind, then back; a fire in each.
+            panel = next((d for d, g in sorted(c.panels.items()) if g == gw), None)
+            for i, jump in enumerate((2 * 3600 * 1000, -24 * 3600 * 1000)):
+                c.jump_clock(gw, jump)
+                time.sleep(1.5)
+                if panel is not None:
+                    self.alarm_soon(panel, 1000 + i)
+                time.sleep(max(step.hold_s - 1.5, 3.5))
+            c.jump_clock(gw, 0)
+            time.sleep(1.5)
         elif k == "poison":
             probe = c.probes[gw]
             dev = next(iter(probe.devices))
             for raw in POISON_DEVICE:
-                probe.raw(f"anju/dev/{dev}/telemetry", raw)
+                probe.raw(dev, raw)
             if c.sims:
                 sim = c.sims[rng.choice(sorted(c.sims))]
                 target = f"{gw} (device) and {sim.id} (gateway)"
@@ -251,6 +329,27 @@ class Chaos:
         end = now_ms()
         c.faults.append(v.Fault(k, target, t0, end))
         self.say(f"fault {k} on {target}: {(end - t0) / 1000:.1f} s")
+
+    def _storm(self, rng: random.Random) -> None:
+        """Fire alarms on simulated gateways (connected all along: only the backend's
+        priority for events counts) while the replay storm runs."""
+        t0 = now_ms()
+        panels = sorted(d for d, g in self.c.panels.items() if g in self.c.sims)
+        rng.shuffle(panels)
+        raised = 0
+        for i, dev in enumerate(panels[: STORM_ALARMS * 2]):
+            if raised >= STORM_ALARMS:
+                break
+            with self._lock:
+                if dev in self.busy:
+                    continue
+            self.alarm_soon(dev, 2000 + i)
+            raised += 1
+            time.sleep(0.3)
+        end = now_ms() + 1_000
+        time.sleep(1.0)
+        self.c.faults.append(v.Fault("replay_storm", f"{raised} alarms", t0, end))
+        self.say(f"replay storm: {raised} alarms on simulated gateways")
 
 
 def power_cut(outbox: Path) -> None:
@@ -277,21 +376,33 @@ def run_chaos(
     workers: int,
     data: Path,
     out: Path | None = None,
+    *,
+    insecure: bool = False,
+    breaks: tuple[str, ...] = (),
+    faults: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """One run: the city, the schedule, the verdict. Returns the JSON summary (also written
-    with the HTML report into ``out``, default ``data``)."""
+    with the HTML report into ``out``, default ``data``).
+
+    ``insecure``: anonymous brokers in clear text; ``breaks``: guarantees the backend breaks
+    on purpose (``ANJU_BREAK``, test only); ``faults``: only these kinds (default all)."""
     prof = PROFILES[profile]
     minutes = minutes if minutes is not None else prof.minutes
     out = out or data
     notes = []
+    unknown = sorted(set(faults) - set(KINDS))
+    if unknown:
+        raise AnjuError(f"--faults: unknown {', '.join(unknown)}; expected {', '.join(KINDS)}")
     if workers > MAX_WORKERS:
-        notes.append(
-            f"--workers {workers}: the backend runs one worker until issue 11 (a shared "
-            f"subscription); ran {MAX_WORKERS}, and backend_kill kills and restarts it"
-        )
+        notes.append(f"--workers {workers}: capped to {MAX_WORKERS}")
         workers = MAX_WORKERS
-    plan = Plan(prof.communities, prof.real_gateways, workers, seed, data.resolve())
-    steps = schedule(KINDS, minutes, seed, prof)
+    if breaks:
+        notes.append(f"GUARANTEES BROKEN ON PURPOSE (ANJU_BREAK={','.join(breaks)}): must FAIL")
+    plan = Plan(
+        prof.communities, prof.real_gateways, workers, seed, data.resolve(),
+        secure=not insecure, breaks=breaks,
+    )  # fmt: skip
+    steps = schedule(tuple(k for k in KINDS if not faults or k in faults), minutes, seed, prof)
     city = build(plan)
     chaos = Chaos(city, prof, seed, minutes)
     for n in notes:
@@ -302,17 +413,20 @@ def run_chaos(
     try:
         attach(city)
         audiences = set().union(*(audiences_of(city.city.devices[d]) for d in city.panels))
-        depts = Departments(city.uplink.port, audiences)
+        logins = {a: city.login("backend", acl.subscriber_user(*a)) for a in audiences}
+        logins[Departments.VIEWER] = city.login("backend", acl.ALERTS_VIEWER_USER)
+        depts = Departments(city.uplink.port, audiences, logins)
         depts.wait_ready(15)
         sim_argv = _anju(
             "simulate", "--registry", str(city.registry), "--seed", str(seed),
             "--false-alarms-per-year", "0", "--camera-events-per-hour", "0",
         )  # fmt: skip
-        for gw, b in city.lans.items():
-            sim_argv += ["--lan", f"{gw}={b.url}"]
+        for gw in city.lans:  # as the city's installer (who may publish as any device)
+            sim_argv += ["--lan", f"{gw}={city.lan_url(gw, acl.installer_user(gw))}"]
         city.started.append(city.children.start("simulators", sim_argv).pid)
         chaos.say(
-            f"city up: {len(city.city.communities)} communities, {len(city.lans)} real gateways, "
+            f"city up ({'insecure' if insecure else 'provisioned: passwords, ACLs, TLS'}): "
+            f"{len(city.city.communities)} communities, {len(city.lans)} real gateways, "
             f"{len(city.sims)} simulated, {workers} backend worker(s); {len(steps)} faults "
             f"over {minutes:g} min, seed {seed}"
         )
@@ -336,8 +450,11 @@ def run_chaos(
         stored = city.stored()
         depths = city.outbox_depths()
         received = list(depts.got)
+        seen = list(depts.seen)
     finally:
         chaos.stop.set()
+        for t in chaos.threads:
+            t.join(15)  # the supervisor starts no worker after this
         if depts is not None:
             depts.close()
         for p in list(city.probes.values()):
@@ -356,13 +473,22 @@ def run_chaos(
     left = leftovers(city)
     st = v.readings_stored_once(acked, stored)
     results = v.alarms_once(city.alarms, received, city.faults)
-    checks = v.decide(st, results, depths, left)
     lat = v.latency_split(v.latency_samples(results), city.faults)
+    ran = {f.kind for f in city.faults}
+    extra = []
+    if "uplink_cut" in ran:
+        extra.append(v.storm_alarms(lat))
+    if "clock_jump" in ran:
+        mine = {gw: {d.id for d in city.city.gateway_devices(gw)} for gw in city.lans}
+        extra.append(v.clock_jumps_harmless(seen, city.faults, mine))
+    checks = v.decide(st, results, depths, left, extra)
     summary = {
         "profile": profile,
         "minutes": minutes,
         "seed": seed,
         "workers": workers,
+        "secure": not insecure,
+        "breaks": list(breaks),
         "communities": len(city.city.communities),
         "real_gateways": len(city.lans),
         "simulated_gateways": len(city.sims),
@@ -400,18 +526,27 @@ def run_chaos(
     return summary
 
 
-def _drain(city: City, timeout: float) -> None:
+def _drain(city: City, timeout: float, settle_s: float = 20.0) -> None:
+    """Until every outbox is empty and every acknowledged reading stored; once the outboxes
+    are empty, ``settle_s`` at most for the last commits (a reading that is not stored by then
+    never will be: the verdict says it is lost)."""
     deadline = time.monotonic() + timeout
+    empty_since: float | None = None
     while time.monotonic() < deadline:
         for s in city.sims.values():
             s.pump(resend_after=3.0)
         if not any(city.outbox_depths().values()):
+            empty_since = empty_since or time.monotonic()
             acked = set(city.acked())
             try:
                 if acked <= set(city.stored()):
                     break
             except Exception:
                 pass
+            if time.monotonic() - empty_since >= settle_s:
+                break
+        else:
+            empty_since = None
         time.sleep(1.0)
     time.sleep(3.0)  # late duplicates and alert changes would land by now
 
@@ -438,7 +573,7 @@ def table(summary: dict[str, Any]) -> str:
     t0 = summary["faults"][0]["start_ms"] if summary["faults"] else 0
     for f in summary["faults"]:
         lines.append(
-            f"  +{(f['start_ms'] - t0) / 1000:7.1f} s  {f['kind']:<17} "
+            f"  +{(f['start_ms'] - t0) / 1000:7.1f} s  {f['kind']:<21} "
             f"{(f['end_ms'] - f['start_ms']) / 1000:6.1f} s  {f['target']}"
         )
     lines.append("")

@@ -9,7 +9,8 @@ sequence.
 
 The gateways are the harness's simulated ones (``anju.chaos.city.SimGateway``: the uplink
 protocol of anju/uplink.py, batches of 500 records, one paho connection each), so that the
-figures are the backend's, not those of N gateway processes sharing two cores.
+figures are the backend's, not those of N gateway processes sharing two cores. The city is
+provisioned as ``anju demo``'s (passwords, ACLs, TLS on the uplink broker).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from anju import acl
 from anju.chaos import verdict as v
 from anju.chaos.city import Departments, Plan, attach, build
 from anju.now import now_ms
@@ -40,7 +42,8 @@ def _run(n: int, m: int, data: Path, alarm_every_s: float) -> dict[str, Any]:
         for s in city.sims.values():
             s.batch = 500
         fire = {("fire", city.city.devices[p].district) for p in city.panels}
-        depts = Departments(city.uplink.port, fire)
+        logins = {a: city.login("backend", acl.subscriber_user(*a)) for a in fire}
+        depts = Departments(city.uplink.port, fire, logins)
         depts.wait_ready(15)
         deadline = time.monotonic() + 30
         while not all(s.c.is_connected() for s in city.sims.values()):

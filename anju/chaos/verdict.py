@@ -16,6 +16,12 @@ from typing import Any
 
 # A message that arrives later than this after the device published counts as late.
 LATE_MS = 10_000
+# Alarms raised while every gateway replays its backlog at once (issue 16's target).
+STORM_P99_MS = 1_000
+# Alerts a gateway's clock jump could raise or clear if it reached the records' times.
+CLOCK_SENSITIVE = frozenset(
+    {"device.clock_skew", "device.offline", "fire.transmission_offline", "gateway.offline"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,13 +208,64 @@ def latency_samples(results: list[AlarmResult]) -> list[tuple[int, int]]:
     return [(r.alarm.ts_ms, lat) for r in results for lat in r.latency_ms.values()]
 
 
+def storm_alarms(latency: dict[str, dict[str, float]], limit_ms: int = STORM_P99_MS) -> Check:
+    """Alarms raised during a replay storm (``replay_storm`` in ``latency_split``) reach their
+    departments within ``limit_ms`` p99: the events lane is not behind the telemetry."""
+    row = latency.get("replay_storm")
+    name = f"alarms during a replay storm within {limit_ms:,} ms p99"
+    if not row or not row["n"]:
+        return Check(name, False, "no alarm was raised during a replay storm")
+    return Check(
+        name,
+        row["p99_ms"] <= limit_ms,
+        f"{row['n']:.0f} receipts, p50 {row['p50_ms']:,.0f} ms, p99 {row['p99_ms']:,.0f} ms, "
+        f"max {row['max_ms']:,.0f} ms",
+    )
+
+
+def clock_jumps_harmless(
+    seen: list[Received],
+    faults: list[Fault],
+    devices_of: dict[str, set[str]],
+    grace_ms: int = 5_000,
+    off_ms: int = 600_000,
+) -> Check:
+    """No alert raised or cleared because a gateway's clock jumped: among every alert change
+    received during a ``clock_jump`` (plus ``grace_ms``) about that gateway or its devices,
+    none of a clock-sensitive type (``CLOCK_SENSITIVE``), and none whose ``occurred_at`` is
+    more than ``off_ms`` away from its receipt (a time taken from the jumped clock)."""
+    bad = []
+    jumps = [f for f in faults if f.kind == "clock_jump"]
+    for f in jumps:
+        mine = devices_of.get(f.target, set()) | {f.target}
+        for m in seen:
+            p = m.payload
+            if not f.start_ms <= m.recv_ms <= f.end_ms + grace_ms:
+                continue
+            if str(p.get("device_id")) not in mine and str(p.get("gateway_id")) != f.target:
+                continue
+            occ = occurred_ms(p)
+            if str(p.get("type")) in CLOCK_SENSITIVE or (
+                occ is not None and abs(m.recv_ms - occ) > off_ms
+            ):
+                bad.append(f"{p.get('type')} {p.get('state')} {p.get('device_id')}")
+    return Check(
+        "clock jumps raised or cleared no alert",
+        bool(jumps) and not bad,
+        (f"{len(jumps)} jumps, " if jumps else "no clock jump; ")
+        + (f"{len(bad)} alert changes: {sorted(set(bad))[:4]}" if bad else "none"),
+    )
+
+
 def decide(
     stored: Stored,
     alarms: list[AlarmResult],
     outboxes: dict[str, int],
     leftovers: list[str],
+    extra: Iterable[Check] = (),
 ) -> list[Check]:
-    """The verdict's checks, each ok or not with what went wrong."""
+    """The verdict's checks, each ok or not with what went wrong (``extra``: those of the
+    faults that ran, after the alarms')."""
     problems = [p for r in alarms for p in r.problems]
     full = [f"{k}: {v}" for k, v in sorted(outboxes.items()) if v]
     return [
@@ -226,6 +283,7 @@ def decide(
             f"{len(alarms)} alarms, {len(problems)} problems"
             + (f": {problems[:4]}" if problems else ""),
         ),
+        *extra,
         Check(
             "gateways' outboxes drained",
             not full,
