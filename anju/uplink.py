@@ -137,7 +137,13 @@ def record_body(
     if time_flag is not None:
         body["tq"] = time_flag
     body.update(payload)
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return _RECORD_ENCODER.encode(body)
+
+
+# One encoder for every record (``json.dumps`` with options builds one per call): the same text.
+_RECORD_ENCODER: Final = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False
+)
 
 
 def encode_batch(gateway_id: str, rows: list[tuple[int, str, str]]) -> bytes:

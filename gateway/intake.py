@@ -29,7 +29,6 @@ delivers the messages again).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import sqlite3
@@ -37,6 +36,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from hashlib import blake2b
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -61,7 +61,7 @@ _REJECTS_PER_DEVICE = 5
 DEVICE_TOPICS = ("anju/dev/+/telemetry", "anju/dev/+/event", "anju/dev/+/status")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # (not frozen: one per LAN message, and a frozen __init__ costs 4x)
 class _Pending:
     incoming: Incoming
     qos: int
@@ -206,21 +206,23 @@ class LanIntake:
     def _decode(self, msg: mqtt.MQTTMessage) -> _Pending:
         rx = self.clock.wall_ms()
         payload = bytes(msg.payload)
-        trusted = self.clock.trusted()
+        topic = msg.topic  # (paho decodes it again on each read)
         items = decode_device_message(
-            msg.topic, payload, known=self.known, rx_ms=rx, clock_trusted=trusted
+            topic, payload, known=self.known, rx_ms=rx, clock_trusted=self.clock.trusted()
         )
         good: list[tuple[int, str]] = []
         urgent = False
         for item in items:
-            if isinstance(item, Rejected):
+            if not isinstance(item, Accepted):
                 self._reject(item, payload, rx)
                 continue
-            assert isinstance(item, Accepted)
             if item.time_flag is not None:
                 self.metrics.time_flagged.labels(item.time_flag).inc()
-            lane = TELEMETRY if item.kind == "t" else EVENTS
-            urgent = urgent or lane == EVENTS
+            if item.kind == "t":
+                lane = TELEMETRY
+            else:
+                lane = EVENTS
+                urgent = True
             good.append(
                 (
                     lane,
@@ -235,14 +237,13 @@ class LanIntake:
                     ),
                 )
             )
+        qos = msg.qos
         digest = None
-        if msg.qos > 0:
-            digest = hashlib.blake2b(msg.topic.encode() + b"\0" + payload, digest_size=16).digest()
+        if qos > 0:
+            digest = blake2b(topic.encode() + b"\0" + payload, digest_size=16).digest()
         # Even an all-invalid QoS 1 message goes through the committer, so that its PUBACK
         # keeps its place in order.
-        return _Pending(
-            Incoming(good, msg.mid, digest, bool(msg.dup)), msg.qos, rx, urgent, payload
-        )
+        return _Pending(Incoming(good, msg.mid, digest, msg.dup), qos, rx, urgent, payload)
 
     def _reject(self, item: Rejected, payload: bytes, rx: int) -> None:
         self.metrics.rejected.labels(item.reason).inc()

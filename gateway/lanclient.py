@@ -6,6 +6,10 @@ those system calls were most of the gateway's CPU. This client:
 
 - reads the socket ``READ_CHUNK`` bytes at a time into a buffer that paho's packet reader
   consumes, and drains the buffer before paho waits in ``select`` again;
+- takes a PUBLISH of QoS 0 or 1 (MQTT 3.1.1) that lies whole in the buffer straight from it
+  (``_fast_publish``): the same ``MQTTMessage`` paho would build, handed to the same callback,
+  without paho's byte-by-byte header reads, packet dictionary and debug formatting; every other
+  packet (and a PUBLISH that is not whole yet, or malformed) goes through paho's reader;
 - acknowledges a commit group's messages with one write (``ack_many``): the PUBACKs are
   concatenated into one queued packet.
 
@@ -15,14 +19,16 @@ two threads writing the same non-blocking socket can interleave a partly written
 another. A no-op ``on_socket_register_write`` makes paho queue the packet and wake the network
 thread instead.
 
-The read and ack economies rest on two of paho's internal methods (``_sock_recv`` and
-``_packet_queue``, unchanged from paho 1.6 to 2.1); when they are missing, the client behaves
-as paho's own (``FAST`` is False) and ``ack_many`` acknowledges one message at a time.
+The read and ack economies rest on paho's internal methods and state (``_sock_recv``,
+``_packet_read``, ``_handle_on_message``, ``_packet_queue``, ``_in_packet``, unchanged from paho
+1.6 to 2.2); when they are missing, the client behaves as paho's own (``FAST`` is False) and
+``ack_many`` acknowledges one message at a time.
 """
 
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -31,7 +37,12 @@ from paho.mqtt.enums import MQTTErrorCode
 
 READ_CHUNK: Final = 64 * 1024
 _PUBACK: Final = 0x40
-FAST: Final = hasattr(mqtt.Client, "_sock_recv") and hasattr(mqtt.Client, "_packet_queue")
+_PUBLISH: Final = 0x30
+_now: Final = getattr(mqtt, "time_func", time.monotonic)  # paho's clock for keepalive
+FAST: Final = all(
+    hasattr(mqtt.Client, name)
+    for name in ("_sock_recv", "_packet_read", "_handle_on_message", "_packet_queue")
+)
 
 
 def _written_by_the_loop(_client: mqtt.Client, _userdata: Any, _sock: Any) -> None:
@@ -43,30 +54,92 @@ class LanClient(mqtt.Client):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._rbuf = b""
+        self._rbuf = b""  # bytes read and not yet consumed: self._rbuf[self._rpos:]
+        self._rpos = 0
         self.on_socket_register_write = _written_by_the_loop
 
     if FAST:
 
         def _sock_recv(self, bufsize: int) -> bytes:
-            if not self._rbuf:
+            pos = self._rpos
+            if pos >= len(self._rbuf):
                 data = super()._sock_recv(READ_CHUNK)  # raises BlockingIOError when empty
                 if len(data) <= bufsize:
                     return data
-                self._rbuf = data
-            out = self._rbuf[:bufsize]
-            self._rbuf = self._rbuf[bufsize:]
+                self._rbuf, pos = data, 0
+            out = self._rbuf[pos : pos + bufsize]  # (an offset: the rest is not copied)
+            self._rpos = pos + len(out)
             return out
 
         def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
             rc = super().loop_read(max_packets)
             # What is buffered is not seen by select(): handle it now.
-            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._rbuf:
+            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._rpos < len(self._rbuf):
                 rc = super().loop_read(1)
             return rc
 
+        def _packet_read(self) -> MQTTErrorCode:
+            if (
+                self._in_packet["command"] == 0  # (not in the middle of a packet)
+                and self._rpos < len(self._rbuf)
+                and self._rbuf[self._rpos] & 0xF0 == _PUBLISH
+                and self._protocol != mqtt.MQTTv5
+            ):
+                rc = self._fast_publish()
+                if rc is not None:
+                    return rc
+            return super()._packet_read()
+
+        def _fast_publish(self) -> MQTTErrorCode | None:
+            """The PUBLISH at the buffer's position, handled as paho's ``_handle_publish``
+            would; None (nothing consumed) when it is not whole, not QoS 0/1, or malformed:
+            paho's reader then takes it (and answers a malformed one as it does)."""
+            buf, pos = self._rbuf, self._rpos
+            end = len(buf)
+            header = buf[pos]
+            qos = (header >> 1) & 3
+            if qos > 1:
+                return None
+            i = pos + 1
+            length = 0
+            shift = 0
+            while True:  # the remaining length: at most 4 bytes
+                if i >= end or shift > 21:
+                    return None
+                byte = buf[i]
+                i += 1
+                length |= (byte & 127) << shift
+                shift += 7
+                if not byte & 128:
+                    break
+            stop = i + length
+            if stop > end or length < 2:
+                return None
+            topic_end = i + 2 + ((buf[i] << 8) | buf[i + 1])
+            body = topic_end + 2 if qos else topic_end
+            if body > stop or topic_end == i + 2:  # (an empty topic is malformed in 3.1.1)
+                return None
+            msg = mqtt.MQTTMessage(
+                mid=(buf[topic_end] << 8) | buf[topic_end + 1] if qos else 0,
+                topic=buf[i + 2 : topic_end],
+            )
+            msg.dup = bool(header & 0x08)
+            msg.qos = qos
+            msg.retain = bool(header & 0x01)
+            msg.payload = buf[body:stop]
+            self._rpos = stop
+            now = _now()
+            msg.timestamp = now
+            with self._msgtime_mutex:
+                self._last_bytes_received = now
+            self._handle_on_message(msg)
+            if qos == 1 and not self._manual_ack:
+                return self._send_puback(msg.mid)
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+
     def reconnect(self) -> MQTTErrorCode:
         self._rbuf = b""  # bytes of a lost connection are not the next one's
+        self._rpos = 0
         return super().reconnect()
 
     def ack_many(self, mids: Iterable[int]) -> None:

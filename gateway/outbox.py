@@ -59,7 +59,7 @@ _COLUMNS: Final = {
 Row = tuple[int, str, str]  # (seq, boot, body)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # (not frozen: one per LAN message, and a frozen __init__ costs 4x)
 class Incoming:
     """One LAN message's valid items: (lane, body) pairs; ``mid``/``digest`` for QoS 1."""
 

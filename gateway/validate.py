@@ -51,7 +51,7 @@ MIN_TS_MS: Final = 1_577_836_800_000
 MAX_TS_MS: Final = 4_102_444_800_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # (not frozen: one per reading, and a frozen __init__ costs 4x)
 class Accepted:
     """A valid item, ready to be stored in the outbox."""
 
@@ -113,7 +113,7 @@ def _what(v: Any) -> str:
     return canonical.clean_str(v[:64]) if isinstance(v, str) else type(v).__name__
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # (not frozen: one per reading)
 class TimeFix:
     """A device timestamp as it will be stored: the time, and a flag when it was replaced."""
 
@@ -163,6 +163,12 @@ def _metric_value(name: str, v: Any) -> bool | int | float | str:
     raise _Invalid("bad_metric", f"{name}: {type(v).__name__} is not a number, bool or string")
 
 
+# Metric names already found valid (a gateway's devices use a few dozen): a set lookup instead
+# of the pattern per metric. Bounded: past ``_NAMES_MAX`` names the pattern decides alone.
+_GOOD_NAMES: set[str] = set()
+_NAMES_MAX: Final = 4_096
+
+
 def _telemetry(obj: Any) -> tuple[int | None, dict[str, Any]]:
     if not isinstance(obj, dict):
         raise _Invalid("bad_shape", "telemetry item is not an object")
@@ -170,10 +176,22 @@ def _telemetry(obj: Any) -> tuple[int | None, dict[str, Any]]:
     if not isinstance(metrics, dict):
         raise _Invalid("bad_shape", "telemetry without a metrics object")
     clean: dict[str, Any] = {}
+    good = _GOOD_NAMES
     for name, value in metrics.items():
-        if not METRIC_RE.fullmatch(name):
-            raise _Invalid("bad_metric", f"metric name {_what(name)!r} is not allowed")
-        clean[name] = _metric_value(name, value)
+        if name not in good:
+            if not METRIC_RE.fullmatch(name):
+                raise _Invalid("bad_metric", f"metric name {_what(name)!r} is not allowed")
+            if len(good) < _NAMES_MAX:
+                good.add(name)
+        # The common values first, by exact type (bool is not int here): the checks of
+        # ``_metric_value`` for each.
+        t = type(value)
+        if t is str and len(value) <= MAX_STRING_LEN and value.isprintable():
+            clean[name] = value  # printable: nothing for ``clean_str`` to replace
+        elif t is int and -(2**53) <= value <= 2**53:
+            clean[name] = value
+        else:
+            clean[name] = _metric_value(name, value)
     return _ts(obj), {"m": clean}
 
 
@@ -217,6 +235,12 @@ _DECODERS: Final = {
 }
 
 
+# Topics already parsed, to (device, channel): one dict lookup per message. Bounded: emptied
+# when full (a device cannot make it grow past its own three topics: unknown ones are not kept).
+_TOPICS: dict[str, tuple[str, str]] = {}
+_TOPICS_MAX: Final = 8_192
+
+
 def parse_topic(topic: str) -> tuple[str, str] | None:
     """(device_id, channel) of ``anju/dev/{device_id}/{channel}``, or None."""
     parts = topic.split("/")
@@ -231,7 +255,13 @@ def decode_device_message(
     topic: str, payload: bytes, *, known: Container[str], rx_ms: int, clock_trusted: bool = True
 ) -> list[Item]:
     """Every item of one LAN message, each either Accepted or Rejected."""
-    parsed = parse_topic(topic)
+    parsed = _TOPICS.get(topic)
+    if parsed is None:
+        parsed = parse_topic(topic)
+        if parsed is not None and parsed[0] in known:
+            if len(_TOPICS) >= _TOPICS_MAX:
+                _TOPICS.clear()
+            _TOPICS[topic] = parsed
     if parsed is None:
         return [
             Rejected(
