@@ -172,7 +172,6 @@ class AlarmLane:
 
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.ingest.events_loop = self._loop
         pool, delivery, keeper, states = self._pool, self._delivery, self._keeper, self._states
         await pool.open(wait=True, timeout=30)
         try:
@@ -192,7 +191,7 @@ class AlarmLane:
                 keeping = task("alert-keeper", keeper.run)
                 writer = task(
                     "ingest-events",
-                    lambda: self.ingest.run_lane("e", self._committed, early_ack=self._publish),
+                    lambda: self.ingest.events.run(self._committed, early_ack=self._publish),
                 )
                 cancel = [
                     task("mqtt-events", self._session),
@@ -202,7 +201,7 @@ class AlarmLane:
                 ]
                 await stop_wait
                 log.info("alarm lane stopping")
-                await self.ingest.stop_lane("e", writer)  # the flush in hand, to the rules
+                await self.ingest.events.stop(writer)  # the flush in hand, to the rules
                 delivery.close()
                 for t in cancel:
                     t.cancel()
@@ -221,7 +220,7 @@ class AlarmLane:
         nor its alert's PUBACK ever waits behind telemetry in one socket's buffer."""
 
         def up(client: aiomqtt.Client) -> None:
-            self.ingest.forget_seen()  # (another backend may have written meanwhile)
+            self.ingest.events.forget_seen()  # (another backend may have written meanwhile)
             self._client = client
             self.on_subscribed()
 

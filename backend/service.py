@@ -179,7 +179,6 @@ class Backend:
                 book.load(alert)
             engine = await self._engine(book)
             loop = asyncio.get_running_loop()
-            self.ingest.telemetry_loop = loop
             alarm = AlarmLane(
                 self.settings,
                 self.metrics,
@@ -295,7 +294,7 @@ class Backend:
                 task("mqtt-session", lambda: self._mqtt_session(up.app_state)),
                 task(
                     "ingest",
-                    lambda: self.ingest.run_lane("t", feed.committed, early_ack=self._publish_acks),
+                    lambda: self.ingest.telemetry.run(feed.committed, early_ack=self._publish_acks),
                 ),
                 task("rules", feed.run),
                 task("rules-acks", feed.acknowledge),
@@ -324,7 +323,7 @@ class Backend:
             log.info("stopping")
             api.should_exit = True
             ingest = next(t for t in tasks if t.get_name() == "ingest")
-            await self.ingest.stop_lane("t", ingest)  # the flush in hand, to the rules
+            await self.ingest.telemetry.stop(ingest)  # the flush in hand, to the rules
             for t in tasks[1:]:
                 if t is ingest:
                     continue

@@ -24,7 +24,7 @@ from backend.alarm import AlarmLane
 from backend.config import BackendSettings
 from backend.delivery import Delivery
 from backend.desk import AlertDesk, Keeper, RuleFeed, StateWriter
-from backend.ingest import Ingest, Lane
+from backend.ingest import EventsLane, TelemetryLane
 from backend.service import Backend, _ApiServer
 from backend.webhooks import Webhooks
 from tests.support import eventually
@@ -35,10 +35,6 @@ pytestmark = pytest.mark.integration
 ELEV = "jx-nh-0001-elev-03"
 
 
-def _lane_is(name: str) -> Callable[[tuple[Any, ...]], bool]:
-    return lambda args: isinstance(args[1], Lane) and args[1].name == name
-
-
 # task name -> (owner, method, recovers, which calls to break (by their arguments))
 TASKS: dict[str, tuple[Any, str, bool, Callable[[tuple[Any, ...]], bool] | None]] = {
     "alert-timers": (AlertDesk, "tick", True, None),
@@ -47,12 +43,12 @@ TASKS: dict[str, tuple[Any, str, bool, Callable[[tuple[Any, ...]], bool] | None]
     "storage-maintenance": (None, "run_maintenance", True, None),
     "api": (_ApiServer, "serve", False, None),
     "mqtt-session": (Backend, "_receive", False, None),
-    "ingest": (Ingest, "_gather", False, _lane_is("t")),
+    "ingest": (TelemetryLane, "_gather", False, None),
     "rules": (RuleFeed, "_evaluate_queued", False, None),
     "rules-acks": (RuleFeed, "acknowledge", False, None),
     "webhooks": (Webhooks, "run", False, None),
     "alert-keeper": (Keeper, "drain", False, None),
-    "ingest-events": (Ingest, "_gather", False, _lane_is("e")),
+    "ingest-events": (EventsLane, "_gather", False, None),
     "mqtt-events": (AlarmLane, "_receive", False, None),
     "events-acks": (AlarmLane, "_acknowledge", False, None),
     "rule-state-writer": (StateWriter, "flush", False, None),

@@ -11,7 +11,7 @@ import pytest
 
 from anju.uplink import up_topic
 from backend.db.migrate import migrate
-from backend.ingest import _EVENTS_WRITER_LOCK, Ingest
+from backend.ingest import EVENTS_WRITER_LOCK, Ingest
 from backend.metrics import BackendMetrics
 from tests.support import eventually
 from tests.test_ingest import Harness, counts, running
@@ -25,7 +25,7 @@ async def test_two_writers_same_batches_stored_once(db_url: str) -> None:
     # A third session holds the events writers' lock, so neither writer keeps its ranges in
     # memory: several receivers must read them at every flush (docs/scaling.md, next step).
     with psycopg.connect(db_url, autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", (_EVENTS_WRITER_LOCK,))
+        holder.execute("SELECT pg_advisory_lock(%s)", (EVENTS_WRITER_LOCK,))
         boxes = [SimOutbox(f"gw-{g}", 600, event_every=7) for g in "abc"]
         ingests = [Ingest(db_url, BackendMetrics(), batch_max_records=64, batch_wait_ms=2)]
         ingests.append(Ingest(db_url, BackendMetrics(), batch_max_records=64, batch_wait_ms=2))
