@@ -89,7 +89,7 @@ class LanIntake:
         self.metrics = metrics
         self.clock = clock
         self.boot_id = boot_id
-        self.on_stored = on_stored  # called after each commit (wakes the sender)
+        self.on_stored = on_stored  # called after each commit (wakes the sender): (events?)
         self.progress = progress or Progress(cfg.supervision.stall_s)
         self.known = frozenset(cfg.devices)
         self.ready = threading.Event()  # subscribed to the devices' topics
@@ -374,4 +374,4 @@ class LanIntake:
         for lane, n in enumerate(per_lane):
             if n:
                 self.metrics.accepted.labels(LANE_NAMES[lane]).inc(n)
-        self.on_stored()
+        self.on_stored(per_lane[EVENTS] > 0)

@@ -102,6 +102,12 @@ class Sender:
         self.bucket = TokenBucket(cfg.replay_rate, max(cfg.replay_rate, cfg.batch_max), clock())
 
     @property
+    def lingering(self) -> bool:
+        """Live telemetry is waiting for company until a deadline the sender loop sleeps to:
+        a commit of more telemetry meanwhile need not wake it (read from other threads)."""
+        return self._tel_waiting_since is not None
+
+    @property
     def inflight(self) -> int:
         return sum(map(len, self._flight))
 

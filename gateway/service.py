@@ -103,7 +103,7 @@ class Gateway:
             self.metrics,
             self.clock,
             self.boot_id,
-            self._wake.set,
+            self._stored,
             progress=self.progress,
         )
         self.lan_ready = self.intake.ready
@@ -123,6 +123,13 @@ class Gateway:
             count_error=lambda thread: self.metrics.thread_errors.labels(thread).inc(),
             max_errors=cfg.supervision.max_errors,
         )
+
+    def _stored(self, events: bool = True) -> None:
+        """The intake committed a group: wake the sender, unless the group is telemetry only
+        and the sender is lingering over telemetry already (it wakes at the linger's end and
+        takes the new readings with it: one wake per uplink batch, not one per commit)."""
+        if events or not self.sender.lingering:
+            self._wake.set()
 
     @property
     def recent_rejects(self) -> Any:
