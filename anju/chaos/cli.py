@@ -10,7 +10,14 @@ from typing import Any
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
+    import signal
+
     from anju.chaos.run import run_chaos, table
+
+    def on_term(_s: int, _f: object) -> None:
+        raise KeyboardInterrupt  # the run's own cleanup stops everything it started
+
+    signal.signal(signal.SIGTERM, on_term)
 
     data = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="anju-chaos-"))
     if args.data_dir and data.exists() and any(data.iterdir()):

@@ -82,8 +82,8 @@ class Profile:
 
 PROFILES = {
     "short": Profile(2.0, 8, 2, 15, 4, 4.0),
-    # A big replay storm, quickly: 28 simulated gateways with 3,000 readings each.
-    "storm": Profile(1.0, 30, 2, 20, 4, 4.0, 3_000),
+    # A big replay storm, quickly: 28 simulated gateways with 6,000 readings each.
+    "storm": Profile(1.0, 30, 2, 20, 4, 4.0, 6_000),
     "long": Profile(15.0, 30, 4, 120, 10, 5.0, 2_000),
 }
 
@@ -282,7 +282,8 @@ class Chaos:
             time.sleep(step.hold_s)
             c.start_gateway(gw)
         elif k == "uplink_cut":
-            backlog = sum(len(s.devices) for s in c.sims.values()) * self.prof.storm_backlog
+            readers = sum(d in c.readers for s in c.sims.values() for d in s.devices)
+            backlog = readers * self.prof.storm_backlog
             target = f"all {len(c.proxies) + len(c.sims)} gateways (+{backlog:,} readings)"
             for p in c.proxies.values():
                 p.cut()
@@ -298,6 +299,8 @@ class Chaos:
                 p.restore()
             for s in c.sims.values():
                 s.offline.clear()
+            for s in c.sims.values():  # all at once
+                s.pump()
             end = now_ms()
             c.faults.append(v.Fault(k, target, t0, end))
             self.say(f"fault {k} on {target}: {(end - t0) / 1000:.1f} s")
@@ -333,6 +336,7 @@ class Chaos:
     def _storm(self, rng: random.Random) -> None:
         """Fire alarms on simulated gateways (connected all along: only the backend's
         priority for events counts) while the replay storm runs."""
+        time.sleep(0.5)  # the backlogs on their way
         t0 = now_ms()
         panels = sorted(d for d, g in self.c.panels.items() if g in self.c.sims)
         rng.shuffle(panels)

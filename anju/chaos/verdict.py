@@ -16,8 +16,12 @@ from typing import Any
 
 # A message that arrives later than this after the device published counts as late.
 LATE_MS = 10_000
-# Alarms raised while every gateway replays its backlog at once (issue 16's target).
+# Alarms raised while every gateway replays its backlog at once (issue 16's target: p99 under
+# 1 s, and the median under 100 ms, while the backend ingests at its full rate). The check
+# fails on the p99; the median is reported against its target (on two shared cores a healthy
+# backend's median under a 168,000-reading storm was 70-122 ms).
 STORM_P99_MS = 1_000
+STORM_P50_MS = 100
 # Alerts a gateway's clock jump could raise or clear if it reached the records' times.
 CLOCK_SENSITIVE = frozenset(
     {"device.clock_skew", "device.offline", "fire.transmission_offline", "gateway.offline"}
@@ -208,18 +212,22 @@ def latency_samples(results: list[AlarmResult]) -> list[tuple[int, int]]:
     return [(r.alarm.ts_ms, lat) for r in results for lat in r.latency_ms.values()]
 
 
-def storm_alarms(latency: dict[str, dict[str, float]], limit_ms: int = STORM_P99_MS) -> Check:
+def storm_alarms(
+    latency: dict[str, dict[str, float]], p99_ms: int = STORM_P99_MS, p50_ms: int = STORM_P50_MS
+) -> Check:
     """Alarms raised during a replay storm (``replay_storm`` in ``latency_split``) reach their
-    departments within ``limit_ms`` p99: the events lane is not behind the telemetry."""
+    departments within ``p99_ms`` p99: the events lane is not behind the telemetry. The median
+    is shown against ``p50_ms``, its target."""
     row = latency.get("replay_storm")
-    name = f"alarms during a replay storm within {limit_ms:,} ms p99"
+    name = f"alarms during a replay storm within {p99_ms:,} ms p99"
     if not row or not row["n"]:
         return Check(name, False, "no alarm was raised during a replay storm")
+    met = "met" if row["p50_ms"] <= p50_ms else "MISSED"
     return Check(
         name,
-        row["p99_ms"] <= limit_ms,
-        f"{row['n']:.0f} receipts, p50 {row['p50_ms']:,.0f} ms, p99 {row['p99_ms']:,.0f} ms, "
-        f"max {row['max_ms']:,.0f} ms",
+        row["p99_ms"] <= p99_ms,
+        f"{row['n']:.0f} receipts, p99 {row['p99_ms']:,.0f} ms, max {row['max_ms']:,.0f} ms; "
+        f"p50 {row['p50_ms']:,.0f} ms (target {p50_ms} ms: {met})",
     )
 
 
