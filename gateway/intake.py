@@ -61,6 +61,60 @@ _REJECTS_PER_DEVICE = 5
 DEVICE_TOPICS = ("anju/dev/+/telemetry", "anju/dev/+/event", "anju/dev/+/status")
 
 
+class _Handoff:
+    """The LAN thread's messages to the committer, at most ``maxsize`` waiting: a deque
+    (``append`` and ``popleft`` need no lock) and a condition only to sleep on, for the
+    committer when it is empty and for the LAN thread when it is full (``queue.Queue`` takes
+    a lock and notifies on every put and get: a few microseconds per message, twice)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: deque[_Pending | None] = deque()
+        self._max = maxsize
+        self._cond = threading.Condition(threading.Lock())
+        self._getters = 0  # sleeping (or about to) on the condition; changed under its lock
+        self._putters = 0
+
+    def put(self, item: _Pending | None, timeout: float) -> None:
+        """Raises ``queue.Full`` when still full after ``timeout``."""
+        if len(self._items) >= self._max:
+            with self._cond:
+                self._putters += 1
+                try:
+                    if len(self._items) >= self._max:
+                        self._cond.wait(timeout)
+                    if len(self._items) >= self._max:
+                        raise queue.Full
+                finally:
+                    self._putters -= 1
+        self._items.append(item)
+        # A getter counted before this append is sleeping (or will find the item when it
+        # looks, under the lock): wake it. One counted after it sees the item anyway.
+        if self._getters:
+            with self._cond:
+                self._cond.notify_all()
+
+    def get_nowait(self) -> _Pending | None:
+        try:
+            item = self._items.popleft()
+        except IndexError:
+            raise queue.Empty from None
+        if self._putters:
+            with self._cond:
+                self._cond.notify_all()
+        return item
+
+    def get(self, timeout: float) -> _Pending | None:
+        if not self._items:
+            with self._cond:
+                self._getters += 1
+                try:
+                    if not self._items:
+                        self._cond.wait(timeout)
+                finally:
+                    self._getters -= 1
+        return self.get_nowait()
+
+
 @dataclass(slots=True)  # (not frozen: one per LAN message, and a frozen __init__ costs 4x)
 class _Pending:
     incoming: Incoming
@@ -94,7 +148,7 @@ class LanIntake:
         self.known = frozenset(cfg.devices)
         self.ready = threading.Event()  # subscribed to the devices' topics
         self.recent_rejects: OrderedDict[str, deque[tuple[int, str, bytes]]] = OrderedDict()
-        self._queue: queue.Queue[_Pending | None] = queue.Queue(cfg.outbox.queue_max)
+        self._queue = _Handoff(cfg.outbox.queue_max)
         self._linger_s = cfg.outbox.commit_linger_ms / 1000
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -115,7 +169,8 @@ class LanIntake:
         )
         configure(c, cfg.lan)
         c.on_connect = self._on_connect
-        c.on_message = self._on_message
+        c.on_message = self._on_message  # (what paho's own reader takes)
+        c.on_raw_message = self._on_raw  # (whole PUBLISH packets from the read buffer)
         c.on_subscribe = self._on_subscribe
         c.on_disconnect = lambda *_: self.ready.clear()
         self.client = c
@@ -185,15 +240,18 @@ class LanIntake:
         client.subscribe([(t, 1) for t in DEVICE_TOPICS])
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self._on_raw(msg._topic, bytes(msg.payload), msg.qos, msg.mid, bool(msg.dup))
+
+    def _on_raw(self, topic: bytes, payload: bytes, qos: int, mid: int, dup: bool) -> None:
         """Never raises: a message that makes its handling fail is counted and acknowledged."""
         try:
-            pending = self._decode(msg)
+            pending = self._decode(topic, payload, qos, mid, dup)
         except Exception as exc:
             self.metrics.thread_errors.labels("intake").inc()
             log.exception("intake: handling a LAN message failed")
             rx = self.clock.wall_ms()
             self._reject(Rejected(None, "internal_error", f"{type(exc).__name__}: {exc}"), b"", rx)
-            pending = _Pending(Incoming([], msg.mid), msg.qos, rx, urgent=True)
+            pending = _Pending(Incoming([], mid), qos, rx, urgent=True)
         while True:  # waits when full: back-pressure, nothing dropped
             try:
                 self._queue.put(pending, timeout=1.0)
@@ -203,10 +261,9 @@ class LanIntake:
             except queue.Full:
                 self.progress.beat("intake")  # waiting on the committer, whose mark counts
 
-    def _decode(self, msg: mqtt.MQTTMessage) -> _Pending:
+    def _decode(self, topic_b: bytes, payload: bytes, qos: int, mid: int, dup: bool) -> _Pending:
         rx = self.clock.wall_ms()
-        payload = bytes(msg.payload)
-        topic = msg.topic  # (paho decodes it again on each read)
+        topic = topic_b.decode("utf-8")
         items = decode_device_message(
             topic, payload, known=self.known, rx_ms=rx, clock_trusted=self.clock.trusted()
         )
@@ -237,13 +294,12 @@ class LanIntake:
                     ),
                 )
             )
-        qos = msg.qos
         digest = None
         if qos > 0:
-            digest = blake2b(topic.encode() + b"\0" + payload, digest_size=16).digest()
+            digest = blake2b(topic_b + b"\0" + payload, digest_size=16).digest()
         # Even an all-invalid QoS 1 message goes through the committer, so that its PUBACK
         # keeps its place in order.
-        return _Pending(Incoming(good, msg.mid, digest, msg.dup), qos, rx, urgent, payload)
+        return _Pending(Incoming(good, mid, digest, dup), qos, rx, urgent, payload)
 
     def _reject(self, item: Rejected, payload: bytes, rx: int) -> None:
         self.metrics.rejected.labels(item.reason).inc()

@@ -7,9 +7,11 @@ those system calls were most of the gateway's CPU. This client:
 - reads the socket ``READ_CHUNK`` bytes at a time into a buffer that paho's packet reader
   consumes, and drains the buffer before paho waits in ``select`` again;
 - takes a PUBLISH of QoS 0 or 1 (MQTT 3.1.1) that lies whole in the buffer straight from it
-  (``_fast_publish``): the same ``MQTTMessage`` paho would build, handed to the same callback,
-  without paho's byte-by-byte header reads, packet dictionary and debug formatting; every other
-  packet (and a PUBLISH that is not whole yet, or malformed) goes through paho's reader;
+  (``_fast_publish``) and hands its parts to ``on_raw_message`` (topic bytes, payload, QoS,
+  packet id, DUP flag), without paho's byte-by-byte header reads, packet dictionary, message
+  object and debug formatting; without ``on_raw_message``, the same ``MQTTMessage`` paho would
+  build goes to paho's callbacks. Every other packet (and a PUBLISH that is not whole yet, or
+  malformed) goes through paho's reader, and its messages to ``on_message``;
 - acknowledges a commit group's messages with one write (``ack_many``): the PUBACKs are
   concatenated into one queued packet.
 
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import paho.mqtt.client as mqtt
@@ -39,6 +41,7 @@ READ_CHUNK: Final = 64 * 1024
 _PUBACK: Final = 0x40
 _PUBLISH: Final = 0x30
 _now: Final = getattr(mqtt, "time_func", time.monotonic)  # paho's clock for keepalive
+RawMessage = Callable[[bytes, bytes, int, int, bool], None]  # (topic, payload, qos, mid, dup)
 FAST: Final = all(
     hasattr(mqtt.Client, name)
     for name in ("_sock_recv", "_packet_read", "_handle_on_message", "_packet_queue")
@@ -57,6 +60,7 @@ class LanClient(mqtt.Client):
         self._rbuf = b""  # bytes read and not yet consumed: self._rbuf[self._rpos:]
         self._rpos = 0
         self.on_socket_register_write = _written_by_the_loop
+        self.on_raw_message: RawMessage | None = None
 
     if FAST:
 
@@ -119,22 +123,24 @@ class LanClient(mqtt.Client):
             body = topic_end + 2 if qos else topic_end
             if body > stop or topic_end == i + 2:  # (an empty topic is malformed in 3.1.1)
                 return None
-            msg = mqtt.MQTTMessage(
-                mid=(buf[topic_end] << 8) | buf[topic_end + 1] if qos else 0,
-                topic=buf[i + 2 : topic_end],
-            )
-            msg.dup = bool(header & 0x08)
-            msg.qos = qos
-            msg.retain = bool(header & 0x01)
-            msg.payload = buf[body:stop]
+            mid = (buf[topic_end] << 8) | buf[topic_end + 1] if qos else 0
             self._rpos = stop
             now = _now()
-            msg.timestamp = now
             with self._msgtime_mutex:
                 self._last_bytes_received = now
-            self._handle_on_message(msg)
+            raw = self.on_raw_message
+            if raw is not None:
+                raw(buf[i + 2 : topic_end], buf[body:stop], qos, mid, bool(header & 0x08))
+            else:
+                msg = mqtt.MQTTMessage(mid=mid, topic=buf[i + 2 : topic_end])
+                msg.dup = bool(header & 0x08)
+                msg.qos = qos
+                msg.retain = bool(header & 0x01)
+                msg.payload = buf[body:stop]
+                msg.timestamp = now
+                self._handle_on_message(msg)
             if qos == 1 and not self._manual_ack:
-                return self._send_puback(msg.mid)
+                return self._send_puback(mid)
             return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def reconnect(self) -> MQTTErrorCode:
