@@ -214,8 +214,11 @@ class Outbox:
                         rows.append((lane, boot, body, now_ms, untimed, kboot, off, dev))
                         added[lane] += 1
                 if seen:
+                    # An update in place where the packet id was seen before (REPLACE would
+                    # delete the row and insert it again).
                     db.executemany(
-                        "INSERT OR REPLACE INTO lan_seen (mid, digest) VALUES (?, ?)",
+                        "INSERT INTO lan_seen (mid, digest) VALUES (?, ?)"
+                        " ON CONFLICT (mid) DO UPDATE SET digest = excluded.digest",
                         seen.items(),
                     )
                 if rows:
