@@ -9,13 +9,13 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from anju.now import now_ms
 from anju.uplink import Record
 from backend.alerting.engine import Engine
 from backend.alerting.testing import sample_city
 from backend.db.migrate import migrate
 from backend.delivery import Delivery
 from backend.desk import AlertDesk, Keeper, Saved, StateWriter
-from backend.desk.keeper import now_ms
 from backend.metrics import BackendMetrics
 from backend.store import AlertStore
 from tests.support import eventually

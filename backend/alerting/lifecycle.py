@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final
 
 from anju.contract import AlertState, Audience, Severity
+from anju.now import now_ms as wall_ms
 from anju.registry import DeviceInfo
 from backend.alerting.catalog import ACK_DEADLINE_MS, FIRE_ACK_DEADLINE_MS, LATCHING
 from backend.alerting.errors import AlertNotFound, NotAnAudience
@@ -22,7 +22,7 @@ CHINA_TZ = timezone(timedelta(hours=8))
 
 def uuid7(now_ms: int | None = None) -> uuid.UUID:
     """A time-ordered UUID (RFC 9562 version 7)."""
-    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    ms = wall_ms() if now_ms is None else now_ms
     rand = int.from_bytes(os.urandom(10), "big")
     value = (ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76

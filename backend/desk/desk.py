@@ -32,11 +32,12 @@ from dataclasses import dataclass
 
 from anju import canonical
 from anju.contract import Audience
+from anju.now import now_ms
 from anju.uplink import Record
 from backend.alerting.engine import Engine
 from backend.alerting.lifecycle import Change
 from backend.desk.inbox import waited
-from backend.desk.keeper import Keeper, now_ms
+from backend.desk.keeper import Keeper
 from backend.desk.states import StateWriter
 
 

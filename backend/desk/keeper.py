@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import psycopg
 
 from anju import canonical
+from anju.now import now_ms
 from backend.alerting.lifecycle import Change
 from backend.db.retry import until_done
 from backend.delivery import Delivery
@@ -31,10 +31,6 @@ from backend.store import AlertStore, Pending
 
 log = logging.getLogger("anju.alerting")
 KEEPER_CAPACITY = 10_000  # alert changes handed over and not yet stored
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True)
