@@ -9,19 +9,12 @@ from typing import Any
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import gc
-
-    import gateway.service  # noqa: F401  (imported before the freeze below)
     from anju.cli import stop_on_signals
     from gateway import load_gateway_config
     from gateway.remote import serve
 
     path = Path(args.config)
-    cfg = load_gateway_config(path)
-    # What was built to start (modules, the configuration) lives as long as the process: out
-    # of the collector's way, so that its full collections no longer walk it (issue 12.4).
-    gc.freeze()
-    serve(cfg, stop_on_signals(), config_path=path)
+    serve(load_gateway_config(path), stop_on_signals(), config_path=path)
     return 0
 
 

@@ -82,7 +82,7 @@ class OutboxConfig(_Strict):
         5_000, ge=10, description="LAN messages waiting for a commit; when full, intake waits"
     )
     commit_linger_ms: float = Field(
-        20.0, ge=0, le=1000, description="telemetry waits this long for company in a commit"
+        50.0, ge=0, le=1000, description="telemetry waits this long for company in a commit"
     )
     send_linger_ms: float = Field(
         50.0, ge=0, le=5000, description="telemetry waits this long for a fuller uplink batch"
