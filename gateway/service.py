@@ -341,6 +341,8 @@ class Gateway:
             "healthy": healthy and self.progress.failure is None,
             "stalled": self.progress.stalled(),
         }
+        if self.adapters.enabled:
+            doc["adapters"] = self.adapters.state()
         write_status(self.cfg.status_path(), doc)
 
 

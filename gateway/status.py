@@ -65,6 +65,7 @@ def gather_status(cfg: GatewayConfig, *, now_ms: int | None = None) -> dict[str,
         out["status_updated_ms"] = live.get("updated_ms")
         out["healthy"] = bool(running and live.get("healthy", True))
         out["stalled"] = live.get("stalled") or [] if running else []
+        out["adapters"] = live.get("adapters") if running else None
     else:
         out["link"] = "unknown (no status file)"
     return out
@@ -80,6 +81,31 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _adapter_lines(adapters: dict[str, Any] | None, fmt_ms: Any) -> list[str]:
+    """The UITD server and its connections, each Modbus controller (docs/adapters.md)."""
+    if not adapters:
+        return []
+    lines: list[str] = []
+    gbt = adapters.get("gbt26875")
+    if gbt is not None:
+        conns = gbt.get("connections") or []
+        lines.append(f"gb/t 26875  listening on {gbt.get('listening')}, {len(conns)} connected")
+        for c in conns:
+            uitds = ", ".join(c.get("uitds") or []) or "no frame yet"
+            lines.append(
+                f"  uitd      {c.get('peer')}  since {fmt_ms(c.get('since_ms'))}"
+                f"  last frame {fmt_ms(c.get('last_frame_ms'))}  ({uitds})"
+            )
+    for m in adapters.get("modbus") or []:
+        why = f": {m['last_error']}" if m.get("last_error") else ""
+        lines.append(
+            f"modbus      {m.get('device')} at {m.get('address')}  {m.get('state')}"
+            f"  last poll {fmt_ms(m.get('last_poll_ms'))}"
+            f"  ({m.get('failures', 0)} failed in a row{why})"
+        )
+    return lines
 
 
 def format_status(s: dict[str, Any]) -> str:
@@ -125,6 +151,7 @@ def format_status(s: dict[str, Any]) -> str:
             f"disk        {s['size_bytes']:,} of {s['budget_bytes']:,} bytes"
             + (f"; {s['untimed']:,} records waiting for the clock" if s["untimed"] else "")
         )
+    lines.extend(_adapter_lines(s.get("adapters"), fmt_ms))
     if s.get("inflight") is not None and s["running"]:
         lines.append(f"in flight   {s['inflight']:,}")
     if s.get("config_version") is not None:

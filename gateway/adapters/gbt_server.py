@@ -129,6 +129,23 @@ class UitdServer:
         for c in conns:
             c.join(5)
 
+    def state(self) -> dict[str, Any]:
+        """For ``anju gateway status``: where it listens and each UITD connected."""
+        with self._lock:
+            conns = sorted(self._conns, key=lambda c: c.since_ms)
+        return {
+            "listening": f"{self.cfg.host}:{self.port}",
+            "connections": [
+                {
+                    "peer": c.peer,
+                    "since_ms": c.since_ms,
+                    "last_frame_ms": c.last_frame_ms,
+                    "uitds": sorted(s.hex() for s in list(c.states)),
+                }
+                for c in conns
+            ],
+        }
+
     def panel_state(self, source: bytes, binding: Binding) -> PanelState | None:
         """The UITD's component states, kept across its reconnections (so that a status
         repeated after a reconnection is not a new edge); at most 256 unknown UITDs."""
@@ -216,6 +233,8 @@ class _Connection(threading.Thread):
         self.states: dict[bytes, PanelState] = {}
         self.next_sync: dict[bytes, float] = {}
         self.closed = False
+        self.since_ms = server.clock.wall_ms()
+        self.last_frame_ms: int | None = None  # the last well-formed frame
 
     def run(self) -> None:
         srv, cfg = self.srv, self.srv.cfg
@@ -288,6 +307,7 @@ class _Connection(threading.Thread):
                 self._send(reply(item.frame, T.CMD_DENY, srv.centre, srv.now_label()), T.CMD_DENY)
             return
         f = item
+        self.last_frame_ms = srv.clock.wall_ms()
         srv.metrics.gbt_frames.labels(T.COMMANDS.get(f.command, "other")).inc()
         if f.command in (T.CMD_CONFIRM, T.CMD_REPLY):
             return  # the UITD confirms our time sync

@@ -113,6 +113,28 @@ class ControllerPoller:
         self.failures = 0
         self.polls = 0
         self.up = False
+        self.last_poll_ms: int | None = None  # the last poll answered
+        self.last_error: str | None = None  # why the last poll failed
+
+    def state(self) -> dict[str, Any]:
+        """For ``anju gateway status``: ``answering``, ``backing off`` (polls fail, fewer than
+        ``offline_after`` so far), ``not answering`` (offline; still polled, backing off) or
+        ``connecting`` (no poll yet)."""
+        if self.failures == 0:
+            st = "answering" if self.polls else "connecting"
+        elif self.failures < self.cfg.offline_after:
+            st = "backing off"
+        else:
+            st = "not answering"
+        return {
+            "device": self.cfg.device,
+            "address": f"{self.cfg.host}:{self.cfg.port}",
+            "state": st,
+            "polls": self.polls,
+            "failures": self.failures,
+            "last_poll_ms": self.last_poll_ms,
+            "last_error": self.last_error if self.failures else None,
+        }
 
     def start(self) -> None:
         self._thread.start()
@@ -158,6 +180,7 @@ class ControllerPoller:
         """A good poll: say so, send what changed (all every ``report_s``); the next report."""
         c = self.cfg
         self.polls += 1
+        self.last_poll_ms = self.clock.wall_ms()
         self.metrics.modbus_polls.labels("ok").inc()
         if not self.up:
             self.up = True
@@ -178,6 +201,7 @@ class ControllerPoller:
 
     def _failed(self, why: str) -> None:
         self.failures += 1
+        self.last_error = why
         self.metrics.modbus_polls.labels("failed").inc()
         if self.failures == self.cfg.offline_after:
             log.warning("controller %s does not answer (%s)", self.cfg.device, why)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -97,6 +98,13 @@ class Adapters:
     def _committed(self, _per_lane: list[int], duplicates: int) -> None:
         if duplicates:
             self.metrics.gbt_duplicates.inc(duplicates)
+
+    def state(self) -> dict[str, Any]:
+        """The adapters for ``anju gateway status``: the UITD server and each controller."""
+        return {
+            "gbt26875": None if self.server is None else self.server.state(),
+            "modbus": [p.state() for p in self.pollers],
+        }
 
     @property
     def gbt_port(self) -> int | None:
