@@ -43,6 +43,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from anju.errors import AnjuError, ConfigError
+from anju.now import now_ms
 from anju.yamlfile import load_model
 from gateway.adapters import gbt_tables as T
 from gateway.adapters.gbt26875 import (
@@ -139,7 +140,7 @@ class UitdClient:
         self.stopping = threading.Event()
 
     def now(self) -> Time:
-        return Time.from_epoch_ms(time.time_ns() // 1_000_000, self.utc_offset_min)
+        return Time.from_epoch_ms(now_ms(), self.utc_offset_min)
 
     def connect(self) -> None:
         self.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from anju.now import now_ms
 from anju.servers import PrivateMosquitto
 from tests.support import GatewayProcess, eventually, running_backend, running_gateway
 
@@ -51,7 +51,7 @@ class Devices:
         self.c.loop_start()
         self.next_n = 0
         self.acked: list[int] = []  # reading numbers whose message got a PUBACK
-        self.t0 = int(time.time() * 1000) - 3_600_000
+        self.t0 = now_ms() - 3_600_000
 
     def send(self, messages: int, per_message: int = 10) -> None:
         for _ in range(messages):
@@ -64,7 +64,7 @@ class Devices:
             self.acked.extend(ns)
 
     def alarm(self) -> None:
-        body = {"ts": int(time.time() * 1000), "type": "alarm", "data": {"smoke": True}}
+        body = {"ts": now_ms(), "type": "alarm", "data": {"smoke": True}}
         self.c.publish(f"anju/dev/{SMOKE}/event", json.dumps(body), qos=1).wait_for_publish(10)
 
     def close(self) -> None:
