@@ -53,9 +53,6 @@ class BackendMetrics:
         self.db_errors = Counter(
             "anju_ingest_db_errors", "Flushes retried after a database error", registry=r
         )
-        self.queue_depth = Gauge(
-            "anju_ingest_queue_depth", "Uplink batches waiting, by lane", ["lane"], registry=r
-        )
         self.lag = Gauge(
             "anju_ingest_lag_seconds",
             "Now minus the newest device time in the last telemetry commit",
