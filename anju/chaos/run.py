@@ -520,6 +520,21 @@ def run_chaos(
         )[:12],
         "ok": all(c.ok for c in checks),
         "notes": notes,
+        # What the viewer received about each alarm with a problem (to tell the harness from
+        # the backend): every alert change of its device from 60 s before to 120 s after.
+        "evidence": {
+            f"{r.alarm.device_id}@{r.alarm.ts_ms}": [
+                {
+                    "recv_ms": m.recv_ms,
+                    **{k: m.payload.get(k) for k in ("id", "type", "state", "occurred_at")},
+                }
+                for m in seen
+                if m.payload.get("device_id") == r.alarm.device_id
+                and -60_000 <= m.recv_ms - r.alarm.ts_ms <= 120_000
+            ]
+            for r in results
+            if r.problems
+        },
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "chaos-summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
