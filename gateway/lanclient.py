@@ -59,6 +59,7 @@ class LanClient(mqtt.Client):
         super().__init__(*args, **kwargs)
         self._rbuf = b""  # bytes read and not yet consumed: self._rbuf[self._rpos:]
         self._rpos = 0
+        self.chunks = 0  # chunks read from the socket so far (FAST only): a new one, a new time
         self.on_socket_register_write = _written_by_the_loop
         self.on_raw_message: RawMessage | None = None
 
@@ -68,6 +69,7 @@ class LanClient(mqtt.Client):
             pos = self._rpos
             if pos >= len(self._rbuf):
                 data = super()._sock_recv(READ_CHUNK)  # raises BlockingIOError when empty
+                self.chunks += 1
                 if len(data) <= bufsize:
                     return data
                 self._rbuf, pos = data, 0
