@@ -248,9 +248,10 @@ class AlarmLane:
             await self.ingest.submit(msg.topic.value, payload)
 
     async def _committed(self, new: list[Record], acks: dict[str, list[int]]) -> None:
-        """The events lane's ``on_committed``: the rules at once, the ack once stored (a full
-        ``_to_ack`` makes the writer wait: see the class)."""
-        item = (self.desk.evaluate(new), acks)
+        """The events lane's ``on_committed``: the rules at once (once the keeper has room:
+        a full keeper makes the events writer wait, outside the engine's lock), the ack once
+        stored (a full ``_to_ack`` makes the writer wait too: see the class)."""
+        item = (await self.desk.evaluate_when_room(new), acks)
         if self._to_ack.full():
             self.metrics.queue_overflow.labels(TO_ACK, "wait").inc()
         await self._to_ack.put(item)
