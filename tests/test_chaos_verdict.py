@@ -187,6 +187,13 @@ def test_an_alert_raised_or_cleared_by_a_clock_jump_fails_its_check() -> None:
     assert not v.clock_jumps_harmless([], [], mine).ok  # no jump: not proven
     skew = alert("device.clock_skew", 12_000, 11_900)
     assert not v.clock_jumps_harmless([*fine, skew], [jump], mine).ok
+    # The tail of the fault before (a broker restart): every gateway offline, the jumped too.
+    tail = [
+        alert("gateway.offline", 13_000, 12_900, dev="gw-a"),
+        alert("gateway.offline", 13_000, 12_900, dev="gw-b"),
+    ]
+    assert v.clock_jumps_harmless(fine + tail, [jump], {**mine, "gw-b": {"dev-2"}}).ok
+    assert not v.clock_jumps_harmless(fine + tail[:1], [jump], {**mine, "gw-b": {"dev-2"}}).ok
     late = alert("fire.alarm", 16_000, 16_000 - 7_200_000, dev=PANEL)  # the jumped clock's time
     check = v.clock_jumps_harmless([*fine, late], [jump], mine)
     assert not check.ok and "fire.alarm" in check.detail

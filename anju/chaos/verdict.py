@@ -241,19 +241,32 @@ def clock_jumps_harmless(
     """No alert raised or cleared because a gateway's clock jumped: among every alert change
     received during a ``clock_jump`` (plus ``grace_ms``) about that gateway or its devices,
     none of a clock-sensitive type (``CLOCK_SENSITIVE``), and none whose ``occurred_at`` is
-    more than ``off_ms`` away from its receipt (a time taken from the jumped clock)."""
+    more than ``off_ms`` away from its receipt (a time taken from the jumped clock).
+    ``devices_of`` holds every real gateway's devices: the others are the control group, so a
+    change that the same window brought to another gateway too (the tail of the fault before,
+    such as a broker restart's ``gateway.offline``) is not the jump's."""
     bad = []
     jumps = [f for f in faults if f.kind == "clock_jump"]
     for f in jumps:
-        mine = devices_of.get(f.target, set()) | {f.target}
-        for m in seen:
+        lo, hi = f.start_ms, f.end_ms + grace_ms
+
+        def gateway_of(p: dict[str, Any]) -> str | None:
+            dev = str(p.get("device_id"))
+            return next((g for g, ds in devices_of.items() if dev in ds or dev == g), None)
+
+        window = [m for m in seen if lo <= m.recv_ms <= hi]
+        elsewhere = {
+            (str(m.payload.get("type")), str(m.payload.get("state")))
+            for m in window
+            if gateway_of(m.payload) not in (None, f.target)
+        }
+        for m in window:
             p = m.payload
-            if not f.start_ms <= m.recv_ms <= f.end_ms + grace_ms:
-                continue
-            if str(p.get("device_id")) not in mine and str(p.get("gateway_id")) != f.target:
+            if gateway_of(p) != f.target:
                 continue
             occ = occurred_ms(p)
-            if str(p.get("type")) in CLOCK_SENSITIVE or (
+            sensitive = str(p.get("type")) in CLOCK_SENSITIVE
+            if (sensitive and (str(p.get("type")), str(p.get("state"))) not in elsewhere) or (
                 occ is not None and abs(m.recv_ms - occ) > off_ms
             ):
                 bad.append(f"{p.get('type')} {p.get('state')} {p.get('device_id')}")
