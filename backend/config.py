@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
-    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -28,7 +27,11 @@ BREAKABLE: tuple[str, ...] = get_args(Breakable)
 
 
 class BackendSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ANJU_", extra="forbid", frozen=True)
+    # populate_by_name: ``break_guarantees=`` in code, ``ANJU_BREAK`` alone from the
+    # environment (an alias would also read the unprefixed ``BREAK_GUARANTEES``).
+    model_config = SettingsConfigDict(
+        env_prefix="ANJU_", extra="forbid", frozen=True, populate_by_name=True
+    )
 
     database_url: str = Field(description="postgresql://user@host:port/db")
     mqtt_url: str = Field(description="the backend's broker: gateways' uplink and alert topics")
@@ -88,7 +91,7 @@ class BackendSettings(BaseSettings):
     )
     break_guarantees: Annotated[frozenset[Breakable], NoDecode] = Field(
         default=frozenset(),
-        validation_alias=AliasChoices("break_guarantees", "ANJU_BREAK"),
+        validation_alias="ANJU_BREAK",
         description="TEST ONLY (ANJU_BREAK, comma-separated): guarantees broken on purpose for"
         " the chaos harness: ack_before_commit, skip_dedupe, no_event_priority",
     )
