@@ -196,9 +196,9 @@ class AlarmLane:
                 cancel = [
                     task("mqtt-events", self._session),
                     task("events-acks", self._acknowledge),
-                    task("rule-state-writer", states.run),
                     task("delivery-marks", delivery.marks),
                 ]
+                writing = task("rule-state-writer", states.run)
                 await stop_wait
                 log.info("alarm lane stopping")
                 await self.ingest.events.stop(writer)  # the flush in hand, to the rules
@@ -207,6 +207,8 @@ class AlarmLane:
                     t.cancel()
                 keeper.close()  # it stores every change handed over, then returns
                 await keeping
+                states.close()  # it writes the snapshot in hand, then returns
+                await writing
             # Every rule state, for the next start; then the marks of what was published.
             await states.flush()
             await states.write(self.desk.all_docs())

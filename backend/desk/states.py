@@ -72,6 +72,7 @@ class StateWriter:
         self.store = store
         self.metrics = metrics
         self.inbox: Inbox[Snapshot] = Inbox("states", capacity, metrics, size=_states, merge=_merge)
+        self.closing = False
 
     def submit(
         self, docs: dict[str, str], marks: Sequence[tuple[str, str, int]] = ()
@@ -83,9 +84,17 @@ class StateWriter:
         return fut
 
     async def run(self) -> None:
+        """Until ``close``: a snapshot taken is always written to the end (never cancelled
+        half-way: its marks would be lost and its telemetry evaluated again)."""
         while True:
             await self.inbox.wait()
             await self.flush()
+            if self.closing:
+                return
+
+    def close(self) -> None:
+        self.closing = True
+        self.inbox.wake()
 
     async def flush(self) -> None:
         snap = self.inbox.take()
