@@ -110,3 +110,49 @@ async def test_readyz_follows_the_alarm_lanes_database_pool(
                 poller.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller
+
+
+async def test_readyz_answers_promptly_while_the_database_is_away(
+    db_url: str, broker: PrivateMosquitto, city_file: Path
+) -> None:
+    """No connection to the database can be made (the database refuses every connection and
+    the backend's are cut): ``/readyz`` answers 503 with the reason, well within a probe's
+    timeout (it used to wait for the pool's 30 s), then 200 once the database is back."""
+    dbname = db_url.rsplit("/", 1)[1].split("?")[0]
+    admin_url = db_url.replace(f"/{dbname}", "/postgres", 1)
+
+    def allow(yes: bool) -> None:
+        with psycopg.connect(admin_url, autocommit=True) as c:
+            c.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS {str(yes).lower()}')
+            if not yes:
+                c.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (dbname,),
+                )
+
+    async with running_backend(db_url, broker, city_file) as b:
+        base = f"http://127.0.0.1:{b.settings.api_port}"
+        async with httpx.AsyncClient(base_url=base, timeout=15) as http:
+            assert (await http.get("/readyz")).status_code == 200
+            allow(False)
+            try:
+                for _ in range(3):  # (the first finds cut connections; the next an empty pool)
+                    last = await http.get("/readyz")  # a ReadTimeout here is the defect
+                    assert last.status_code == 503
+                    assert last.json()["detail"].startswith("database:")
+            finally:
+                allow(True)
+            status = [0]
+
+            async def poll() -> None:
+                while True:
+                    status[0] = (await http.get("/readyz")).status_code
+                    await asyncio.sleep(0.2)
+
+            poller = asyncio.create_task(poll(), name="poll-readyz")
+            try:
+                await eventually(lambda: status[0] == 200, 60, "ready again once reconnected")
+            finally:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller

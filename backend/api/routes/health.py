@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from fastapi import APIRouter, HTTPException, Response
@@ -12,6 +13,7 @@ from backend.api.deps import StateDep
 log = logging.getLogger("anju.api")
 
 router = APIRouter(tags=["operations"])
+_DB_WITHIN_S = 3.0
 
 
 @router.get("/healthz")
@@ -23,10 +25,11 @@ async def healthz() -> dict[str, str]:
 async def readyz(state: StateDep) -> dict[str, str]:
     """Ready when every connection the backend needs is up: the main database pool and MQTT
     session, the alarm lane's session and pool, the worker group's lock connection (when in
-    one); else 503 with the first reason."""
+    one); else 503 with the first reason. It answers within about 5 s while the database is
+    away (a probe must not hang for the pool's 30 s)."""
     try:
-        async with state.store.pool.connection() as conn:
-            await conn.execute("SELECT 1")
+        async with state.store.pool.connection(timeout=_DB_WITHIN_S) as conn:
+            await asyncio.wait_for(conn.execute("SELECT 1"), _DB_WITHIN_S)
     except Exception as exc:  # any failure means "not ready"; the reason goes to the log only
         log.debug("not ready: database: %s", exc)
         raise HTTPException(503, "database: not reachable") from exc
