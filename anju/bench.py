@@ -1,8 +1,8 @@
 """``anju bench NAME``: benchmarks that print a table, or one JSON object with ``--json``.
 
 Benchmarks live in the ``benches`` package, apart from the runtime code (a bench imports
-``backend`` or ``gateway``, never the reverse); a few older ones still sit in their package
-(``gateway.bench``, ``device_simulators.bench``, ``anju.chaos.storm``). Each exposes
+``backend``, ``gateway`` or ``device_simulators``, never the reverse); the replay storm is
+``anju.chaos.storm``, part of the chaos harness whose city it uses. Each exposes
 ``run(quick: bool) -> dict`` (or the function named after ``:`` in its entry); the dict's keys
 are the figures (numbers, or an object of numbers). ``quick`` runs a small version that checks
 the benchmark works (the tests use it); figures come from full runs only.
@@ -18,10 +18,10 @@ from collections.abc import Callable
 from typing import Any, Final
 
 BENCHES: Final = {
-    "gateway": ("gateway.bench", "gateway throughput, replay and memory (issue 3)"),
+    "gateway": ("benches.gateway", "gateway throughput, replay and memory (issue 3)"),
     "ingest": ("benches.ingest", "end-to-end ingest and queries (issue 4)"),
     "alerts": ("benches.alerts", "alert latency under load, rule throughput (issue 5)"),
-    "simulate": ("device_simulators.bench", "simulated devices per core (issue 6)"),
+    "simulate": ("benches.simulate", "simulated devices per core (issue 6)"),
     "adapters": ("benches.adapters", "GB/T 26875.3 frames and Modbus polls (issue 12)"),
     "fuzz-gbt26875": ("benches.adapters:run_fuzz", "GB/T 26875.3 codec fuzz, ANJU_FUZZ_MINUTES"),
     "storm": ("anju.chaos.storm", "replay storm: N gateways return with backlogs (issue 16)"),

@@ -104,7 +104,7 @@ def test_remote_config_applied_then_bad_one_rolled_back(
 
 
 def test_bench_quick_reports_the_figures() -> None:
-    from gateway.bench import run
+    from benches.gateway import run
 
     figures = run(quick=True)
     for key in (

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from anju.contract import device_topic
 from anju.registry import load_registry, parse_registry
+from benches.simulate import run as bench_run
 from device_simulators import (
     MODEL_CLASSES,
     Behaviour,
@@ -21,7 +22,6 @@ from device_simulators import (
     generate_registry,
     write_registry,
 )
-from device_simulators.bench import run as bench_run
 from device_simulators.mqttlink import encode
 from device_simulators.registrygen import JIAXING_DISTRICTS
 from gateway.validate import Accepted, decode_device_message
