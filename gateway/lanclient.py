@@ -5,7 +5,8 @@ with two (a wake-up byte, then the packet). With devices that send one reading p
 those system calls were most of the gateway's CPU. This client:
 
 - reads the socket ``READ_CHUNK`` bytes at a time into a buffer that paho's packet reader
-  consumes, and drains the buffer before paho waits in ``select`` again;
+  consumes, and drains the buffer before paho waits in ``select`` again (a turn reads at most
+  ``TURN_CHUNKS`` chunks; the next ``loop`` starts with what it left);
 - takes a PUBLISH of QoS 0 or 1 (MQTT 3.1.1) that lies whole in the buffer straight from it
   (``_fast_publish``) and hands its parts to ``on_raw_message`` (topic bytes, payload, QoS,
   packet id, DUP flag), without paho's byte-by-byte header reads, packet dictionary, message
@@ -38,6 +39,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
 READ_CHUNK: Final = 64 * 1024
+TURN_CHUNKS: Final = 4  # chunks one ``loop_read`` drains at most (then writes, keepalive, stop)
 _PUBACK: Final = 0x40
 _PUBLISH: Final = 0x30
 _now: Final = getattr(mqtt, "time_func", time.monotonic)  # paho's clock for keepalive
@@ -78,11 +80,29 @@ class LanClient(mqtt.Client):
             return out
 
         def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+            start = self.chunks
             rc = super().loop_read(max_packets)
-            # What is buffered is not seen by select(): handle it now.
-            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._rpos < len(self._rbuf):
+            # What is buffered is not seen by select(): handle it now, but within a bound: a
+            # packet split across reads reads on, and while the socket never runs dry (devices
+            # faster than the gateway) this turn would never end, leaving the committer's
+            # PUBACKs unwritten, the keepalive unsent and a stop unseen. ``loop`` takes the rest.
+            while (
+                rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+                and self._rpos < len(self._rbuf)
+                and self.chunks - start < TURN_CHUNKS
+            ):
                 rc = super().loop_read(1)
             return rc
+
+        def loop(self, timeout: float = 1.0) -> MQTTErrorCode:
+            if self._rpos < len(self._rbuf) and self._sock is not None:
+                # Bytes the last turn left buffered (select() does not see them): first, and
+                # then no waiting in select().
+                rc = self.loop_read()
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    return rc
+                timeout = 0.0
+            return super().loop(timeout)
 
         def _packet_read(self) -> MQTTErrorCode:
             if (

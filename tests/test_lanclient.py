@@ -7,6 +7,7 @@ its own thread, so what each ``recv`` sees is decided by the test, not by timing
 
 from __future__ import annotations
 
+import contextlib
 import random
 import select
 import socket
@@ -20,7 +21,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from gateway.lanclient import FAST, READ_CHUNK, LanClient
+from gateway.lanclient import FAST, READ_CHUNK, TURN_CHUNKS, LanClient
 
 CONNACK = b"\x20\x02\x00\x00"
 PINGRESP = b"\xd0\x00"
@@ -397,3 +398,56 @@ def test_truncated_packet_at_disconnect_is_not_glued_to_the_next_connection(
     assert [g.payload[:1] for g in h.got] == [b"W", b"N"]
     assert h.got[-1].payload == b"N" * 70_000
     assert h.pubacks() == [3]
+
+
+# ---- a LAN that never pauses: one loop turn reads a bounded amount ---------------------------
+
+
+class _Refilling:
+    """The client's socket, which has the broker write more after each read (a LAN that
+    keeps the socket full: the gateway slower than its devices)."""
+
+    def __init__(self, sock: socket.socket, refill: Any) -> None:
+        self._sock = sock
+        self._refill = refill
+
+    def recv(self, n: int) -> bytes:
+        data = self._sock.recv(n)
+        self._refill()
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def test_a_loop_turn_reads_a_bounded_amount_and_loses_nothing(harness_factory: Any) -> None:
+    """While the socket never runs dry, one ``loop`` turn must still end (so that the network
+    thread writes the committer's PUBACKs, sends its keepalive and sees a stop); what it left
+    in its read buffer is handled by the next turns, even when the socket is then silent."""
+    h = harness_factory(True)
+    n = 40_000  # QoS 0 messages of 61 bytes: packets straddle every 64 KiB read
+    packets = [publish(b"anju/dev/x/telemetry", b"%055d" % i, 0, 0) for i in range(n)]
+    stream = b"".join(packets)
+    sent = 0
+
+    def refill() -> None:
+        nonlocal sent
+        if sent < len(stream):
+            assert h.peer is not None
+            with contextlib.suppress(BlockingIOError):
+                sent += h.peer.send(stream[sent : sent + READ_CHUNK])
+
+    h.client._sock = _Refilling(h.client._sock, refill)
+    refill()
+    refill()
+    before = h.client.chunks
+    rc = h.client.loop(timeout=0)
+    assert rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+    turn = h.client.chunks - before
+    assert turn <= 2 * TURN_CHUNKS, f"one loop turn read {turn} chunks of 64 KiB"
+    for _ in range(10 * n):  # the rest, turn by turn (the socket runs dry at the end)
+        if len(h.got) == n:
+            break
+        refill()
+        assert h.client.loop(timeout=0) == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert [g.payload for g in h.got] == [b"%055d" % i for i in range(n)]
