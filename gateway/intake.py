@@ -389,11 +389,12 @@ class LanIntake:
         refused: list[_Pending] = []
         for p in group:
             try:
-                self._commit([p])
+                self._commit([p], ack=False)  # (the PUBACKs below, in the group's order)
             except Exception as exc:
                 log.error("the outbox refused one LAN message: %s: %s", type(exc).__name__, exc)
                 refused.append(p)
         if not refused:
+            self.client.ack_many(p.incoming.mid for p in group if p.qos > 0)
             return True
         try:
             self.outbox.append(self.boot_id, [], self.clock.wall_ms())  # an empty transaction
@@ -405,10 +406,12 @@ class LanIntake:
                 self._reject(
                     Rejected(None, "unstorable", "the outbox refused it"), p.payload, p.rx_ms
                 )
-        self.client.ack_many(p.incoming.mid for p in refused if p.qos > 0)
+        # MQTT 3.1.1 (4.6): PUBACKs in the order the PUBLISH packets came, the refused ones
+        # in their places (acknowledging them after the others reordered them).
+        self.client.ack_many(p.incoming.mid for p in group if p.qos > 0)
         return True
 
-    def _commit(self, group: list[_Pending]) -> None:
+    def _commit(self, group: list[_Pending], *, ack: bool = True) -> None:
         delays = backoff(0.2, 5.0)
         messages = [p.incoming for p in group if p.incoming.items or p.incoming.digest]
         while True:
@@ -423,7 +426,8 @@ class LanIntake:
                 delay = next(delays)
                 log.error("cannot store in the outbox (%s); again in %.1f s", exc, delay)
                 time.sleep(delay)
-        self.client.ack_many(p.incoming.mid for p in group if p.qos > 0)  # one write
+        if ack:
+            self.client.ack_many(p.incoming.mid for p in group if p.qos > 0)  # one write
         if res.duplicates:
             self.metrics.lan_duplicates.inc(res.duplicates)
         if res.dropped:

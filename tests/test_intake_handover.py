@@ -65,14 +65,20 @@ class Rig:
         self._lock = threading.Lock()
         real_append = self.outbox.append
 
+        self.refuse: Callable[[str], bool] | None = None  # a body the outbox refuses
+
         def append(boot: str, messages: Any, *a: Any, **k: Any) -> Any:
             with self._lock:
                 self.groups.append([lane for m in messages for lane, _ in m.items])
             self.release.wait(60)
+            refuse = self.refuse
+            if refuse and any(refuse(body) for m in messages for _, body in m.items):
+                raise ValueError("refused (test)")
             return real_append(boot, messages, *a, **k)
 
         self.outbox.append = append  # type: ignore[method-assign]
         self.handed = 0  # messages the LAN thread handed over to the committer
+        self.received: list[int] = []  # their packet ids (QoS 1), in the order they came
         handoff = self.intake._queue
         real_put = handoff.put
 
@@ -81,6 +87,8 @@ class Rig:
             if item is not None:
                 with self._lock:
                     self.handed += 1
+                    if item.qos:
+                        self.received.append(item.incoming.mid)
 
         handoff.put = put  # type: ignore[method-assign]
         client = self.intake.client
@@ -214,3 +222,23 @@ def test_a_full_hand_over_holds_the_lan_thread_and_loses_nothing(
         assert rows >= total
     assert [b["m"]["floor"] for _, b in rig.bodies()] == list(range(n))
     assert all(len(g) <= 7 for g in rig.groups)
+
+
+def test_pubacks_keep_their_order_when_the_outbox_refuses_one_message(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """A group the outbox refuses is stored one message at a time; the message it refuses
+    alone is rejected (and acknowledged). MQTT 3.1.1 (4.6): PUBACKs go in the order the
+    PUBLISH packets came, so the refused message's PUBACK keeps its place."""
+    rig = rig_factory()
+    rig.intake._linger_s = 3600.0  # (one group: the three readings and the event)
+    rig.refuse = lambda body: '"floor":1}' in body
+    for i in range(3):
+        rig.publish("telemetry", reading(i))
+    until(lambda: rig.handed == 3, "the telemetry handed over")
+    rig.publish("event", {"ts": 1_764_122_400_500, "type": "alarm_button", "data": {}})
+    until(lambda: rig.acked() == 4, "the four PUBACKs")
+    written = [mid for ids, _ in rig.pubacks for mid in ids]
+    assert written == rig.received
+    assert [b["m"]["floor"] for lane, b in rig.bodies() if lane == TELEMETRY] == [0, 2]
+    assert rig.intake.metrics.rejected.labels("unstorable")._value.get() == 1
