@@ -67,6 +67,12 @@ KINDS = (
 # Several workers form one group (docs/scaling.md): one leads, the others stand by.
 MAX_WORKERS = 4
 STORM_ALARMS = 10  # fire alarms raised on simulated gateways while a replay storm runs
+# At most FLAP_BUDGET fires per panel in any FLAP_WINDOW_MS (ALERTS.md holds an alarm open as
+# flapping after more than 5 raise/clear cycles in 10 minutes); the scheduled alarms leave
+# CLOCK_JUMP_ALARMS of it for a clock jump's own fires on its gateway's panel.
+FLAP_BUDGET = 4
+FLAP_WINDOW_MS = 11 * 60_000
+CLOCK_JUMP_ALARMS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +143,10 @@ class Chaos:
         self.log: list[str] = []
         self.threads: list[threading.Thread] = []
         self.busy: set[str] = set()  # panels with an alarm under way
+        # When each panel last fired: no panel fires more than FLAP_BUDGET times in
+        # FLAP_WINDOW_MS, or the product rightly holds its alarm open as flapping (ALERTS.md:
+        # more than 5 raise/clear cycles in 10 minutes) and the next alarms are not raised.
+        self.fired: dict[str, list[int]] = {}
         self.held: set[str] = set()  # backend workers a fault keeps down
         self._lock = threading.Lock()
 
@@ -176,12 +186,21 @@ class Chaos:
                 self.c.depth_log.append((t, gw, n))
             self.stop.wait(2.0)
 
-    def alarm(self, dev: str, n: int) -> bool:
-        """A fire on panel ``dev``, its reset 2 s later; False if the panel is busy."""
+    def may_fire(self, dev: str, reserve: int = 0) -> bool:
+        """Not busy, and within its budget less ``reserve`` (call with ``_lock`` held)."""
+        if dev in self.busy:
+            return False
+        since = now_ms() - FLAP_WINDOW_MS
+        return sum(1 for t in self.fired.get(dev, ()) if t > since) < FLAP_BUDGET - reserve
+
+    def alarm(self, dev: str, n: int, reserve: int = CLOCK_JUMP_ALARMS) -> bool:
+        """A fire on panel ``dev``, its reset 2 s later; False if the panel is busy or has
+        fired its budget (``may_fire``; a clock jump's fires use the part kept for them)."""
         with self._lock:
-            if dev in self.busy:
+            if not self.may_fire(dev, reserve):
                 return False
             self.busy.add(dev)
+            self.fired.setdefault(dev, []).append(now_ms())
         try:
             gw = self.c.panels[dev]
             sender = self.c.probes.get(gw) or self.c.sims[gw]
@@ -199,8 +218,10 @@ class Chaos:
             with self._lock:
                 self.busy.discard(dev)
 
-    def alarm_soon(self, dev: str, n: int) -> None:
-        threading.Thread(target=self.alarm, args=(dev, n), daemon=True, name="alarm").start()
+    def alarm_soon(self, dev: str, n: int, reserve: int = CLOCK_JUMP_ALARMS) -> None:
+        threading.Thread(
+            target=self.alarm, args=(dev, n, reserve), daemon=True, name="alarm"
+        ).start()
 
     def _alarm_loop(self) -> None:
         rng = rng_for(self.seed, "alarms")
@@ -210,9 +231,11 @@ class Chaos:
         while not self.stop.wait(self.prof.alarm_every_s * rng.uniform(0.7, 1.3)):
             if not self.feeding.is_set():
                 continue
-            dev = panels[i % len(panels)]
-            i += 1
-            self.alarm(dev, i)
+            for _ in range(len(panels)):  # the next panel that may fire
+                dev = panels[i % len(panels)]
+                i += 1
+                if self.alarm(dev, i):
+                    break
 
     def _supervise_loop(self) -> None:
         """A backend worker that exits (a leader that lost its lock connection leaves at once,
@@ -314,7 +337,7 @@ class Chaos:
                 c.jump_clock(gw, jump)
                 time.sleep(1.5)
                 if panel is not None:
-                    self.alarm_soon(panel, 1000 + i)
+                    self.alarm_soon(panel, 1000 + i, reserve=0)
                 time.sleep(max(step.hold_s - 1.5, 3.5))
             c.jump_clock(gw, 0)
             time.sleep(1.5)
@@ -345,7 +368,7 @@ class Chaos:
             if raised >= STORM_ALARMS:
                 break
             with self._lock:
-                if dev in self.busy:
+                if not self.may_fire(dev, CLOCK_JUMP_ALARMS):
                     continue
             self.alarm_soon(dev, 2000 + i)
             raised += 1
