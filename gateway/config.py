@@ -85,7 +85,7 @@ class OutboxConfig(_Strict):
         50.0, ge=0, le=1000, description="telemetry waits this long for company in a commit"
     )
     send_linger_ms: float = Field(
-        50.0, ge=0, le=5000, description="telemetry waits this long for a fuller uplink batch"
+        100.0, ge=0, le=5000, description="telemetry waits this long for a fuller uplink batch"
     )
     batch_bytes_max: int = Field(
         1024 * 1024, ge=64 * 1024, description="uncompressed bytes per uplink batch, at most"
