@@ -4,10 +4,11 @@ simulated gateways, the device simulators), every fault of the schedule once, an
 from the outside must pass. Bounded: about two minutes of faults plus start and drain; it
 stops by itself. ``anju bench storm --quick`` must count nothing lost and nothing stored twice.
 
-A guarantee broken on purpose for real (``--break skip_dedupe``: the backend stores a resent
-record again) must make the verdict fail, on the check that guards it; the other two breaks
-are run by hand (docs/guarantees.md). The verdict's checks are also shown to fail on crafted
-inputs in tests/test_chaos_verdict.py."""
+The breaks (``--break NAME``) are run by hand (docs/guarantees.md): whether a short run
+produces a resend of a committed record depends on a kill landing between a commit and its
+acknowledgement, which is not something a test can count on; the knobs themselves are tested
+deterministically in tests/test_break_guarantees.py, and the verdict's checks are shown to
+fail on crafted inputs in tests/test_chaos_verdict.py."""
 
 from __future__ import annotations
 
@@ -35,23 +36,6 @@ def test_short_profile_passes_its_verdict(tmp_path: Path) -> None:
     assert "<link" not in report and "src=" not in report  # no external assets
     saved = json.loads((tmp_path / "run" / "chaos-summary.json").read_text(encoding="utf-8"))
     assert saved["ok"] is True and saved["latency"]["all"]["n"] > 0
-
-
-@pytest.mark.timeout(240)
-def test_a_backend_that_skips_the_dedupe_fails_the_verdict(tmp_path: Path) -> None:
-    """Backend workers killed while simulated gateways send (their records come again: from
-    the worker's broker session and from the gateways' resends); with the dedupe skipped on
-    purpose they are stored twice, and the verdict says so."""
-    summary = run_chaos(
-        "short", 0.5, 3, workers=1, data=tmp_path / "run",
-        breaks=("skip_dedupe",), faults=("backend_kill",),
-    )  # fmt: skip
-    assert not summary["ok"]
-    checks = {c["name"]: c for c in summary["checks"]}
-    readings = checks["readings stored exactly once"]
-    assert not readings["ok"] and summary["readings_duplicated"] > 0, readings
-    assert summary["readings_lost"] == 0
-    assert checks["no process left behind"]["ok"]
 
 
 @pytest.mark.timeout(180)
