@@ -361,17 +361,8 @@ class LaneWriter:
             by_key: dict[tuple[str, str], list[int]] = {}
             for r in new:
                 by_key.setdefault((r.gateway_id, r.boot_id), []).append(r.seq)
-            ug: list[str] = []
-            ub: list[str] = []
-            ulo: list[int] = []
-            uhi: list[int] = []
-            for (g, b), seqs in by_key.items():
-                for lo, hi in runs(seqs):
-                    ug.append(g)
-                    ub.append(b)
-                    ulo.append(lo)
-                    uhi.append(hi)
-            if ug:
+            columns = _range_columns(by_key)
+            if columns[0]:
                 await cur.execute(
                     "INSERT INTO ingest_seen AS s (gateway_id, boot_id, lane, seen)"
                     " SELECT g, b, %s, range_agg(int8range(lo, hi))"
@@ -379,7 +370,7 @@ class LaneWriter:
                     " AS t(g, b, lo, hi) GROUP BY g, b"
                     " ON CONFLICT (gateway_id, boot_id, lane) DO UPDATE"
                     " SET seen = s.seen + excluded.seen, updated_at = now()",
-                    (self.name, ug, ub, ulo, uhi),
+                    (self.name, *columns),
                 )
         return rows, by_key, copy_done, again
 
@@ -474,17 +465,8 @@ async def mark_evaluated(
     by_key: dict[tuple[str, str], list[int]] = {}
     for g, b, seq in keys:
         by_key.setdefault((g, b), []).append(seq)
-    ug: list[str] = []
-    ub: list[str] = []
-    ulo: list[int] = []
-    uhi: list[int] = []
-    for (g, b), seqs in sorted(by_key.items()):
-        for lo, hi in runs(seqs):
-            ug.append(g)
-            ub.append(b)
-            ulo.append(lo)
-            uhi.append(hi)
-    if ug:
+    columns = _range_columns(by_key)
+    if columns[0]:
         await cur.execute(
             "INSERT INTO ingest_evaluated AS s (gateway_id, boot_id, lane, evaluated)"
             " SELECT g, b, %s, range_agg(int8range(lo, hi))"
@@ -492,5 +474,23 @@ async def mark_evaluated(
             " AS t(g, b, lo, hi) GROUP BY g, b"
             " ON CONFLICT (gateway_id, boot_id, lane) DO UPDATE"
             " SET evaluated = s.evaluated + excluded.evaluated, updated_at = now()",
-            (lane, ug, ub, ulo, uhi),
+            (lane, *columns),
         )
+
+
+def _range_columns(
+    by_key: dict[tuple[str, str], list[int]],
+) -> tuple[list[str], list[str], list[int], list[int]]:
+    """The gateway, boot, low and high (exclusive) columns of ``by_key``'s sequence numbers
+    as runs, for ``unnest`` into ``int8range(lo, hi)``; in key order (the order rows lock in)."""
+    gws: list[str] = []
+    boots: list[str] = []
+    los: list[int] = []
+    his: list[int] = []
+    for (g, b), seqs in sorted(by_key.items()):
+        for lo, hi in runs(seqs):
+            gws.append(g)
+            boots.append(b)
+            los.append(lo)
+            his.append(hi)
+    return gws, boots, los, his
