@@ -70,6 +70,14 @@ RULES_BY_KIND: Final[Mapping[str, tuple[Rule, ...]]] = {
     "perimeter": (se.security_perimeter_intrusion, se.security_tamper, *_HEALTH),
 }
 
+# Events that end what another event of the same device began, by device kind (a fire
+# panel's ``reset`` ends its ``fire``): the engine judges a late event against the newest one
+# of its counterpart (docs/alerts.md, "Late events").
+EVENT_ENDS: Final[Mapping[str, Mapping[str, frozenset[str]]]] = {
+    "fire_panel": fi.PANEL_EVENT_ENDS,
+    "camera": fi.CAMERA_EVENT_ENDS,
+}
+
 ALL_INPUTS: Final[frozenset[type]] = frozenset({Telemetry, DeviceEvent, Status, Tick})
 _EVENTS: Final[frozenset[type]] = frozenset({DeviceEvent})
 _TELEMETRY: Final[frozenset[type]] = frozenset({Telemetry})
@@ -95,4 +103,4 @@ INPUTS: Final[Mapping[Rule, frozenset[type]]] = {
     he.device_clock_skew: _TELEMETRY,
 }
 
-__all__ = ["ALL_INPUTS", "INPUTS", "RULES_BY_KIND", "Rule"]
+__all__ = ["ALL_INPUTS", "EVENT_ENDS", "INPUTS", "RULES_BY_KIND", "Rule"]

@@ -51,6 +51,27 @@ _FIRE_TRIGGERS: Final = {
 _SMOKE_ON: Final = "fire.alarm/smoke"
 _PANEL_NORMAL: Final = frozenset({"normal", "reset"})
 
+# Events that end what another event of the same device began: the engine judges an event
+# that arrives after a later one of its counterpart by these (docs/alerts.md, "Late events").
+PANEL_EVENT_ENDS: Final = {
+    "fire": frozenset({"reset"}),
+    "fault": _PANEL_NORMAL,
+    "power_fault": _PANEL_NORMAL,
+    "supervisory": _PANEL_NORMAL,
+    "disabled": frozenset({"enabled"}),
+    "start": frozenset({"feedback"}),
+}
+CAMERA_EVENT_ENDS: Final = {"fire_lane_blocked": frozenset({"fire_lane_clear"})}
+_PER_COMPONENT: Final = frozenset({"start", "feedback"})
+
+
+def event_key(dev: DeviceInfo, event_type: str, data: Any) -> str:
+    """What an event is about, for matching it with its counterpart: a linkage ``start`` and
+    its ``feedback`` are per component, every other paired event per device."""
+    if event_type in _PER_COMPONENT and dev.kind == "fire_panel":
+        return f"{event_type}@{_component(dev, data)}"
+    return event_type
+
 
 def _component(dev: DeviceInfo, data: Any) -> str:
     return f"{dev.id}/{data.get('system_addr', '')}/{data.get('component_addr', '')}"
