@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import httpx
 import yaml
 
 from anju.servers import PrivateMosquitto, free_port
@@ -35,6 +36,23 @@ async def eventually(
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(poll)
+
+
+async def readyz_answers(
+    http: httpx.AsyncClient, status: int, within: float, what: str, *, poll: float = 0.2
+) -> httpx.Response:
+    """Ask ``/readyz`` (polled) until it answers ``status``, and return that answer; else fail
+    naming ``what`` and the last answer."""
+    deadline = time.monotonic() + within
+    while True:
+        last = await http.get("/readyz")
+        if last.status_code == status:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out waiting for {what} (last /readyz: {last.status_code} {last.text})"
+            )
         await asyncio.sleep(poll)
 
 

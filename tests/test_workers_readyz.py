@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from anju.servers import PrivateMosquitto
-from tests.support import eventually, running_backend
+from tests.support import readyz_answers, running_backend
 
 pytestmark = [
     pytest.mark.integration,
@@ -47,35 +47,16 @@ async def test_readyz_follows_the_alarm_lanes_session(
 
             squatter = asyncio.create_task(squat(), name="squatter")
             try:
-                last = await http.get("/readyz")
-                for _ in range(600):
-                    if last.status_code == 503:
-                        break
-                    await asyncio.sleep(0.05)
-                    last = await http.get("/readyz")
-                assert last.status_code == 503, "never not ready while the lane was disconnected"
+                # (polled often: the lane takes its identity back at once, each time)
+                last = await readyz_answers(
+                    http, 503, 30, "not ready while the lane is disconnected", poll=0.05
+                )
                 assert last.json() == {"detail": "broker: the alarm lane is not connected"}
             finally:
                 squatter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await squatter
-            status = [0]
-
-            def ready() -> bool:
-                return status[0] == 200
-
-            async def poll() -> None:
-                while True:
-                    status[0] = (await http.get("/readyz")).status_code
-                    await asyncio.sleep(0.2)
-
-            poller = asyncio.create_task(poll(), name="poll-readyz")
-            try:
-                await eventually(ready, 60, "ready again once the lane is back")
-            finally:
-                poller.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await poller
+            await readyz_answers(http, 200, 60, "ready again once the lane is back")
 
 
 async def test_readyz_follows_the_alarm_lanes_database_pool(
@@ -96,20 +77,7 @@ async def test_readyz_follows_the_alarm_lanes_database_pool(
             last = await http.get("/readyz")
             assert last.status_code == 503
             assert last.json() == {"detail": "database: the alarm lane's pool is not reachable"}
-            status = [0]
-
-            async def poll() -> None:
-                while True:
-                    status[0] = (await http.get("/readyz")).status_code
-                    await asyncio.sleep(0.2)
-
-            poller = asyncio.create_task(poll(), name="poll-readyz")
-            try:
-                await eventually(lambda: status[0] == 200, 60, "ready again once reconnected")
-            finally:
-                poller.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await poller
+            await readyz_answers(http, 200, 60, "ready again once reconnected")
 
 
 async def test_readyz_answers_promptly_while_the_database_is_away(
@@ -142,17 +110,4 @@ async def test_readyz_answers_promptly_while_the_database_is_away(
                     assert last.json()["detail"].startswith("database:")
             finally:
                 allow(True)
-            status = [0]
-
-            async def poll() -> None:
-                while True:
-                    status[0] = (await http.get("/readyz")).status_code
-                    await asyncio.sleep(0.2)
-
-            poller = asyncio.create_task(poll(), name="poll-readyz")
-            try:
-                await eventually(lambda: status[0] == 200, 60, "ready again once reconnected")
-            finally:
-                poller.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await poller
+            await readyz_answers(http, 200, 60, "ready again once reconnected")
