@@ -79,20 +79,26 @@ async def keep_session(
     """Session ``identifier`` (``uplink_client``), forever: connect, subscribe to ``topics``
     (QoS 1), ``on_up(client)``, then ``serve(client)`` until the connection is lost;
     ``on_down()`` and again after a backoff (0.5 s doubling to 10 s, from the start again once
-    subscribed). Used by the main session and the alarm lane's; cancel to end it."""
+    subscribed). Used by the main session and the alarm lane's; cancel to end it (``on_down()``
+    is called then too, and the cancellation goes on)."""
     addr = parse_mqtt_url(settings.mqtt_url)
     delays = backoff(0.5, 10.0)
     while True:
         try:
-            async with uplink_client(settings, identifier) as client:
-                for topic in topics:
-                    await client.subscribe(topic, qos=1)
-                on_up(client)
-                log.info("%s connected to the broker %s", what, addr)
-                delays = backoff(0.5, 10.0)
-                await serve(client)
+            try:
+                async with uplink_client(settings, identifier) as client:
+                    for topic in topics:
+                        await client.subscribe(topic, qos=1)
+                    on_up(client)
+                    log.info("%s connected to the broker %s", what, addr)
+                    delays = backoff(0.5, 10.0)
+                    await serve(client)
+            except BaseException:
+                # However the session ends (lost, cancelled, failed), whoever tracks its
+                # state (readiness, metrics) hears of it; what ended it goes on.
+                on_down()
+                raise
         except* aiomqtt.MqttError as eg:
-            on_down()
             delay = next(delays)
             log.warning("%s connection lost (%s); again in %.1f s", what, eg.exceptions[0], delay)
             await asyncio.sleep(delay)
