@@ -271,10 +271,16 @@ class LanIntake:
         else:
             rx, trusted = self.clock.wall_ms(), self.clock.trusted()
             self._rx = (chunk, rx, trusted)
-        topic = topic_b.decode("utf-8")
-        items = decode_device_message(
-            topic, payload, known=self.known, rx_ms=rx, clock_trusted=trusted
-        )
+        try:
+            topic = topic_b.decode("utf-8")
+        except UnicodeDecodeError:  # (MQTT requires UTF-8; a broker may not check)
+            items: list[Accepted | Rejected] = [
+                Rejected(None, "bad_topic", f"topic {topic_b[:128]!r} is not UTF-8")
+            ]
+        else:
+            items = decode_device_message(
+                topic, payload, known=self.known, rx_ms=rx, clock_trusted=trusted
+            )
         good: list[tuple[int, str]] = []
         urgent = False
         for item in items:
