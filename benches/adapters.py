@@ -17,6 +17,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from device_simulators.adapter_rig import running_adapters
 from gateway.adapters import gbt_tables as T
 from gateway.adapters.config import Gbt26875Config, ModbusController
 from gateway.adapters.gbt26875 import (
@@ -37,7 +38,6 @@ from gateway.adapters.gbt_map import Binding, PanelState
 from gateway.adapters.metrics import AdapterMetrics
 from gateway.adapters.modbus import ControllerPoller
 from gateway.adapters.modbus_map import load_map
-from gateway.adapters.runner import Adapters
 from gateway.adapters.sink import Submission
 from gateway.clock import SystemClock
 from gateway.outbox import Outbox
@@ -89,31 +89,24 @@ def gbt_frames_per_s(frames: int, uitds: int) -> dict[str, float]:
                 "time_sync_s": 1e9,
             }
         )  # fmt: skip
-        outbox = Outbox(Path(tmp) / "outbox.sqlite3")
-        ad = Adapters(
-            gbt=cfg,
-            modbus=None,
-            outbox=outbox,
-            boot_id="bench",
-            clock=SystemClock("assume"),
-            registry=CollectorRegistry(),
-            on_stored=lambda: None,
-        )
-        ad.start()
-        done: list[int] = []
-        cpu0 = time.process_time()
-        t0 = time.perf_counter()
-        threads = [
-            threading.Thread(target=_uitd, args=(ad.gbt_port, s, frames, 64, done), name=f"u{i}")
-            for i, s in enumerate(sources)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
-        cpu = time.process_time() - cpu0
-        ad.stop()
+        path = Path(tmp) / "outbox.sqlite3"
+        with running_adapters(path, gbt=cfg, boot_id="bench") as ad:
+            done: list[int] = []
+            cpu0 = time.process_time()
+            t0 = time.perf_counter()
+            threads = [
+                threading.Thread(
+                    target=_uitd, args=(ad.gbt_port, s, frames, 64, done), name=f"u{i}"
+                )
+                for i, s in enumerate(sources)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0
+        outbox = Outbox(path)
         stored = outbox.depth()
         outbox.close()
     total = sum(done)

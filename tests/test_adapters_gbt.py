@@ -8,13 +8,10 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
+from device_simulators.adapter_rig import running_adapters
 from device_simulators.uitd import UitdClient
 from gateway.adapters import gbt_tables as T
 from gateway.adapters.config import Gbt26875Config
@@ -29,7 +26,6 @@ from gateway.adapters.gbt26875 import (
     encode_unit,
 )
 from gateway.adapters.runner import Adapters
-from gateway.clock import SystemClock
 from gateway.outbox import EVENTS, TELEMETRY, Outbox
 
 A = bytes.fromhex("0102030405a6")
@@ -49,26 +45,6 @@ def config(**extra: Any) -> Gbt26875Config:
             **extra,
         }
     )
-
-
-@contextmanager
-def adapters(path: Path, cfg: Gbt26875Config, clock: str = "assume") -> Iterator[Adapters]:
-    outbox = Outbox(path)
-    ad = Adapters(
-        gbt=cfg,
-        modbus=None,
-        outbox=outbox,
-        boot_id="boot-1",
-        clock=SystemClock(clock),  # type: ignore[arg-type]
-        registry=CollectorRegistry(),
-        on_stored=lambda: None,
-    )
-    ad.start()
-    try:
-        yield ad
-    finally:
-        ad.stop()
-        outbox.close()
 
 
 def records(path: Path) -> list[dict[str, Any]]:
@@ -100,7 +76,7 @@ def wait_for(check: Any, what: str, within: float = 20.0) -> None:
 
 def test_confirmed_only_after_commit_and_repeats_stored_once(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite3"
-    with adapters(path, config()) as ad:
+    with running_adapters(path, gbt=config()) as ad:
         assert ad.gbt_port
         c = UitdClient("127.0.0.1", ad.gbt_port, A, confirm_timeout_s=10)
         assert c.report(fire(3012)) is True
@@ -134,12 +110,12 @@ def test_confirmed_only_after_commit_and_repeats_stored_once(tmp_path: Path) -> 
 def test_restart_between_commit_and_confirm_stores_nothing_twice(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite3"
     raw = encode_frame(Frame(5, T.CMD_SEND, A, bytes(6), encode_unit(fire(3012)), T0))
-    with adapters(path, config()) as ad:
+    with running_adapters(path, gbt=config()) as ad:
         s = socket.create_connection(("127.0.0.1", ad.gbt_port))
         s.sendall(raw)
         wait_for(lambda: len(records(path)) == 1, "the commit")
         s.close()  # the UITD never read the confirm (as if the gateway died before sending)
-    with adapters(path, config()) as ad:  # the gateway again, on the same outbox
+    with running_adapters(path, gbt=config()) as ad:  # the gateway again, on the same outbox
         c = UitdClient("127.0.0.1", ad.gbt_port or 0, A)
         c.connect()
         assert c.sock is not None
@@ -151,7 +127,7 @@ def test_restart_between_commit_and_confirm_stores_nothing_twice(tmp_path: Path)
 
 def test_bad_checksum_unknown_uitd_and_bad_units_are_denied(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite3"
-    with adapters(path, config()) as ad:
+    with running_adapters(path, gbt=config()) as ad:
         s = socket.create_connection(("127.0.0.1", ad.gbt_port))
         s.settimeout(5)
         good = encode_frame(Frame(1, T.CMD_SEND, A, bytes(6), encode_unit(fire(1)), T0))
@@ -177,7 +153,7 @@ def test_bad_checksum_unknown_uitd_and_bad_units_are_denied(tmp_path: Path) -> N
 
 def test_time_sync_once_the_clock_is_trusted(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite3"
-    with adapters(path, config()) as ad:
+    with running_adapters(path, gbt=config()) as ad:
         c = UitdClient("127.0.0.1", ad.gbt_port or 0, A)
         assert c.report(None)
         wait_for(lambda: bool(c.poll()) or c.time_syncs > 0, "a time sync")
@@ -208,7 +184,7 @@ def test_a_flooding_and_garbling_uitd_does_not_disturb_another(tmp_path: Path) -
         finally:
             s.close()
 
-    with adapters(path, config()) as ad:
+    with running_adapters(path, gbt=config()) as ad:
         port = ad.gbt_port or 0
         flooder = threading.Thread(target=flood, args=(port,), name="flooder")
         flooder.start()

@@ -9,16 +9,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
 
 from anju.servers import PrivateMosquitto
+from device_simulators.adapter_rig import running_adapters
 from device_simulators.modbus_elevator import ModbusElevator
 from device_simulators.uitd import UitdClient
 from gateway import Gateway, GatewayConfig, load_gateway_config
@@ -26,8 +24,6 @@ from gateway.adapters import gbt_server, modbus
 from gateway.adapters.config import Gbt26875Config, ModbusConfig
 from gateway.adapters.gbt26875 import ComponentStatus, DataUnit, Time, encode_description
 from gateway.adapters.modbus_map import load_map
-from gateway.adapters.runner import Adapters
-from gateway.clock import SystemClock
 from gateway.outbox import EVENTS, TELEMETRY, Outbox
 from gateway.sdnotify import Notifier
 from gateway.supervise import Progress
@@ -41,36 +37,6 @@ def gbt_config() -> Gbt26875Config:
     return Gbt26875Config.model_validate(
         {"host": "127.0.0.1", "port": 0, "uitds": [{"source_address": A.hex(), "device": "p"}]}
     )
-
-
-@contextmanager
-def adapters(
-    path: Path,
-    *,
-    gbt: Gbt26875Config | None = None,
-    mb: ModbusConfig | None = None,
-    progress: Progress | None = None,
-    on_stored: Any = lambda: None,
-    max_errors: int = 5,
-) -> Iterator[Adapters]:
-    outbox = Outbox(path)
-    ad = Adapters(
-        gbt=gbt,
-        modbus=mb,
-        outbox=outbox,
-        boot_id="boot-1",
-        clock=SystemClock("assume"),
-        registry=CollectorRegistry(),
-        on_stored=on_stored,
-        progress=progress,
-        max_errors=max_errors,
-    )
-    ad.start()
-    try:
-        yield ad
-    finally:
-        ad.stop()
-        outbox.close()
 
 
 def records(path: Path) -> list[dict[str, Any]]:
@@ -124,7 +90,7 @@ def test_an_exception_in_each_uitd_thread_is_counted_and_nothing_confirmed_is_lo
         "accept": "gbt_accept",
         "connection": "gbt_connection",
     }[where]
-    with adapters(path, gbt=gbt_config(), progress=progress) as ad:
+    with running_adapters(path, gbt=gbt_config(), progress=progress) as ad:
         assert ad.server is not None and ad.gbt_port
         c = UitdClient("127.0.0.1", ad.gbt_port, A, confirm_timeout_s=1)
         assert c.report(fire(1)) is True
@@ -160,7 +126,7 @@ def test_too_many_sink_errors_fail_the_gateway_and_confirm_nothing(
 ) -> None:
     path = tmp_path / "outbox.sqlite3"
     progress = Progress(60.0, ())
-    with adapters(path, gbt=gbt_config(), progress=progress, max_errors=0) as ad:
+    with running_adapters(path, gbt=gbt_config(), progress=progress, max_errors=0) as ad:
         assert ad.gbt_port
 
         def broken(*_a: Any, **_k: Any) -> Any:
@@ -190,7 +156,7 @@ def test_a_stuck_sink_makes_the_gateway_unhealthy_until_it_moves(tmp_path: Path)
         entered.set()
         release.wait(30)
 
-    with adapters(path, gbt=gbt_config(), progress=progress, on_stored=on_stored) as ad:
+    with running_adapters(path, gbt=gbt_config(), progress=progress, on_stored=on_stored) as ad:
         assert ad.gbt_port
         beat = threading.Event()
 
@@ -241,7 +207,7 @@ def test_an_exception_in_a_modbus_poller_is_counted_and_the_alarm_still_comes(
     )
     progress = Progress(60.0, ())
     try:
-        with adapters(path, mb=mb, progress=progress) as ad:
+        with running_adapters(path, modbus=mb, progress=progress) as ad:
             wait_for(lambda: ad.pollers[0].polls > 0, "a first poll")
             poller = ad.pollers[0]
             # The next poll that sees the alarm button raises before anything is submitted.
@@ -287,7 +253,7 @@ def test_a_relative_register_map_is_found_next_to_the_configuration_file(
     assert cfg.modbus is not None
     maps = [c.map for c in cfg.modbus.controllers]
     assert maps == [str((conf / "maps" / "elev.yaml").resolve()), "builtin:example_discrete"]
-    with adapters(tmp_path / "outbox.sqlite3", mb=cfg.modbus) as ad:  # the maps load
+    with running_adapters(tmp_path / "outbox.sqlite3", modbus=cfg.modbus) as ad:  # the maps load
         assert len(ad.pollers) == 2
 
 

@@ -10,17 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
+from device_simulators.adapter_rig import running_adapters
 from device_simulators.modbus_elevator import ModbusElevator
 from device_simulators.uitd import UitdClient
 from gateway.adapters.config import Gbt26875Config, ModbusConfig
 from gateway.adapters.gbt26875 import ComponentStatus, DataUnit, Time, encode_description
 from gateway.adapters.modbus_map import load_map
-from gateway.adapters.runner import Adapters
-from gateway.clock import SystemClock
 from gateway.config import GatewayConfig
-from gateway.outbox import Outbox
 from gateway.status import format_status, gather_status, write_status
 
 A = bytes.fromhex("0102030405a6")
@@ -65,31 +61,19 @@ def test_status_shows_uitd_connections_and_each_controllers_state(tmp_path: Path
     mb = ModbusConfig.model_validate(
         {"controllers": [controller(ELEV, sim.port), controller(GONE, free_port())]}
     )
-    outbox = Outbox(tmp_path / "outbox.sqlite3")
-    ad = Adapters(
-        gbt=gbt,
-        modbus=mb,
-        outbox=outbox,
-        boot_id="boot-1",
-        clock=SystemClock("assume"),
-        registry=CollectorRegistry(),
-        on_stored=lambda: None,
-    )
-    ad.start()
     try:
-        assert ad.state()["gbt26875"]["connections"] == []
-        client = UitdClient("127.0.0.1", ad.gbt_port, A, confirm_timeout_s=5)
-        t0 = Time(5, 4, 10, 28, 11, 26)
-        status = ComponentStatus(1, 1, 40, 7, 0b11, encode_description("烟感"), t0)
-        assert client.report(DataUnit(2, (status,))) is True
-        gone = next(p for p in ad.pollers if p.cfg.device == GONE)
-        wait_for(lambda: ad.pollers[0].polls > 0, "a first poll")
-        wait_for(lambda: gone.failures >= gone.cfg.offline_after, "the silent controller")
-        state = ad.state()
-        client.close()
+        with running_adapters(tmp_path / "outbox.sqlite3", gbt=gbt, modbus=mb) as ad:
+            assert ad.state()["gbt26875"]["connections"] == []
+            client = UitdClient("127.0.0.1", ad.gbt_port, A, confirm_timeout_s=5)
+            t0 = Time(5, 4, 10, 28, 11, 26)
+            status = ComponentStatus(1, 1, 40, 7, 0b11, encode_description("烟感"), t0)
+            assert client.report(DataUnit(2, (status,))) is True
+            gone = next(p for p in ad.pollers if p.cfg.device == GONE)
+            wait_for(lambda: ad.pollers[0].polls > 0, "a first poll")
+            wait_for(lambda: gone.failures >= gone.cfg.offline_after, "the silent controller")
+            state = ad.state()
+            client.close()
     finally:
-        ad.stop()
-        outbox.close()
         sim.stop()
 
     (conn,) = state["gbt26875"]["connections"]
