@@ -6,6 +6,11 @@
   it again, and the reader stays free for the events behind it.
 - Gathers up to ``batch_max`` records or ``wait_s``.
 - On plain PostgreSQL, marks late readings' hours dirty for the rollups.
+- Tests and ``anju chaos`` only: ``ANJU_BACKEND_EXIT_AFTER_COMMIT_FILE`` names a file; when it
+  exists after a commit that stored new records, the process deletes it and exits at once
+  (``writer.EXIT_AFTER_COMMIT_CODE``), before the rules and the acknowledgement: the gateway
+  sends the records again and the dedupe must drop them. Unset, nothing is looked at; setting
+  it logs a warning at start.
 - Evaluated exactly once: its records are marked evaluated (``ingest_evaluated``) in the
   transaction that stores the rule state of their evaluation (``backend.desk.StateWriter``,
   with ``mark_evaluated``); a duplicate committed but never evaluated (a backend killed
@@ -17,12 +22,26 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+from pathlib import Path
 
 from anju.uplink import Record
 from backend.db.migrate import StorageMode
 from backend.db.rows import Rows
 from backend.db.seqset import SeqSet
-from backend.ingest.writer import Common, Cursor, Flush, Item, LaneWriter, key, mark_evaluated
+from backend.ingest.writer import (
+    EXIT_AFTER_COMMIT_ENV,
+    Common,
+    Cursor,
+    Flush,
+    Item,
+    LaneWriter,
+    key,
+    mark_evaluated,
+)
+
+log = logging.getLogger("anju.ingest")
 
 _HANDED_MAX = 100_000  # (gateway, boot) pairs
 
@@ -39,6 +58,15 @@ class TelemetryLane(LaneWriter):
         # Records handed to the rules by this process, by (gateway, boot): a duplicate in
         # it is not evaluated again while its mark is on its way to ``ingest_evaluated``.
         self._handed: dict[tuple[str, str], SeqSet] = {}
+        path = os.environ.get(EXIT_AFTER_COMMIT_ENV)
+        if path:
+            self.exit_after_commit = Path(path)
+            log.warning(
+                "%s=%s: the backend exits after a commit, before its acknowledgement, when"
+                " that file exists (tests only)",
+                EXIT_AFTER_COMMIT_ENV,
+                path,
+            )
 
     async def put(self, items: list[Item]) -> None:
         if items:

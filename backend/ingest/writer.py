@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Final
 
 import psycopg
 
@@ -46,6 +48,12 @@ _EVENTS_INSERT = (
 _KNOWN_PAIRS_MAX = 2_000_000
 _INLINE_RECORDS = 200  # smaller flushes build their rows on the loop: a thread costs more
 _YIELD_EVERY = 1_000  # COPY rows written between two turns of the event loop
+# Tests and ``anju chaos`` only (docs/guarantees.md): a lane given this file (the telemetry
+# lane, from this environment variable) exits at once, as if SIGKILLed, after its next commit
+# that stored new records and before they go to the rules and their acknowledgement, when the
+# file exists (deleted first: one exit per file). Unset (production), nothing is looked at.
+EXIT_AFTER_COMMIT_ENV: Final = "ANJU_BACKEND_EXIT_AFTER_COMMIT_FILE"
+EXIT_AFTER_COMMIT_CODE: Final = 4  # (workers.LOST_EXIT_CODE is 3; errors 1, usage 2)
 
 
 def key(r: Record) -> tuple[str, str, int]:
@@ -117,6 +125,7 @@ class LaneWriter:
         self.mode: StorageMode | None = None  # read at the first connection
         self._known_pairs: set[int] = set()  # (device, metric)s in device_metrics
         self._loop: asyncio.AbstractEventLoop | None = None  # the writer's, while it runs
+        self.exit_after_commit: Path | None = None  # EXIT_AFTER_COMMIT_ENV (test only)
         self.metrics.queue_capacity.labels(self.queue_name).set(queue_max)
 
     # ---- the MQTT reader's side (any loop) -------------------------------------------------
@@ -179,6 +188,8 @@ class LaneWriter:
                             await conn.close()
                             conn = None
                         await asyncio.sleep(delay)
+                if self.exit_after_commit is not None and new:
+                    self._exit_if_armed(self.exit_after_commit, len(new))
                 self.metrics.duplicates.inc(len(flush.records) - len(new))
                 await on_committed(self._for_rules(flush, new, uncertain=uncertain), flush.acks)
                 self.busy = False
@@ -203,6 +214,23 @@ class LaneWriter:
                 "lane %s did not finish its flush in %.0f s; cancelled", self.name, within_s
             )
             t.cancel()
+
+    def _exit_if_armed(self, path: Path, stored: int) -> None:
+        """Test only (``EXIT_AFTER_COMMIT_ENV``): committed, never acknowledged. One system
+        call per commit: the file's removal, which fails when it is not there."""
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        log.warning(
+            "%s: exiting (code %d) after committing %d records of lane %s, before their"
+            " acknowledgement (tests only)",
+            EXIT_AFTER_COMMIT_ENV,
+            EXIT_AFTER_COMMIT_CODE,
+            stored,
+            self.name,
+        )
+        os._exit(EXIT_AFTER_COMMIT_CODE)  # as SIGKILL: no cleanup, nothing more published
 
     async def _gather(self) -> Flush:
         flush = Flush()
