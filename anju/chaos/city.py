@@ -41,6 +41,7 @@ from anju.provision.model import ProvisionResult
 from anju.registry import CityIndex, DeviceInfo
 from anju.servers import PrivateMosquitto, PrivatePostgres, free_port
 from anju.uplink import ack_topic, decode_ack, encode_batch, record_body, up_topic
+from backend.ingest.writer import EXIT_AFTER_COMMIT_ENV
 from gateway.clock import SKEW_FILE_ENV
 
 
@@ -228,6 +229,7 @@ class SimGateway:
             for s in seqs:
                 if self.pending.pop(s, None) is not None:
                     self.sent_at.pop(s, None)
+                    self._rec_dev.pop(s, None)
 
     def _add(self, body: str, event: bool) -> int:
         with self._lock:
@@ -240,7 +242,7 @@ class SimGateway:
             self._dev_seq[dev] += 1
             n = self._dev_seq[dev]
         t = now_ms()
-        self._add(
+        seq = self._add(
             record_body(
                 device_id=dev, kind="t", ts=t, rx=t, gateway_timed=False, payload={"m": {"seq": n}}
             ),
@@ -248,6 +250,13 @@ class SimGateway:
         )
         with self._lock:
             self.acked.append((dev, n))
+            if seq in self.pending:
+                self._rec_dev[seq] = (dev, n)
+
+    def unacknowledged(self) -> set[tuple[str, int]]:
+        """The (device, seq) readings the backend has not acknowledged yet."""
+        with self._lock:
+            return set(self._rec_dev.values())
 
     def event(self, dev: str, etype: str, ts: int, data: dict[str, Any] | None = None) -> bool:
         body = record_body(
@@ -390,6 +399,7 @@ class Plan:
     reading_interval_s: float = 0.25
     secure: bool = True  # provisioned as ``anju demo`` (False: ``--insecure``)
     breaks: tuple[str, ...] = ()  # ANJU_BREAK of every backend worker (a guarantee broken)
+    exit_after_commit: bool = False  # the backend's test-only exit hook (backend_kill_after_commit)
 
 
 @dataclass
@@ -416,6 +426,9 @@ class City:
     alarms: list[Alarm] = field(default_factory=list)
     depth_log: list[tuple[int, str, int]] = field(default_factory=list)
     started: list[int] = field(default_factory=list)  # every pid this harness started
+    # EXIT_AFTER_COMMIT_ENV of every backend worker (``plan.exit_after_commit``): while this
+    # file exists, the worker that commits next exits before acknowledging (and removes it).
+    exit_file: Path | None = None
 
     # --- processes -----------------------------------------------------------------------
     def backend_names(self) -> list[str]:
@@ -468,6 +481,16 @@ class City:
         env = {SKEW_FILE_ENV: str(self.skew_files[gw_id])}
         p = self.children.start(f"gateway-{gw_id}", argv, env=env)
         self.started.append(p.pid)
+
+    def arm_exit_after_commit(self, armed: bool = True) -> None:
+        """The leading worker exits after its next commit of new telemetry, before its
+        acknowledgement (``armed``; False: the file removed, nothing happens)."""
+        if self.exit_file is None:
+            raise AnjuError("this city's backend has no exit-after-commit hook")
+        if armed:
+            self.exit_file.touch()
+        else:
+            self.exit_file.unlink(missing_ok=True)
 
     def kill(self, name: str) -> None:
         p = self.children.procs[name]
@@ -587,10 +610,13 @@ def build(plan: Plan) -> City:
         }
     if plan.breaks:
         backend_env["ANJU_BREAK"] = ",".join(plan.breaks)
+    exit_file = data / "backend-exit-after-commit" if plan.exit_after_commit else None
+    if exit_file is not None:
+        backend_env[EXIT_AFTER_COMMIT_ENV] = str(exit_file)
     api_ports = {f"backend-{i}": free_port() for i in range(plan.workers)}
     c = City(
         plan, city, registry, children, pg, uplink, lans, proxies, pg.url(), api_ports,
-        outboxes, skews, prov, backend_env,
+        outboxes, skews, prov, backend_env, exit_file=exit_file,
     )  # fmt: skip
     for name in c.backend_names():
         c.start_backend(name)

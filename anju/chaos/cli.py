@@ -53,7 +53,13 @@ def register(sub: Any) -> None:
     c.add_argument("--report", default=None, help="folder for the report and the summary")
     c.add_argument("--insecure", action="store_true", help="anonymous, clear-text brokers")
     c.add_argument(
-        "--faults", default=None, metavar="KIND,...", help="only these faults (default: every kind)"
+        "--faults",
+        default=None,
+        metavar="KIND,...",
+        help="only these faults (default: every kind): broker_restart, db_restart, backend_kill,"
+        " backend_kill_db_down, backend_kill_after_commit (the backend exits after a commit,"
+        " before its acknowledgement: a resend of a committed reading for certain), gateway_kill,"
+        " gateway_powercut, uplink_cut, clock_jump, poison",
     )
     c.add_argument(
         "--break",
@@ -61,7 +67,8 @@ def register(sub: Any) -> None:
         default=None,
         metavar="NAME,...",
         help="TEST ONLY: a guarantee every backend worker breaks on purpose (ANJU_BREAK: "
-        "ack_before_commit, skip_dedupe, no_event_priority); the verdict must fail",
+        "ack_before_commit, skip_dedupe, no_event_priority); the verdict must fail (skip_dedupe"
+        " for certain with --faults backend_kill_after_commit)",
     )
     c.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     c.set_defaults(func=cmd_chaos)

@@ -8,6 +8,12 @@ from ``--seed`` (the same seed gives the same schedule):
 - ``backend_kill``: a backend worker SIGKILLed (the leader, with ``--workers N``), started again.
 - ``backend_kill_db_down``: PostgreSQL stopped, the (leading) backend worker SIGKILLed while it
   holds records it could not commit, both started again.
+- ``backend_kill_after_commit``: the (leading) backend worker exits at once, as if SIGKILLed,
+  right after its next commit of new telemetry and before acknowledging it (the backend's
+  test-only hook, ``ANJU_BACKEND_EXIT_AFTER_COMMIT_FILE``), and is started again: the gateways
+  send the committed records again, and the dedupe must drop them. Armed again (at most
+  ``EXIT_TRIES`` times) until the exit leaves readings the verdict counts committed and not
+  acknowledged on a simulated gateway, so a resend of a committed reading happens for certain.
 - ``gateway_kill``: a real gateway process SIGKILLed and started again.
 - ``gateway_powercut``: SIGKILL, the outbox's last WAL write torn in half and its shared memory
   gone (as tests/test_gateway_resilience.py), started again.
@@ -58,6 +64,7 @@ KINDS = (
     "db_restart",
     "backend_kill",
     "backend_kill_db_down",
+    "backend_kill_after_commit",
     "gateway_kill",
     "gateway_powercut",
     "uplink_cut",
@@ -73,6 +80,8 @@ STORM_ALARMS = 10  # fire alarms raised on simulated gateways while a replay sto
 FLAP_BUDGET = 4
 FLAP_WINDOW_MS = 11 * 60_000
 CLOCK_JUMP_ALARMS = 2
+EXIT_TRIES = 3  # backend_kill_after_commit: exits until one leaves committed readings unacked
+EXIT_WAIT_S = 30.0  # ... each within this of being armed (readings flow every 0.25 s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +307,8 @@ class Chaos:
             c.start_backend(worker)
             with self._lock:
                 self.held.discard(worker)
+        elif k == "backend_kill_after_commit":
+            target = self._exit_after_commit(step)
         elif k in ("gateway_kill", "gateway_powercut"):
             c.kill(f"gateway-{gw}")
             if k == "gateway_powercut":
@@ -355,6 +366,46 @@ class Chaos:
         end = now_ms()
         c.faults.append(v.Fault(k, target, t0, end))
         self.say(f"fault {k} on {target}: {(end - t0) / 1000:.1f} s")
+
+    def _exit_after_commit(self, step: Step) -> str:
+        """``backend_kill_after_commit``: the worker that commits next (the leader) exits
+        after the commit, before its acknowledgement; started again after ``step.hold_s``.
+        Returns the fault's target."""
+        c = self.c
+        names = c.backend_names()
+        procs = c.children.procs
+        with self._lock:
+            self.held.update(names)  # this fault starts again what exits
+        outcome = f"no commit in {EXIT_WAIT_S:g} s: nothing happened"
+        for attempt in range(1, EXIT_TRIES + 1):
+            c.arm_exit_after_commit()
+            deadline = time.monotonic() + EXIT_WAIT_S
+            while time.monotonic() < deadline and all(procs[n].poll() is None for n in names):
+                time.sleep(0.05)
+            c.arm_exit_after_commit(armed=False)
+            exited = [n for n in names if procs[n].poll() is not None]
+            if not exited:
+                break
+            worker = exited[0]
+            # Readings of simulated gateways committed and never acknowledged: they come again.
+            pending = set().union(*(s.unacknowledged() for s in c.sims.values()))
+            again = len(pending & set(c.stored()))
+            outcome = (
+                f"{worker}: exit {procs[worker].returncode} after a commit, before its ack;"
+                f" {again} committed readings unacknowledged (exit {attempt} of at most"
+                f" {EXIT_TRIES})"
+            )
+            if again or attempt == EXIT_TRIES:
+                break
+            self.say(f"{outcome}; armed again")
+            c.start_backend(worker)
+        time.sleep(step.hold_s)
+        for n in names:
+            if procs[n].poll() is not None:
+                c.start_backend(n)
+        with self._lock:
+            self.held.difference_update(names)
+        return outcome
 
     def _storm(self, rng: random.Random) -> None:
         """Fire alarms on simulated gateways (connected all along: only the backend's
@@ -425,11 +476,12 @@ def run_chaos(
         workers = MAX_WORKERS
     if breaks:
         notes.append(f"GUARANTEES BROKEN ON PURPOSE (ANJU_BREAK={','.join(breaks)}): must FAIL")
+    steps = schedule(tuple(k for k in KINDS if not faults or k in faults), minutes, seed, prof)
     plan = Plan(
         prof.communities, prof.real_gateways, workers, seed, data.resolve(),
         secure=not insecure, breaks=breaks,
+        exit_after_commit=any(s.kind == "backend_kill_after_commit" for s in steps),
     )  # fmt: skip
-    steps = schedule(tuple(k for k in KINDS if not faults or k in faults), minutes, seed, prof)
     city = build(plan)
     chaos = Chaos(city, prof, seed, minutes)
     for n in notes:
@@ -615,7 +667,7 @@ def table(summary: dict[str, Any]) -> str:
     t0 = summary["faults"][0]["start_ms"] if summary["faults"] else 0
     for f in summary["faults"]:
         lines.append(
-            f"  +{(f['start_ms'] - t0) / 1000:7.1f} s  {f['kind']:<21} "
+            f"  +{(f['start_ms'] - t0) / 1000:7.1f} s  {f['kind']:<25} "
             f"{(f['end_ms'] - f['start_ms']) / 1000:6.1f} s  {f['target']}"
         )
     lines.append("")
@@ -642,7 +694,11 @@ def _svg_axes(t0: int, t1: int, ymax: float, ylabel: str, faults: list[v.Fault])
         'stroke="#999"/>'
     ]
     colours = dict(
-        zip(KINDS, ("#fdd", "#dfd", "#ddf", "#ffd", "#fdf", "#dff", "#eee", "#fed"), strict=False)
+        zip(
+            KINDS,
+            ("#fdd", "#dfd", "#ddf", "#ffd", "#fbb", "#fdf", "#dff", "#eee", "#fed", "#def"),
+            strict=False,
+        )
     )
     for f in faults:
         x0, x1 = x(f.start_ms), max(x(f.end_ms), x(f.start_ms) + 2)
