@@ -72,6 +72,12 @@ class BackendMetrics:
         self.alert_changes = Counter(
             "anju_alert_changes", "Alert changes, by action", ["action"], registry=r
         )
+        self.late_events = Counter(
+            "anju_rules_late_events",
+            "Paired events (a panel's fire, its reset) that arrived after a later one they pair"
+            " with, evaluated as if in order (docs/alerts.md, 'Late events')",
+            registry=r,
+        )
         self.alert_store_refused = Counter(
             "anju_alert_store_refused",
             "Alert changes the database refused for their content (not published; see the log)",

@@ -215,7 +215,14 @@ class Backend:
                 int(cfg.ack_deadline_s * 1000), int(cfg.fire_ack_deadline_s * 1000)
             ),
         )
-        engine = Engine(self.city, book, params=cfg.params, shared=shared, now_ms=now_ms())
+        engine = Engine(
+            self.city,
+            book,
+            params=cfg.params,
+            shared=shared,
+            now_ms=now_ms(),
+            on_late=self.metrics.late_events.inc,
+        )
         engine.restore(await self.store.load_states())
         rearm_held_open(engine.states.values(), now_ms())
         for device_id in self.city.devices:

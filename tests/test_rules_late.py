@@ -17,6 +17,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from anju.uplink import Record
 from backend.alerting.engine import Shared
@@ -89,17 +91,21 @@ def test_a_late_reset_clears_what_was_raised_before_it_and_keeps_the_later_fire(
     assert _actions(f.event(PANEL, 6, "fire", **COMP), "fire.alarm") == ["raised"]
     changes = f.feed(late_reset)
     assert _actions(changes, "fire.panel_fault") == ["resolved"]
-    assert _actions(changes, "fire.alarm") == []
+    # as in order: the reset ended the first alarm, and the fire after it raised it again
+    assert _actions(changes, "fire.alarm") == ["resolved", "raised"]
     assert "fire.alarm" in f.open_types(PANEL)
 
 
 def test_the_chaos_run_sequence_fire_then_reset_arriving_reversed() -> None:
     """The defect as found: fire (seq n) and reset (seq n+1) arrive reset first; the panel's
     next fire four minutes later must be raised on its own."""
-    f = Feeder()
+    late: list[int] = []
+    f = Feeder(on_late=lambda: late.append(1))
     fire = _held_back(f, PANEL, 0, "fire", **COMP)
     f.event(PANEL, 30, "reset")
+    assert late == []
     assert _actions(f.feed(fire), "fire.alarm") == ["raised", "resolved"]
+    assert late == [1]  # counted (anju_rules_late_events_total)
     # a resend of the same fire (stored already: a repeat) changes nothing
     assert f.feed(replace(fire, repeat=True)) == []
     assert _actions(f.event(PANEL, 270, "fire", **COMP), "fire.alarm") == ["raised"]
@@ -202,15 +208,9 @@ def test_events_without_a_counterpart_are_evaluated_as_before() -> None:
     assert f.types(f.feed(late)) == ["fire.alarm"]
 
 
-# ---- review of 6cf35c9 (late events): defects found, marked xfail for the lead ----------
+# ---- found by the review of the first version (6cf35c9), fixed ----------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 6cf35c9: a late closer clears an alert re-asserted by a later opener that "
-    "found it open (_EV_RAISED records only the event that raised it): the panel is in fire "
-    "again (seq 3, after the reset) and no alarm is open",
-)
 def test_a_late_reset_does_not_clear_a_fire_reported_again_after_it() -> None:
     f = Feeder()
     assert _actions(f.event(PANEL, 0, "fire", **COMP), "fire.alarm") == ["raised"]
@@ -220,11 +220,6 @@ def test_a_late_reset_does_not_clear_a_fire_reported_again_after_it() -> None:
     assert "fire.alarm" in f.open_types(PANEL)  # (kept, or resolved and raised anew)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 6cf35c9: same hole through a sibling opener: a power fault after the "
-    "normal is lost when the normal arrives late (the fault raised the alert before it)",
-)
 def test_a_late_normal_does_not_clear_a_power_fault_reported_after_it() -> None:
     f = Feeder()
     f.event(PANEL, 0, "fault", **COMP)
@@ -234,12 +229,6 @@ def test_a_late_normal_does_not_clear_a_power_fault_reported_after_it() -> None:
     assert "fire.panel_fault" in f.open_types(PANEL)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 6cf35c9: a late fire_lane_clear resolves the lane alert (right: the lane was "
-    "clear at 310) but the block's timer is not reset, so the next tick raises a new lane "
-    "alert at once from the first block (t=0) instead of 300 s after the second (t=620)",
-)
 def test_a_late_lane_clear_leaves_the_later_block_its_own_timer() -> None:
     f = Feeder()
     f.event(CAM, 0, "fire_lane_blocked")
@@ -252,12 +241,6 @@ def test_a_late_lane_clear_leaves_the_later_block_its_own_timer() -> None:
     assert "fire.lane_blocked" in f.open_types(CAM)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 6cf35c9: a late feedback leaves the first start's timer (setdefault kept "
-    "it), so the second start is judged from the first one's time: a false "
-    "linkage_no_feedback 1.5 s after the second start (in order: none before t=19)",
-)
 def test_a_late_feedback_does_not_make_the_next_start_time_out_early() -> None:
     f = Feeder()
     f.event(PANEL, 0, "start", **COMP)
@@ -268,13 +251,6 @@ def test_a_late_feedback_does_not_make_the_next_start_time_out_early() -> None:
     assert f.types(f.tick(19.5)) == ["fire.linkage_no_feedback"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 6cf35c9: in a storm the late fire is folded into the community summary "
-    "(no 'raised' change on the panel), so it is neither resolved nor dropped from st.open: "
-    "the panel stays an open member after its reset and its next fire is swallowed (the "
-    "original defect, inside a storm)",
-)
 def test_a_late_fire_in_a_storm_does_not_swallow_the_panels_next_fire() -> None:
     f = Feeder(shared=Shared(storm_count=2))
     late_fire = _held_back(f, PANEL, 100, "fire", **COMP)
@@ -287,12 +263,6 @@ def test_a_late_fire_in_a_storm_does_not_swallow_the_panels_next_fire() -> None:
     assert summary and PANEL in summary[0].payload["evidence"]["open_devices"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 6cf35c9 (design question): a late panel fire's building trigger is "
-    "dropped with the copied state, so a detector alarm 30 s later in the same building is "
-    "not confirmed (GB 50116 two triggers); in arrival order it is",
-)
 def test_a_late_fire_still_counts_as_a_trigger_for_confirmation() -> None:
     f = Feeder()
     late_fire = _held_back(f, PANEL, 0, "fire", **COMP)
@@ -302,12 +272,6 @@ def test_a_late_fire_still_counts_as_a_trigger_for_confirmation() -> None:
     assert smoke.payload["evidence"]["confirmed"] is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 6cf35c9: _EV_LAST_MAX evicts the oldest keys by device time, so the "
-    "panel's reset is evicted by 32 components' start/feedback after it and the late fire "
-    "stays open after its reset (the original defect)",
-)
 def test_a_large_linkage_does_not_evict_the_reset_a_late_fire_is_judged_by() -> None:
     f = Feeder()
     late_fire = _held_back(f, PANEL, 0, "fire", **COMP)
@@ -319,13 +283,6 @@ def test_a_large_linkage_does_not_evict_the_reset_a_late_fire_is_judged_by() -> 
     assert _actions(f.feed(late_fire), "fire.alarm") == ["raised", "resolved"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 6cf35c9 (regression, narrow): the _EVENT_MARK stays on the old boot while "
-    "the new boot's device time is behind it, so a resend (repeat) of the new boot is "
-    "evaluated again: a call point's alarm resolved by a person is raised a second time "
-    "(before 6cf35c9 the repeat was dropped)",
-)
 def test_a_repeat_of_a_new_boot_behind_the_old_one_in_device_time_is_not_evaluated() -> None:
     f = Feeder()
     mcp = "c0-manual_call_point-0"
@@ -337,13 +294,6 @@ def test_a_repeat_of_a_new_boot_behind_the_old_one_in_device_time_is_not_evaluat
     assert f.feed(replace(alarm, repeat=True)) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 6cf35c9 (pre-existing, in the rules, mirrored by PANEL_EVENT_ENDS): the "
-    "GB/T 26875.3 adapter sends 'normal' when one component's last trouble bit falls, but "
-    "fire_panel_fault/fire_supervisory clear the whole panel's alert on it: component B back "
-    "to normal resolves component A's fault that is still there",
-)
 def test_one_components_normal_does_not_clear_another_components_fault() -> None:
     f = Feeder()
     other = {"system_addr": 1, "component_addr": 13}
@@ -369,7 +319,7 @@ def test_late_events_judged_alike_after_a_json_round_trip_of_the_state() -> None
     g.engine.restore(docs)
     changes = g.feed(late_reset)
     assert _actions(changes, "fire.panel_fault") == ["resolved"]
-    assert _actions(changes, "fire.alarm") == []
+    assert _actions(changes, "fire.alarm") == ["resolved", "raised"]
     assert g.open_types(PANEL) == {"fire.alarm"}
 
 
@@ -387,7 +337,7 @@ def test_an_event_mark_stored_before_6cf35c9_still_drops_repeats() -> None:
     assert f.feed(replace(fire, repeat=True)) == []
 
 
-def test_a_late_opener_of_an_alert_held_open_as_flapping_changes_nothing() -> None:
+def test_a_late_opener_of_an_alert_held_open_as_flapping_keeps_it_held() -> None:
     f = Feeder(shared=Shared(flap_cycles=2))
     for i in range(3):  # fault/normal three times within the window: held open
         f.event(PANEL, i * 10, "fault", **COMP)
@@ -395,5 +345,55 @@ def test_a_late_opener_of_an_alert_held_open_as_flapping_changes_nothing() -> No
     assert "fire.panel_fault" in f.open_types(PANEL)
     late_fault = _held_back(f, PANEL, 30, "fault", **COMP)
     f.event(PANEL, 32, "normal", **COMP)
-    assert f.feed(late_fault) == []
+    changes = f.feed(late_fault)
+    assert {c.action for c in changes} <= {"updated"}  # still held open, flapping
     assert "fire.panel_fault" in f.open_types(PANEL)
+
+
+# ---- the property: a late event ends as if it had arrived in order ----------------------
+
+_A, _B = {"system_addr": 1, "component_addr": 1}, {"system_addr": 1, "component_addr": 2}
+_PANEL_EVENTS = [
+    ("fire", _A),
+    ("fire", _B),
+    ("reset", {}),
+    ("fault", _A),
+    ("fault", _B),
+    ("power_fault", {"system_addr": 1}),
+    ("normal", _A),
+    ("normal", _B),
+    ("normal", {"system_addr": 1}),
+    ("supervisory", _A),
+    ("disabled", _A),
+    ("enabled", _A),
+    ("start", _A),
+    ("feedback", _A),
+]
+
+
+def _final(order: list[int], events: list[tuple[str, dict[str, Any]]]) -> tuple[set[str], ...]:
+    f = Feeder()
+    recs = [_held_back(f, PANEL, i, t, **d) for i, (t, d) in enumerate(events)]
+    for i in order:
+        f.feed(recs[i])
+    now = f.open_types(PANEL)
+    f.tick(len(events) + 60)  # timers (linkage without feedback) run out
+    return now, f.open_types(PANEL)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    hs.lists(hs.sampled_from(_PANEL_EVENTS), min_size=2, max_size=8),
+    hs.data(),
+)
+def test_one_late_event_ends_as_in_order(
+    events: list[tuple[str, dict[str, Any]]], data: hs.DataObject
+) -> None:
+    """Any sequence of a panel's paired events, with one of them arriving after any number of
+    the later ones: the open alerts (and those a timer raises later) are those of the sequence
+    in order."""
+    i = data.draw(hs.integers(0, len(events) - 2), label="late event")
+    j = data.draw(hs.integers(i + 1, len(events) - 1), label="arrives after")
+    order = [k for k in range(len(events)) if k != i]
+    order.insert(order.index(j) + 1, i)
+    assert _final(order, events) == _final(list(range(len(events))), events)

@@ -10,15 +10,15 @@ stores and publishes the changes it returns, and persists ``snapshot()`` of the 
 
 from __future__ import annotations
 
-import copy
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from anju.registry import CityIndex, DeviceInfo
 from anju.uplink import Record
 from backend.alerting import catalog
+from backend.alerting.late import judge, place_of
 from backend.alerting.lifecycle import Alert, AlertBook, Change, Deadlines
 from backend.alerting.model import (
     BuildingState,
@@ -33,28 +33,16 @@ from backend.alerting.model import (
     Tick,
     Update,
 )
-from backend.alerting.rules import ALL_INPUTS, EVENT_ENDS, INPUTS, RULES_BY_KIND, Rule
+from backend.alerting.rules import ALL_INPUTS, EVENT_PAIRS, INPUTS, RULES_BY_KIND, Rule
 from backend.alerting.rules_common import ms, resolved_params
-from backend.alerting.rules_fire import event_key
 from backend.alerting.rules_health import GATEWAY_OFFLINE, OFFLINE, TRANSMISSION, liveness
 from backend.alerting.storm import Storms, pseudo_device
 
 log = logging.getLogger("anju.alerting")
 _HELD = "held:"  # st.since key of an alert held open because it flapped
 _FLAPS = "flaps:"  # st.mem key of recent clear times
-_EVENT_MARK = "ev"  # st.mem key: [gateway, boot, seq, ts] of the last evaluated event
-# Late events (docs/alerts.md, "Late events"). An event's place: [gateway, boot, seq, ts].
-_EV_LAST = "ev_last"  # st.mem key: {paired event key: place of the newest one evaluated}
-_EV_RAISED = "ev_raised"  # st.mem key: {alert type: place of the paired event that raised it}
-_EV_LAST_MAX = 64  # entries kept per device (a panel's linkage keys are per component)
-
-
-def _newer(a: list[Any], b: list[Any]) -> bool:
-    """Whether place ``a`` is after place ``b``: by the gateway's sequence within one gateway
-    boot (exact), otherwise by device time."""
-    if a[0] == b[0] and a[1] == b[1]:
-        return bool(a[2] > b[2])
-    return bool(a[3] > b[3])
+_EVENT_MARK = "ev"  # st.mem key: the place (late.place_of) of the last evaluated event
+_EVENT_MARK_BEFORE = "ev_before"  # ... of the gateway boot before
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +73,7 @@ class Engine:
         params: Mapping[str, Mapping[str, float]] | None = None,
         shared: Shared | None = None,
         now_ms: int = 0,
+        on_late: Callable[[], object] | None = None,
     ) -> None:
         self.city = city
         self.book = book or AlertBook()
@@ -97,16 +86,7 @@ class Engine:
             for kind, kind_rules in rules.items()
             for t in ALL_INPUTS
         }
-        # Paired events by kind: what ends each (a panel's fire: reset) and what each ends.
-        self._ends: dict[str, Mapping[str, frozenset[str]]] = dict(EVENT_ENDS)
-        self._begins: dict[str, dict[str, frozenset[str]]] = {
-            kind: {
-                closer: frozenset(o for o, cs in ends.items() if closer in cs)
-                for closer in frozenset().union(*ends.values())
-            }
-            for kind, ends in EVENT_ENDS.items()
-        }
-        self._ev_place: list[Any] | None = None  # the paired event being evaluated
+        self.on_late = on_late  # told of each late paired event (backend.alerting.late)
         self.shared = shared or Shared()
         deploy = params or {}
         # Registry params over the deployment's (its kind's over "*") over the catalog's.
@@ -220,17 +200,26 @@ class Engine:
             # Events are evaluated in order per device; a resent one at or below the last
             # evaluated sequence of the same gateway boot was seen already (evaluating it again
             # after a later reset would raise a cleared alarm a second time).
-            mark = st.mem.get(_EVENT_MARK)
-            if mark is not None and mark[0] == rec.gateway_id and mark[1] == rec.boot_id:
+            # (The marks of the last two gateway boots: after a gateway restart, resends of
+            # the old boot and new events of the new one arrive interleaved.)
+            mark = next(
+                (
+                    m
+                    for m in (st.mem.get(_EVENT_MARK), st.mem.get(_EVENT_MARK_BEFORE))
+                    if m is not None and m[0] == rec.gateway_id and m[1] == rec.boot_id
+                ),
+                None,
+            )
+            if mark is not None:
                 if rec.seq <= mark[2]:
                     if rec.repeat:
                         return changes
                 else:
-                    mark[2] = rec.seq
-                    mark[3:] = [ts]
-            elif mark is None or len(mark) < 4 or ts >= mark[3]:
-                # (an event of an earlier gateway boot, arriving late, leaves the mark alone)
-                st.mem[_EVENT_MARK] = [rec.gateway_id, rec.boot_id, rec.seq, ts]
+                    mark[2:] = [rec.seq, rec.rx]
+            else:
+                if _EVENT_MARK in st.mem:
+                    st.mem[_EVENT_MARK_BEFORE] = st.mem[_EVENT_MARK]
+                st.mem[_EVENT_MARK] = place_of(rec.gateway_id, rec.boot_id, rec.seq, rec.rx)
             inp = DeviceEvent(rec.device_id, ts, rec.event_type, rec.data or {})
         elif rec.kind == "s" and rec.status is not None:
             inp = Status(rec.device_id, max(ts, st.last_ts), rec.status)
@@ -244,7 +233,7 @@ class Engine:
                 st.mem["gw_timed"] = 1
             elif "gw_timed" in st.mem:
                 del st.mem["gw_timed"]
-        if isinstance(inp, DeviceEvent) and dev.kind in self._ends:
+        if isinstance(inp, DeviceEvent) and dev.kind in EVENT_PAIRS:
             changes += self._paired(dev, st, inp, rec, now_ms)
         else:
             changes += self._run(dev, st, inp, now_ms)
@@ -258,96 +247,28 @@ class Engine:
     def _paired(
         self, dev: DeviceInfo, st: DeviceState, inp: DeviceEvent, rec: Record, now_ms: int
     ) -> list[Change]:
-        """An event of a kind with paired events (a fire panel, a camera). Events are
-        evaluated as they arrive, and a resend can overtake what was queued (a fire whose
-        commit failed when a worker left, resent after the panel's reset had come through). So
-        an event is judged against the newest of its counterparts evaluated so far: a fire
-        that arrives after a later reset is raised and resolved at once (the departments learn
-        of it, and that it was reset); a reset that arrives after a later fire does not clear
-        that fire. Either way the late event leaves the device's state as it was."""
-        ends, begins = self._ends[dev.kind], self._begins[dev.kind]
-        if inp.type not in ends and inp.type not in begins:
+        """An event of a kind with paired events (a fire panel, a camera): a late one is
+        evaluated as if it had arrived in order (``backend.alerting.late``)."""
+        place = place_of(rec.gateway_id, rec.boot_id, rec.seq, rec.rx)
+        late = judge(EVENT_PAIRS[dev.kind], st, inp, place)
+        if late is None:
             return self._run(dev, st, inp, now_ms)
-        place = [rec.gateway_id, rec.boot_id, rec.seq, inp.ts]
-        last: dict[str, list[Any]] = st.mem.setdefault(_EV_LAST, {})
-        overtaken_by = [
-            t
-            for t in (*ends.get(inp.type, ()), *begins.get(inp.type, ()))
-            if (p := last.get(event_key(dev, t, inp.data))) is not None and _newer(p, place)
-        ]
-        key = event_key(dev, inp.type, inp.data)
-        if key not in last or _newer(place, last[key]):
-            last[key] = place
-            if len(last) > _EV_LAST_MAX:  # the oldest first (device time)
-                for k in sorted(last, key=lambda k: last[k][3])[: len(last) - _EV_LAST_MAX]:
-                    del last[k]
-        if not overtaken_by:
-            self._ev_place = place
-            try:
-                return self._run(dev, st, inp, now_ms)
-            finally:
-                self._ev_place = None
-        return self._run_late(dev, st, inp, place, overtaken_by, now_ms, opener=inp.type in ends)
-
-    def _run_late(
-        self,
-        dev: DeviceInfo,
-        st: DeviceState,
-        inp: DeviceEvent,
-        place: list[Any],
-        overtaken_by: list[str],
-        now_ms: int,
-        *,
-        opener: bool,
-    ) -> list[Change]:
-        """An event overtaken by a later counterpart: its rules run on a copy of the state,
-        which is then put back. An opener's raise is raised and resolved at once unless the
-        alert is open already; a clear is applied unless the alert was raised by a later
-        event; updates, and a closer's raises (timers: the next input raises them from the
-        real state), are dropped."""
-        saved = (
-            dict(st.since),
-            copy.deepcopy(st.mem),
-            set(st.open),
-            list(st.building.fire_triggers),
-        )
-        decisions: list[Decision] = []
-        for rule in self.dispatch.get((dev.kind, DeviceEvent), ()):
-            decisions += rule(dev, st, inp) or ()
-        st.since, st.mem, st.open = saved[0], saved[1], saved[2]
-        st.building.fire_triggers[:] = saved[3]
+        if self.on_late is not None:
+            self.on_late()
         log.info(
-            "%s: %s (seq %s) arrived after a later %s: evaluated as late",
+            "%s: %s (seq %s) arrived after %s: %s",
             dev.id,
             inp.type,
-            place[2],
-            "/".join(sorted(set(overtaken_by))),
+            rec.seq,
+            ", ".join(e.type for e in late.replay) or "a later one like it",
+            "evaluated, then those again" if late.apply else "done already, skipped",
         )
-        changes: list[Change] = []
-        for d in decisions:
-            target, tst = dev, st
-            if d.device_id is not None and d.device_id != dev.id:
-                other = self.devices.get(d.device_id)
-                if other is None:
-                    continue
-                target, tst = other, self.state(other.id)
-            if isinstance(d, Raise) and opener:
-                if d.alert_type in tst.open or self.book.is_open(target.id, d.alert_type):
-                    continue  # open already (a later event raised it again)
-                note = f"{'/'.join(sorted(set(overtaken_by)))} before this event arrived"
-                for ch in self._raise(target, tst, d, now_ms):
-                    changes.append(ch)
-                    if ch.action == "raised" and ch.alert.device.id == target.id:
-                        tst.open.discard(d.alert_type)
-                        changes.append(self.book.resolve(ch.alert, now_ms, by="rules", note=note))
-            elif isinstance(d, Clear):
-                raised_by = tst.mem.get(_EV_RAISED, {}).get(d.alert_type)
-                if raised_by is not None and _newer(raised_by, place):
-                    continue  # raised by a later event: this clear is about an earlier one
-                changes += self._clear(target, tst, d, inp.ts, now_ms)
-        self.dirty.add(dev.id)
-        if changes:
-            self.urgent.add(dev.id)
+        if not late.apply:
+            self.dirty.add(dev.id)
+            return []
+        changes = self._run(dev, st, inp, now_ms)
+        for again in late.replay:
+            changes += self._run(dev, st, again, now_ms)
         return changes
 
     def _rules_time(self, dev: DeviceInfo, st: DeviceState, rec: Record) -> int:
@@ -498,8 +419,6 @@ class Engine:
 
     def _raise(self, dev: DeviceInfo, st: DeviceState, d: Raise, now_ms: int) -> list[Change]:
         st.open.add(d.alert_type)
-        if self._ev_place is not None:
-            st.mem.setdefault(_EV_RAISED, {})[d.alert_type] = self._ev_place
         if st.since.pop(_HELD + d.alert_type, None) is not None:
             alert = self.book.open.get((dev.id, d.alert_type))
             ch = self.book.update(alert, {"flapping": True}, now_ms) if alert else None

@@ -16,6 +16,7 @@ from backend.alerting import rules_elevator as el
 from backend.alerting import rules_fire as fi
 from backend.alerting import rules_health as he
 from backend.alerting import rules_security as se
+from backend.alerting.late import Pairs
 from backend.alerting.model import DeviceEvent, Status, Telemetry, Tick
 from backend.alerting.rules_common import Rule
 
@@ -70,12 +71,11 @@ RULES_BY_KIND: Final[Mapping[str, tuple[Rule, ...]]] = {
     "perimeter": (se.security_perimeter_intrusion, se.security_tamper, *_HEALTH),
 }
 
-# Events that end what another event of the same device began, by device kind (a fire
-# panel's ``reset`` ends its ``fire``): the engine judges a late event against the newest one
-# of its counterpart (docs/alerts.md, "Late events").
-EVENT_ENDS: Final[Mapping[str, Mapping[str, frozenset[str]]]] = {
-    "fire_panel": fi.PANEL_EVENT_ENDS,
-    "camera": fi.CAMERA_EVENT_ENDS,
+# Events that begin and end something, by device kind (a fire panel's ``fire`` and
+# ``reset``): how the engine judges a late event (``backend.alerting.late``).
+EVENT_PAIRS: Final[Mapping[str, Pairs]] = {
+    "fire_panel": fi.PANEL_PAIRS,
+    "camera": fi.CAMERA_PAIRS,
 }
 
 ALL_INPUTS: Final[frozenset[type]] = frozenset({Telemetry, DeviceEvent, Status, Tick})
@@ -103,4 +103,4 @@ INPUTS: Final[Mapping[Rule, frozenset[type]]] = {
     he.device_clock_skew: _TELEMETRY,
 }
 
-__all__ = ["ALL_INPUTS", "EVENT_ENDS", "INPUTS", "RULES_BY_KIND", "Rule"]
+__all__ = ["ALL_INPUTS", "EVENT_PAIRS", "INPUTS", "RULES_BY_KIND", "Rule"]

@@ -10,6 +10,7 @@ from typing import Any, Final
 import numpy as np
 
 from anju.registry import DeviceInfo
+from backend.alerting.late import Pairs, component
 from backend.alerting.model import (
     Clear,
     Decision,
@@ -50,27 +51,31 @@ _FIRE_TRIGGERS: Final = {
 }
 _SMOKE_ON: Final = "fire.alarm/smoke"
 _PANEL_NORMAL: Final = frozenset({"normal", "reset"})
+_MAX_COMPONENTS: Final = 256  # components remembered per panel alert
 
-# Events that end what another event of the same device began: the engine judges an event
-# that arrives after a later one of its counterpart by these (docs/alerts.md, "Late events").
-PANEL_EVENT_ENDS: Final = {
-    "fire": frozenset({"reset"}),
-    "fault": _PANEL_NORMAL,
-    "power_fault": _PANEL_NORMAL,
-    "supervisory": _PANEL_NORMAL,
-    "disabled": frozenset({"enabled"}),
-    "start": frozenset({"feedback"}),
-}
-CAMERA_EVENT_ENDS: Final = {"fire_lane_blocked": frozenset({"fire_lane_clear"})}
-_PER_COMPONENT: Final = frozenset({"start", "feedback"})
-
-
-def event_key(dev: DeviceInfo, event_type: str, data: Any) -> str:
-    """What an event is about, for matching it with its counterpart: a linkage ``start`` and
-    its ``feedback`` are per component, every other paired event per device."""
-    if event_type in _PER_COMPONENT and dev.kind == "fire_panel":
-        return f"{event_type}@{_component(dev, data)}"
-    return event_type
+# Events that begin and end something, for judging late events (``backend.alerting.late``).
+PANEL_PAIRS: Final = Pairs(
+    opens={
+        "fire": frozenset({"fire"}),
+        "fault": frozenset({"fault"}),
+        "power_fault": frozenset({"fault"}),
+        "supervisory": frozenset({"supervisory"}),
+        "disabled": frozenset({"disabled"}),
+        "start": frozenset({"linkage"}),
+    },
+    closes={
+        "reset": frozenset({"fire", "fault", "supervisory"}),
+        "normal": frozenset({"fault", "supervisory"}),
+        "enabled": frozenset({"disabled"}),
+        "feedback": frozenset({"linkage"}),
+    },
+    per_component=frozenset({"fault", "supervisory", "disabled", "linkage"}),
+    device_wide=frozenset({"reset"}),
+)
+CAMERA_PAIRS: Final = Pairs(
+    opens={"fire_lane_blocked": frozenset({"lane"})},
+    closes={"fire_lane_clear": frozenset({"lane"})},
+)
 
 
 def _component(dev: DeviceInfo, data: Any) -> str:
@@ -260,12 +265,30 @@ def fire_heat_rise(dev: DeviceInfo, st: DeviceState, inp: Input) -> list[Decisio
 def _panel_toggle(
     st: DeviceState, inp: Input, atype: str, on: frozenset[str], off: frozenset[str], title: str
 ) -> list[Decision]:
+    """Raised on the first of ``on`` from any component, cleared when every component that
+    reported one is back (``off`` from it; a ``reset``, or an ``off`` without a component
+    address, is about the whole panel). The GB/T 26875.3 adapter sends ``normal`` per
+    component, when that component's last trouble bit falls."""
     if not isinstance(inp, DeviceEvent):
         return []
-    if inp.type in on and atype not in st.open:
-        return [raise_(atype, title, inp.ts, {"event": inp.type, **dict(inp.data)})]
-    if inp.type in off and atype in st.open:
-        return [Clear(atype, f"panel reported {inp.type}")]
+    key = f"{atype}/components"
+    comp = component(inp.data)
+    comps: list[str] = st.mem.get(key, [])
+    if inp.type in on:
+        if comp not in comps and len(comps) < _MAX_COMPONENTS:
+            st.mem[key] = [*comps, comp]
+        if atype not in st.open:
+            return [raise_(atype, title, inp.ts, {"event": inp.type, **dict(inp.data)})]
+        return []
+    if inp.type in off:
+        whole = inp.type == "reset" or comp == "/"
+        rest = [] if whole else [c for c in comps if c != comp]
+        if rest:
+            st.mem[key] = rest
+        else:
+            st.mem.pop(key, None)
+        if not rest and atype in st.open:
+            return [Clear(atype, f"panel reported {inp.type}")]
     return []
 
 

@@ -1,0 +1,158 @@
+"""Late events: an event evaluated after a later event it pairs with.
+
+Events are evaluated in the order they arrive, and a resend can overtake what was queued (the
+30-minute chaos run: a panel's ``fire`` whose commit failed when the leading worker left was
+resent after the panel's ``reset`` had come through, and the alarm outlived its own reset).
+
+Events that begin and end something are paired (``Pairs``): a fire panel's ``fire`` and
+``reset``; a component's ``fault`` / ``power_fault`` / ``supervisory`` and its ``normal`` (or
+the panel's ``reset``); ``disabled`` and ``enabled``; a linkage ``start`` and its
+``feedback``; a camera's ``fire_lane_blocked`` and ``fire_lane_clear``. The newest event of
+each (type, component) is kept in the device's rule state with its place (gateway, boot,
+sequence, receive time) and data. An event is late when a related event of its pair evaluated
+before it comes after it: by sequence within one gateway boot, by the gateway's receive time
+across boots. Then, for each pair of the event:
+
+- a newer related event of the same direction (a later ``reset`` for a late ``reset``, a later
+  ``fire`` for a late ``fire``) has done again what this one would do: the late event is
+  skipped (when that holds for each of its pairs);
+- otherwise the late event is evaluated, and the newer related events after it again, in
+  their order: the state ends as if they had arrived in order (a late ``fire`` after its
+  ``reset`` is raised and then resolved by the reset; a late ``reset`` after a new ``fire``
+  resolves the earlier alarm and the fire raises it again; a late ``feedback`` after a new
+  ``start`` leaves the new start's timer).
+
+Only the newest event of each (type, component) is kept, so a sequence of several toggles that
+all overtook a late event is replayed from its newest events only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from backend.alerting.model import DeviceEvent, DeviceState
+
+MEM_KEY: Final = "ev_last"  # st.mem: {type@component: [gw, boot, seq, rx, ts, type, data]}
+MAX_COMPONENT_KEYS: Final = 64  # per device; the oldest component entries go first
+_OPEN, _CLOSE = "open", "close"
+
+
+@dataclass(frozen=True, slots=True)
+class Pairs:
+    """The paired events of one device kind: what each event type opens and closes, which
+    pairs are per component, and which event types are about the whole device."""
+
+    opens: Mapping[str, frozenset[str]]
+    closes: Mapping[str, frozenset[str]]
+    per_component: frozenset[str] = frozenset()
+    device_wide: frozenset[str] = frozenset()
+
+    def pairs(self, event_type: str) -> frozenset[str]:
+        return self.opens.get(event_type, frozenset()) | self.closes.get(event_type, frozenset())
+
+    def direction(self, event_type: str, pair: str) -> str:
+        return _OPEN if pair in self.opens.get(event_type, ()) else _CLOSE
+
+
+def component(data: Mapping[str, Any]) -> str:
+    """A panel component's address (``system/component``); ``/`` for the whole panel."""
+    return f"{data.get('system_addr', '')}/{data.get('component_addr', '')}"
+
+
+@dataclass(frozen=True, slots=True)
+class Late:
+    """What to do with a late event: evaluate it (``apply``), then the newer related events
+    (``replay``, oldest first)."""
+
+    apply: bool
+    replay: list[DeviceEvent]
+
+
+def place_of(gateway_id: str, boot_id: str, seq: int, rx: int) -> list[Any]:
+    return [gateway_id, boot_id, seq, rx]
+
+
+def newer(a: list[Any], b: list[Any]) -> bool:
+    """Whether place ``a`` comes after place ``b``: by the gateway's sequence within one boot,
+    by the gateway's receive time across boots."""
+    if a[0] == b[0] and a[1] == b[1]:
+        return bool(a[2] > b[2])
+    return bool(a[3] > b[3])
+
+
+def judge(pairs: Pairs, st: DeviceState, inp: DeviceEvent, place: list[Any]) -> Late | None:
+    """Note ``inp`` as the newest of its (type, component) if it is, and say how to evaluate
+    it: None when it is not late (evaluate it as it comes)."""
+    if not pairs.pairs(inp.type):
+        return None
+    last: dict[str, list[Any]] = st.mem.setdefault(MEM_KEY, {})
+    after = [e for e in last.values() if newer(e, place)]
+    _remember(pairs, last, inp, place)
+    mine = _shared(pairs, inp.type, inp.data, after)
+    if not mine:
+        return None
+    same = {p for e, ps in mine for p in ps if _same(pairs, str(e[5]), inp.type, p)}
+    if same >= pairs.pairs(inp.type):
+        return Late(False, [])  # done again by a newer event of each of its pairs
+    # The newer events of its pairs, and of theirs (a replayed reset also ends a newer
+    # fault's pair, whose newer events must follow it again), in their order.
+    chosen = {id(e): e for e, _ in mine}
+    todo = list(chosen.values())
+    while todo:
+        x = todo.pop()
+        for e, _ in _shared(pairs, str(x[5]), x[6], after):
+            if id(e) not in chosen:
+                chosen[id(e)] = e
+                todo.append(e)
+    ordered = sorted(chosen.values(), key=_order_key)
+    replay = [DeviceEvent(inp.device_id, int(e[4]), str(e[5]), dict(e[6])) for e in ordered]
+    return Late(True, replay)
+
+
+def _same(pairs: Pairs, a: str, b: str, pair: str) -> bool:
+    return pairs.direction(a, pair) == pairs.direction(b, pair)
+
+
+def _shared(
+    pairs: Pairs, event_type: str, data: Mapping[str, Any], entries: list[list[Any]]
+) -> list[tuple[list[Any], frozenset[str]]]:
+    """The entries about the same thing as an event of ``event_type`` with ``data``, each with
+    the pairs they share (per component where the pair is, the device-wide events matching
+    every component)."""
+    mine = pairs.pairs(event_type)
+    comp = component(data)
+    whole = event_type in pairs.device_wide or comp == "/"
+    out = []
+    for e in entries:
+        shared = mine & pairs.pairs(str(e[5]))
+        if not whole and str(e[5]) not in pairs.device_wide:
+            ecomp = component(e[6])
+            if ecomp != "/" and ecomp != comp:
+                shared = shared - pairs.per_component
+        if shared:
+            out.append((e, frozenset(shared)))
+    return out
+
+
+def _order_key(e: list[Any]) -> tuple[int, int]:
+    # Entries newer than one late event: one boot's by sequence, across boots by receive time.
+    return (int(e[3]), int(e[2]))
+
+
+def _remember(pairs: Pairs, last: dict[str, list[Any]], inp: DeviceEvent, place: list[Any]) -> None:
+    per_comp = any(p in pairs.per_component for p in pairs.pairs(inp.type))
+    if per_comp and inp.type not in pairs.device_wide:
+        key = f"{inp.type}@{component(inp.data)}"
+    else:
+        key = inp.type
+    old = last.get(key)
+    if old is not None and not newer(place, old):
+        return
+    last[key] = [*place, inp.ts, inp.type, dict(inp.data)]
+    comp_keys = [k for k in last if "@" in k]
+    if len(comp_keys) > MAX_COMPONENT_KEYS:
+        comp_keys.sort(key=lambda k: last[k][3])
+        for k in comp_keys[: len(comp_keys) - MAX_COMPONENT_KEYS]:
+            del last[k]
