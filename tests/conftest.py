@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -85,6 +85,37 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePostgr
 def db_url(postgres: PrivatePostgres) -> str:
     """A fresh, empty database for one test."""
     return postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+class DatabaseCopies:
+    """Fresh databases copied from one built once per session (``CREATE DATABASE ... TEMPLATE``):
+    each test still gets a database of its own, but an expensive, deterministic setup (a
+    generated past, say) is paid once per ``key`` instead of once per test."""
+
+    def __init__(self, postgres: PrivatePostgres) -> None:
+        self.postgres = postgres
+        self.templates: dict[str, str] = {}
+
+    async def copy(self, key: str, build: Callable[[str], Awaitable[None]]) -> str:
+        """A fresh database copied from template ``key``, built first by ``build(url)`` (which
+        must close every connection to it) when this session has not built it yet."""
+        import psycopg
+
+        template = self.templates.get(key)
+        if template is None:
+            template = f"tpl_{key}_{uuid.uuid4().hex[:8]}"  # a failed build is not reused
+            await build(self.postgres.create_database(template))
+            self.templates[key] = template
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.postgres.url("postgres"), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        return self.postgres.url(name)
+
+
+@pytest.fixture(scope="session")
+def db_copies(postgres: PrivatePostgres) -> DatabaseCopies:
+    """See :class:`DatabaseCopies`."""
+    return DatabaseCopies(postgres)
 
 
 def _broker(tmp_path: Path, name: str) -> PrivateMosquitto:

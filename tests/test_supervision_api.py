@@ -21,6 +21,7 @@ from backend.db.migrate import migrate
 from backend.metrics import BackendMetrics
 from backend.store import AlertStore
 from backend.supervision.history import write_history
+from tests.conftest import DatabaseCopies
 
 pytestmark = pytest.mark.integration
 MONTH = "2026-10"
@@ -38,12 +39,19 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+async def _past(url: str) -> None:
+    """Migrated, with 45 days of generated past up to 2026-11-10 (built once, copied per test)."""
+    migrate(url)
+    city = CityIndex(load_registry(sample_registry_path()))
+    async with AsyncConnectionPool(url, min_size=1, max_size=4, open=False) as pool:
+        await write_history(pool, city, days=45, end=date(2026, 11, 10))
+
+
 @pytest.fixture
-async def api(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    migrate(db_url)
+async def api(db_copies: DatabaseCopies) -> AsyncIterator[httpx.AsyncClient]:
+    db_url = await db_copies.copy("supervision_api", _past)
     city = CityIndex(load_registry(sample_registry_path()))
     async with AsyncConnectionPool(db_url, min_size=1, max_size=4, open=False) as pool:
-        await write_history(pool, city, days=45, end=date(2026, 11, 10))
         state = AppState(
             AlertStore(pool), BackendMetrics(), None, tokens=Tokens.of(TOKENS), city=city
         )

@@ -24,6 +24,7 @@ from backend.store import AlertStore
 from backend.supervision import load_rules, publish, refresh, sync_registry
 from backend.supervision.history import write_history
 from tests.browser_support import chromium, new_page, snap
+from tests.conftest import DatabaseCopies
 
 pytestmark = pytest.mark.integration
 MONTH = "2026-10"
@@ -34,16 +35,24 @@ TOKENS = [
 ]
 
 
-@pytest.fixture
-async def site(db_url: str) -> AsyncIterator[str]:
-    migrate(db_url)
+async def _published(url: str) -> None:
+    """Migrated, 40 days of generated past up to 2026-11-03, October published (built once,
+    copied per test)."""
+    migrate(url)
     city = CityIndex(load_registry(sample_registry_path()))
-    async with AsyncConnectionPool(db_url, min_size=1, max_size=4, open=False) as pool:
+    async with AsyncConnectionPool(url, min_size=1, max_size=4, open=False) as pool:
         await write_history(pool, city, days=40, end=date(2026, 11, 3))
         async with pool.connection() as conn:
             await sync_registry(conn, city, today=date(2026, 11, 3))
             await refresh(conn)
             await publish(conn, date(2026, 10, 1), load_rules(), by="test")
+
+
+@pytest.fixture
+async def site(db_copies: DatabaseCopies) -> AsyncIterator[str]:
+    db_url = await db_copies.copy("supervision_browser", _published)
+    city = CityIndex(load_registry(sample_registry_path()))
+    async with AsyncConnectionPool(db_url, min_size=1, max_size=4, open=False) as pool:
         state = AppState(
             AlertStore(pool), BackendMetrics(), None, tokens=Tokens.of(TOKENS), city=city
         )

@@ -32,6 +32,7 @@ from backend.supervision import (
 )
 from backend.supervision.history import write_history
 from backend.supervision.measures import ELEVATOR_FAULTS
+from tests.conftest import DatabaseCopies
 
 pytestmark = pytest.mark.integration
 CHINA = timezone(timedelta(hours=8))
@@ -152,15 +153,22 @@ def brute_force(
     return out
 
 
-@pytest.fixture
-async def month(db_url: str) -> AsyncIterator[tuple[AsyncConnectionPool, CityIndex]]:
-    migrate(db_url)
+async def _month(url: str) -> None:
+    """Migrated, 40 days of generated past up to 2026-11-06 (built once, copied per test)."""
+    migrate(url)
     city = CityIndex(load_registry(sample_registry_path()))
-    async with AsyncConnectionPool(db_url, min_size=1, max_size=2, open=False) as pool:
+    async with AsyncConnectionPool(url, min_size=1, max_size=2, open=False) as pool:
         # September's last days and November's first: alerts open across the month's ends
         await write_history(pool, city, days=40, end=date(2026, 11, 6), seed=7)
         async with pool.connection() as conn:
             await sync_registry(conn, city, today=date(2026, 11, 6))
+
+
+@pytest.fixture
+async def month(db_copies: DatabaseCopies) -> AsyncIterator[tuple[AsyncConnectionPool, CityIndex]]:
+    db_url = await db_copies.copy("supervision_month", _month)
+    city = CityIndex(load_registry(sample_registry_path()))
+    async with AsyncConnectionPool(db_url, min_size=1, max_size=2, open=False) as pool:
         yield pool, city
 
 
