@@ -397,3 +397,230 @@ def test_one_late_event_ends_as_in_order(
     order = [k for k in range(len(events)) if k != i]
     order.insert(order.index(j) + 1, i)
     assert _final(order, events) == _final(list(range(len(events))), events)
+
+
+# ---- review of 5832d54 (late events replayed in order; panel faults per component) -------
+
+_WHOLE_PANEL_DEFECT = (
+    "review of 5832d54: a late event about the whole panel (no component address) is "
+    "skipped as done already when a newer event of the same direction came from one "
+    "component (late._shared treats that component's entry as covering the whole panel)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=_WHOLE_PANEL_DEFECT)
+def test_a_late_whole_panel_power_fault_is_not_cleared_by_one_components_normal() -> None:
+    # the panel loses mains (no component address), then component A reports a fault and
+    # its normal; the power fault arrives after A's fault
+    f = Feeder()
+    power = _held_back(f, PANEL, 0, "power_fault", power="main")
+    f.event(PANEL, 1, "fault", **_A)
+    f.feed(power)
+    f.event(PANEL, 2, "normal", **_A)  # in order: the panel is still without mains
+    assert "fire.panel_fault" in f.open_types(PANEL)
+
+
+@pytest.mark.xfail(strict=True, reason=_WHOLE_PANEL_DEFECT)
+def test_a_late_whole_panel_normal_clears_another_components_fault() -> None:
+    f = Feeder()
+    f.event(PANEL, 0, "fault", **_B)
+    late_normal = _held_back(f, PANEL, 1, "normal")  # the whole panel is back
+    f.event(PANEL, 2, "normal", **_A)
+    f.feed(late_normal)
+    assert "fire.panel_fault" not in f.open_types(PANEL)
+
+
+_EVICTED = (
+    "review of 5832d54: the newest event of a component is evicted after 64 component "
+    "entries (late.MAX_COMPONENT_KEYS), so a late event of that component is not seen as "
+    "late: a late normal clears a supervisory reported after it; a late fault stays open"
+)
+
+
+def _linkage_of_32_components(f: Feeder, t_s: float) -> None:
+    for i in range(32):
+        comp = {"system_addr": 2, "component_addr": i}
+        f.event(PANEL, t_s + i * 0.1, "start", **comp)
+        f.event(PANEL, t_s + 0.05 + i * 0.1, "feedback", **comp)
+
+
+@pytest.mark.xfail(strict=True, reason=_EVICTED)
+def test_a_late_normal_after_a_large_linkage_does_not_clear_a_later_supervisory() -> None:
+    f = Feeder()
+    late_normal = _held_back(f, PANEL, 0, "normal", **COMP)
+    f.event(PANEL, 1, "supervisory", **COMP)  # e.g. a sprinkler valve closed
+    _linkage_of_32_components(f, 2)
+    f.feed(late_normal)
+    assert "fire.supervisory" in f.open_types(PANEL)  # in order: normal, then supervisory
+
+
+@pytest.mark.xfail(strict=True, reason=_EVICTED)
+def test_a_late_fault_after_a_large_linkage_is_ended_by_its_normal() -> None:
+    f = Feeder()
+    late_fault = _held_back(f, PANEL, 0, "fault", **COMP)
+    f.event(PANEL, 1, "normal", **COMP)
+    _linkage_of_32_components(f, 2)
+    f.feed(late_fault)
+    assert "fire.panel_fault" not in f.open_types(PANEL)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review of 5832d54: _panel_toggle remembers at most 256 components "
+    "(rules_fire._MAX_COMPONENTS): the 257th component's fault is not remembered, and the "
+    "alert is cleared when the first 256 are back while it is still in fault",
+)
+def test_a_panel_fault_stays_open_while_the_257th_component_is_in_fault() -> None:
+    f = Feeder()
+    for i in range(257):
+        f.event(PANEL, i * 0.01, "fault", system_addr=3, component_addr=i)
+    for i in range(256):
+        f.event(PANEL, 10 + i * 0.01, "normal", system_addr=3, component_addr=i)
+    assert "fire.panel_fault" in f.open_types(PANEL)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review of 5832d54: a late fire from another component is skipped as done "
+    "already by the panel's newer fire (the 'fire' entry is per panel), so the two-trigger "
+    "confirmation of two components (docs/alerts.md) is lost; before 5832d54 it confirmed",
+)
+def test_a_late_fire_of_another_component_still_confirms_the_alarm() -> None:
+    f = Feeder()
+    late_fire = _held_back(f, PANEL, 0, "fire", **_A)
+    f.event(PANEL, 2, "fire", **_B)
+    f.feed(late_fire)
+    assert f.engine.book.open[(PANEL, "fire.alarm")].evidence["confirmed"] is True
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review of 5832d54: a late reset older than the fire that raised the open alarm "
+    "resolves it ('fire panel reset') and the replayed fire raises a new alert: the "
+    "acknowledgement is lost, a resolution is published for a fire never reset",
+)
+def test_a_late_reset_older_than_the_fire_leaves_the_acknowledged_alarm_alone() -> None:
+    f = Feeder()
+    late_reset = _held_back(f, PANEL, 0, "reset")
+    f.event(PANEL, 2, "fire", **COMP)
+    alert = f.engine.book.open[(PANEL, "fire.alarm")]
+    f.engine.book.acknowledge(
+        alert, alert.audiences[0][0], by="brigade", note="on our way", now_ms=T0 + 10_000
+    )
+    assert f.feed(late_reset) == []  # in order: the reset came first, nothing to reset
+    assert f.engine.book.open[(PANEL, "fire.alarm")] is alert
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review of 5832d54: the replay after a late event raises again an alarm a person "
+    "resolved (the same physical fire, reported twice)",
+)
+def test_a_replay_does_not_raise_again_what_a_person_resolved() -> None:
+    f = Feeder()
+    late_reset = _held_back(f, PANEL, 0, "reset")
+    f.event(PANEL, 2, "fire", **COMP)
+    alert = f.engine.book.open[(PANEL, "fire.alarm")]
+    f.engine.note(f.engine.book.resolve(alert, T0 + 60_000, by="person", note="handled"))
+    assert "raised" not in _actions(f.feed(late_reset), "fire.alarm")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review of 5832d54: in a storm a late reset older than the panel's fire resolves "
+    "the community's summary and raises a new one (its members never cleared)",
+)
+def test_a_late_reset_in_a_storm_does_not_resolve_the_communitys_summary() -> None:
+    f = Feeder(shared=Shared(storm_count=2))
+    f.event("c0-manual_call_point-0", 0, "alarm")
+    f.event("c0-manual_call_point-1", 0.5, "alarm")
+    late_reset = _held_back(f, PANEL, 1, "reset")
+    f.event(PANEL, 2, "fire", **COMP)
+    summary = [c for c in f.feed(late_reset) if c.alert.device.id == "c0"]
+    assert "resolved" not in [c.action for c in summary]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review of 5832d54: the raise and clear of a late fire after its reset count as "
+    "a flap cycle, which in order they are not: the panel's alarm is held open as flapping "
+    "after its reset",
+)
+def test_a_late_fire_does_not_make_the_alarm_flap() -> None:
+    f = Feeder(shared=Shared(flap_cycles=2))
+    f.event(PANEL, 0, "fire", **COMP)
+    late_fire = _held_back(f, PANEL, 1, "fire", **COMP)
+    f.event(PANEL, 2, "reset")
+    f.feed(late_fire)
+    f.event(PANEL, 3, "fire", **COMP)
+    f.event(PANEL, 4, "reset")  # in order: two clears, not more than flap_cycles
+    assert "fire.alarm" not in f.open_types(PANEL)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review of 5832d54: the event marks keep two gateway boots, and an event of an "
+    "older boot arriving pushes out the newer ones' mark: after three boots a resend of the "
+    "second boot's fire is evaluated again (raised and resolved a second time)",
+)
+def test_a_repeat_of_the_middle_of_three_gateway_boots_is_not_evaluated_again() -> None:
+    f = Feeder()
+    f.feed(replace(_held_back(f, PANEL, 0, "test"), boot_id="b1", seq=10))
+    fire = replace(_held_back(f, PANEL, 10, "fire", **COMP), boot_id="b2", seq=1)
+    assert _actions(f.feed(fire), "fire.alarm") == ["raised"]
+    f.feed(replace(_held_back(f, PANEL, 20, "reset"), boot_id="b3", seq=1))
+    f.feed(replace(_held_back(f, PANEL, 0, "test"), boot_id="b1", seq=10, repeat=True))
+    assert f.feed(replace(fire, repeat=True)) == []
+
+
+# Found right by the review of 5832d54: camera lane events, two or three late events,
+# two gateway boots and a JSON round trip in the middle, with panel events that all carry a
+# component address (hypothesis, 1000 examples each; the whole-panel events fail, above).
+_CAM_EVENTS: list[tuple[str, dict[str, Any]]] = [("fire_lane_blocked", {}), ("fire_lane_clear", {})]
+
+
+def _final_many(
+    order: list[int], events: list[tuple[str, str, dict[str, Any]]], cut: int, snap_at: int
+) -> tuple[tuple[set[str], set[str]], ...]:
+    f = Feeder()
+    recs = [
+        replace(_held_back(f, dev, i, t, **d), boot_id="b1" if i < cut else "b2")
+        for i, (dev, t, d) in enumerate(events)
+    ]
+    for n, i in enumerate(order):
+        if n == snap_at:
+            docs = json.loads(json.dumps(f.engine.snapshot(set(f.engine.states))))
+            g = Feeder(book=f.engine.book)
+            g.engine.restore(docs)
+            f = g
+        f.feed(recs[i])
+    now = (f.open_types(PANEL), f.open_types(CAM))
+    f.tick(len(events) + 400)  # timers (linkage, lane) run out
+    return now, (f.open_types(PANEL), f.open_types(CAM))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    hs.lists(
+        hs.sampled_from(
+            [(PANEL, t, d) for t, d in _PANEL_EVENTS if d != {"system_addr": 1}]
+            + [(PANEL, "reset", {}), (PANEL, "start", _B), (PANEL, "feedback", _B)]
+            + [(CAM, t, d) for t, d in _CAM_EVENTS]
+        ),
+        min_size=2,
+        max_size=10,
+    ),
+    hs.data(),
+)
+def test_up_to_three_late_events_across_boots_and_a_restart_end_as_in_order(
+    events: list[tuple[str, str, dict[str, Any]]], data: hs.DataObject
+) -> None:
+    n = len(events)
+    order = list(range(n))
+    for _ in range(data.draw(hs.integers(1, 3), label="late events")):
+        i = data.draw(hs.integers(0, n - 1), label="late event")
+        at = order.index(i)
+        order.insert(data.draw(hs.integers(at, n - 1), label="arrives at"), order.pop(at))
+    cut = data.draw(hs.integers(0, n), label="first event of the second boot")
+    snap_at = data.draw(hs.integers(0, n), label="restart before")
+    assert _final_many(order, events, cut, snap_at) == _final_many(list(range(n)), events, cut, n)
