@@ -105,6 +105,14 @@ class DatabaseCopies:
         if template is None:
             template = f"tpl_{key}_{uuid.uuid4().hex[:8]}"  # a failed build is not reused
             await build(self.postgres.create_database(template))
+            with psycopg.connect(self.postgres.url("postgres"), autocommit=True) as conn:
+                # nobody connects to it any more (TimescaleDB's scheduler would: a template
+                # in use cannot be copied)
+                conn.execute(f'ALTER DATABASE "{template}" WITH ALLOW_CONNECTIONS false')
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (template,),
+                )
             self.templates[key] = template
         name = f"t_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(self.postgres.url("postgres"), autocommit=True) as conn:
