@@ -91,8 +91,8 @@ def test_a_late_reset_clears_what_was_raised_before_it_and_keeps_the_later_fire(
     assert _actions(f.event(PANEL, 6, "fire", **COMP), "fire.alarm") == ["raised"]
     changes = f.feed(late_reset)
     assert _actions(changes, "fire.panel_fault") == ["resolved"]
-    # as in order: the reset ended the first alarm, and the fire after it raised it again
-    assert _actions(changes, "fire.alarm") == ["resolved", "raised"]
+    # the fire after the reset has the alarm open, as in order: left as it is (no churn)
+    assert _actions(changes, "fire.alarm") == []
     assert "fire.alarm" in f.open_types(PANEL)
 
 
@@ -319,7 +319,7 @@ def test_late_events_judged_alike_after_a_json_round_trip_of_the_state() -> None
     g.engine.restore(docs)
     changes = g.feed(late_reset)
     assert _actions(changes, "fire.panel_fault") == ["resolved"]
-    assert _actions(changes, "fire.alarm") == ["resolved", "raised"]
+    assert _actions(changes, "fire.alarm") == []
     assert g.open_types(PANEL) == {"fire.alarm"}
 
 
@@ -399,16 +399,9 @@ def test_one_late_event_ends_as_in_order(
     assert _final(order, events) == _final(list(range(len(events))), events)
 
 
-# ---- review of 5832d54 (late events replayed in order; panel faults per component) -------
-
-_WHOLE_PANEL_DEFECT = (
-    "review of 5832d54: a late event about the whole panel (no component address) is "
-    "skipped as done already when a newer event of the same direction came from one "
-    "component (late._shared treats that component's entry as covering the whole panel)"
-)
+# ---- found by the review of the second version (5832d54), fixed -------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=_WHOLE_PANEL_DEFECT)
 def test_a_late_whole_panel_power_fault_is_not_cleared_by_one_components_normal() -> None:
     # the panel loses mains (no component address), then component A reports a fault and
     # its normal; the power fault arrives after A's fault
@@ -420,7 +413,6 @@ def test_a_late_whole_panel_power_fault_is_not_cleared_by_one_components_normal(
     assert "fire.panel_fault" in f.open_types(PANEL)
 
 
-@pytest.mark.xfail(strict=True, reason=_WHOLE_PANEL_DEFECT)
 def test_a_late_whole_panel_normal_clears_another_components_fault() -> None:
     f = Feeder()
     f.event(PANEL, 0, "fault", **_B)
@@ -430,13 +422,6 @@ def test_a_late_whole_panel_normal_clears_another_components_fault() -> None:
     assert "fire.panel_fault" not in f.open_types(PANEL)
 
 
-_EVICTED = (
-    "review of 5832d54: the newest event of a component is evicted after 64 component "
-    "entries (late.MAX_COMPONENT_KEYS), so a late event of that component is not seen as "
-    "late: a late normal clears a supervisory reported after it; a late fault stays open"
-)
-
-
 def _linkage_of_32_components(f: Feeder, t_s: float) -> None:
     for i in range(32):
         comp = {"system_addr": 2, "component_addr": i}
@@ -444,7 +429,6 @@ def _linkage_of_32_components(f: Feeder, t_s: float) -> None:
         f.event(PANEL, t_s + 0.05 + i * 0.1, "feedback", **comp)
 
 
-@pytest.mark.xfail(strict=True, reason=_EVICTED)
 def test_a_late_normal_after_a_large_linkage_does_not_clear_a_later_supervisory() -> None:
     f = Feeder()
     late_normal = _held_back(f, PANEL, 0, "normal", **COMP)
@@ -454,7 +438,6 @@ def test_a_late_normal_after_a_large_linkage_does_not_clear_a_later_supervisory(
     assert "fire.supervisory" in f.open_types(PANEL)  # in order: normal, then supervisory
 
 
-@pytest.mark.xfail(strict=True, reason=_EVICTED)
 def test_a_late_fault_after_a_large_linkage_is_ended_by_its_normal() -> None:
     f = Feeder()
     late_fault = _held_back(f, PANEL, 0, "fault", **COMP)
@@ -464,12 +447,6 @@ def test_a_late_fault_after_a_large_linkage_is_ended_by_its_normal() -> None:
     assert "fire.panel_fault" not in f.open_types(PANEL)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review of 5832d54: _panel_toggle remembers at most 256 components "
-    "(rules_fire._MAX_COMPONENTS): the 257th component's fault is not remembered, and the "
-    "alert is cleared when the first 256 are back while it is still in fault",
-)
 def test_a_panel_fault_stays_open_while_the_257th_component_is_in_fault() -> None:
     f = Feeder()
     for i in range(257):
@@ -479,12 +456,6 @@ def test_a_panel_fault_stays_open_while_the_257th_component_is_in_fault() -> Non
     assert "fire.panel_fault" in f.open_types(PANEL)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review of 5832d54: a late fire from another component is skipped as done "
-    "already by the panel's newer fire (the 'fire' entry is per panel), so the two-trigger "
-    "confirmation of two components (docs/alerts.md) is lost; before 5832d54 it confirmed",
-)
 def test_a_late_fire_of_another_component_still_confirms_the_alarm() -> None:
     f = Feeder()
     late_fire = _held_back(f, PANEL, 0, "fire", **_A)
@@ -493,12 +464,6 @@ def test_a_late_fire_of_another_component_still_confirms_the_alarm() -> None:
     assert f.engine.book.open[(PANEL, "fire.alarm")].evidence["confirmed"] is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review of 5832d54: a late reset older than the fire that raised the open alarm "
-    "resolves it ('fire panel reset') and the replayed fire raises a new alert: the "
-    "acknowledgement is lost, a resolution is published for a fire never reset",
-)
 def test_a_late_reset_older_than_the_fire_leaves_the_acknowledged_alarm_alone() -> None:
     f = Feeder()
     late_reset = _held_back(f, PANEL, 0, "reset")
@@ -511,11 +476,6 @@ def test_a_late_reset_older_than_the_fire_leaves_the_acknowledged_alarm_alone() 
     assert f.engine.book.open[(PANEL, "fire.alarm")] is alert
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review of 5832d54: the replay after a late event raises again an alarm a person "
-    "resolved (the same physical fire, reported twice)",
-)
 def test_a_replay_does_not_raise_again_what_a_person_resolved() -> None:
     f = Feeder()
     late_reset = _held_back(f, PANEL, 0, "reset")
@@ -525,11 +485,6 @@ def test_a_replay_does_not_raise_again_what_a_person_resolved() -> None:
     assert "raised" not in _actions(f.feed(late_reset), "fire.alarm")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review of 5832d54: in a storm a late reset older than the panel's fire resolves "
-    "the community's summary and raises a new one (its members never cleared)",
-)
 def test_a_late_reset_in_a_storm_does_not_resolve_the_communitys_summary() -> None:
     f = Feeder(shared=Shared(storm_count=2))
     f.event("c0-manual_call_point-0", 0, "alarm")
@@ -540,12 +495,6 @@ def test_a_late_reset_in_a_storm_does_not_resolve_the_communitys_summary() -> No
     assert "resolved" not in [c.action for c in summary]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review of 5832d54: the raise and clear of a late fire after its reset count as "
-    "a flap cycle, which in order they are not: the panel's alarm is held open as flapping "
-    "after its reset",
-)
 def test_a_late_fire_does_not_make_the_alarm_flap() -> None:
     f = Feeder(shared=Shared(flap_cycles=2))
     f.event(PANEL, 0, "fire", **COMP)
@@ -557,12 +506,6 @@ def test_a_late_fire_does_not_make_the_alarm_flap() -> None:
     assert "fire.alarm" not in f.open_types(PANEL)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review of 5832d54: the event marks keep two gateway boots, and an event of an "
-    "older boot arriving pushes out the newer ones' mark: after three boots a resend of the "
-    "second boot's fire is evaluated again (raised and resolved a second time)",
-)
 def test_a_repeat_of_the_middle_of_three_gateway_boots_is_not_evaluated_again() -> None:
     f = Feeder()
     f.feed(replace(_held_back(f, PANEL, 0, "test"), boot_id="b1", seq=10))

@@ -42,7 +42,19 @@ log = logging.getLogger("anju.alerting")
 _HELD = "held:"  # st.since key of an alert held open because it flapped
 _FLAPS = "flaps:"  # st.mem key of recent clear times
 _EVENT_MARK = "ev"  # st.mem key: the place (late.place_of) of the last evaluated event
-_EVENT_MARK_BEFORE = "ev_before"  # ... of the gateway boot before
+_EVENT_MARKS_BEFORE = "ev_boots"  # ... of the gateway boots before it, newest first
+_LEGACY_MARK_BEFORE = "ev_before"  # (one boot before, as stored by an earlier version)
+_BOOTS_MARKED = 4
+
+
+def _marks(st: DeviceState) -> list[list[Any]]:
+    """The event marks of a device's gateway boots, newest first."""
+    mem = st.mem
+    first = mem.get(_EVENT_MARK)
+    out = [first] if first is not None else []
+    out += mem.get(_EVENT_MARKS_BEFORE, [])
+    legacy = mem.get(_LEGACY_MARK_BEFORE)
+    return [*out, legacy] if legacy is not None else out
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,13 +120,27 @@ class Engine:
         self.urgent: set[str] = set()  # ... whose timers or open alerts changed
         self._unknown: set[str] = set()
         self._skew_bound: dict[str, int] = {}  # clock_skew_s of each device, in ms
-        for (device_id, alert_type), alert in self.book.open.items():
-            if alert.device.kind == "gateway":
-                self.gateways[device_id] = GatewayWatch(False, now_ms)
-            elif alert.device.kind == "community":
-                self.storms.restore(alert)
-            elif device_id in self.devices:
-                self.state(device_id).open.add(alert_type)
+        for alert in self.book.open.values():
+            self._track(alert, now_ms)
+
+    def _track(self, alert: Alert, now_ms: int) -> None:
+        """An open alert in the book: what the rules keep of it."""
+        if alert.device.kind == "gateway":
+            self.gateways[alert.device.id] = GatewayWatch(False, now_ms)
+        elif alert.device.kind == "community":
+            self.storms.restore(alert)
+        elif alert.device.id in self.devices:
+            self.state(alert.device.id).open.add(alert.type)
+
+    def adopt(
+        self, alerts: Iterable[Alert], docs: Mapping[str, Mapping[str, Any]], now_ms: int
+    ) -> None:
+        """Take over some communities' open alerts and stored rule states (a worker taking a
+        partition of the city: ``backend.partitions``), with nothing else evaluating them."""
+        for alert in alerts:
+            self.book.load(alert)
+            self._track(alert, now_ms)
+        self.restore(docs)
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -200,16 +226,10 @@ class Engine:
             # Events are evaluated in order per device; a resent one at or below the last
             # evaluated sequence of the same gateway boot was seen already (evaluating it again
             # after a later reset would raise a cleared alarm a second time).
-            # (The marks of the last two gateway boots: after a gateway restart, resends of
-            # the old boot and new events of the new one arrive interleaved.)
-            mark = next(
-                (
-                    m
-                    for m in (st.mem.get(_EVENT_MARK), st.mem.get(_EVENT_MARK_BEFORE))
-                    if m is not None and m[0] == rec.gateway_id and m[1] == rec.boot_id
-                ),
-                None,
-            )
+            # (The marks of the last gateway boots seen, newest first: after a gateway
+            # restart, resends of old boots and new events of the new one arrive interleaved.)
+            marks = _marks(st)
+            mark = next((m for m in marks if m[0] == rec.gateway_id and m[1] == rec.boot_id), None)
             if mark is not None:
                 if rec.seq <= mark[2]:
                     if rec.repeat:
@@ -217,9 +237,10 @@ class Engine:
                 else:
                     mark[2:] = [rec.seq, rec.rx]
             else:
-                if _EVENT_MARK in st.mem:
-                    st.mem[_EVENT_MARK_BEFORE] = st.mem[_EVENT_MARK]
-                st.mem[_EVENT_MARK] = place_of(rec.gateway_id, rec.boot_id, rec.seq, rec.rx)
+                place = place_of(rec.gateway_id, rec.boot_id, rec.seq, rec.rx)
+                st.mem[_EVENT_MARK] = place
+                st.mem[_EVENT_MARKS_BEFORE] = marks[: _BOOTS_MARKED - 1]
+                st.mem.pop(_LEGACY_MARK_BEFORE, None)
             inp = DeviceEvent(rec.device_id, ts, rec.event_type, rec.data or {})
         elif rec.kind == "s" and rec.status is not None:
             inp = Status(rec.device_id, max(ts, st.last_ts), rec.status)
@@ -266,9 +287,60 @@ class Engine:
         if not late.apply:
             self.dirty.add(dev.id)
             return []
-        changes = self._run(dev, st, inp, now_ms)
-        for again in late.replay:
-            changes += self._run(dev, st, again, now_ms)
+        return self._late(dev, st, inp, late.replay, now_ms)
+
+    def _late(
+        self,
+        dev: DeviceInfo,
+        st: DeviceState,
+        inp: DeviceEvent,
+        replay: list[DeviceEvent],
+        now_ms: int,
+    ) -> list[Change]:
+        """A late event, then the newer related events again, on the rule state (its timers,
+        component lists and triggers end as in order); the alerts open at the end compared
+        with those open now (``backend.alerting.late``): what ended in order is cleared; what
+        the late event raised is raised, and resolved at once if a newer event ended it; what
+        a newer event raised and is not open now was resolved by a person: left so."""
+        open_now = set(st.open)
+        raised: dict[str, Raise] = {}  # by the late event, on this device
+        ended: dict[str, Clear] = {}
+        updates: list[Update] = []
+        for i, ev in enumerate((inp, *replay)):
+            for rule in self.dispatch.get((dev.kind, DeviceEvent), ()):
+                for d in rule(dev, st, ev) or ():
+                    if d.device_id is not None and d.device_id != dev.id:
+                        continue  # (another device's: its own events speak for it)
+                    if isinstance(d, Raise):
+                        if d.alert_type not in st.open and i == 0:
+                            raised[d.alert_type] = d
+                        st.open.add(d.alert_type)
+                    elif isinstance(d, Clear):
+                        if d.alert_type not in catalog.LATCHING:
+                            st.open.discard(d.alert_type)
+                            ended[d.alert_type] = d
+                    elif i == 0:
+                        updates.append(d)
+        in_order, st.open = st.open, open_now
+        changes: list[Change] = []
+        for atype in sorted(open_now - in_order):
+            changes += self._clear(dev, st, ended[atype], inp.ts, now_ms)
+        for atype, d in raised.items():
+            if atype in st.open or self.book.is_open(dev.id, atype):
+                continue  # open already
+            if atype in in_order:  # raised by the late event, and still so in order
+                changes += self._raise(dev, st, d, now_ms)
+                continue
+            ch = self.book.raise_(dev, d, now_ms)
+            if ch is not None:
+                note = ended[atype].reason if atype in ended else "ended before it arrived"
+                changes += [ch, self.book.resolve(ch.alert, now_ms, by="rules", note=note)]
+        for u in updates:
+            alert = self.book.open.get((dev.id, u.alert_type))
+            ch = self.book.update(alert, dict(u.evidence), now_ms) if alert else None
+            changes += [ch] if ch else []
+        self.dirty.add(dev.id)
+        self.urgent.add(dev.id)
         return changes
 
     def _rules_time(self, dev: DeviceInfo, st: DeviceState, rec: Record) -> int:

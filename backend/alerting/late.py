@@ -4,26 +4,27 @@ Events are evaluated in the order they arrive, and a resend can overtake what wa
 30-minute chaos run: a panel's ``fire`` whose commit failed when the leading worker left was
 resent after the panel's ``reset`` had come through, and the alarm outlived its own reset).
 
-Events that begin and end something are paired (``Pairs``): a fire panel's ``fire`` and
-``reset``; a component's ``fault`` / ``power_fault`` / ``supervisory`` and its ``normal`` (or
-the panel's ``reset``); ``disabled`` and ``enabled``; a linkage ``start`` and its
-``feedback``; a camera's ``fire_lane_blocked`` and ``fire_lane_clear``. The newest event of
-each (type, component) is kept in the device's rule state with its place (gateway, boot,
-sequence, receive time) and data. An event is late when a related event of its pair evaluated
-before it comes after it: by sequence within one gateway boot, by the gateway's receive time
-across boots. Then, for each pair of the event:
+Events that begin and end something are paired (``Pairs``): a fire panel's ``fire`` (per
+component) and ``reset``; a component's ``fault`` / ``power_fault`` / ``supervisory`` and its
+``normal`` (or the panel's ``reset``); ``disabled`` and ``enabled``; a linkage ``start`` and
+its ``feedback``; a camera's ``fire_lane_blocked`` and ``fire_lane_clear``. The newest event
+of each (type, component) is kept in the device's rule state with its place (gateway, boot,
+sequence, receive time) and addresses. An event is late when a related event of its pair
+evaluated before it comes after it: by sequence within one gateway boot, by the gateway's
+receive time across boots. Then (``judge``):
 
-- a newer related event of the same direction (a later ``reset`` for a late ``reset``, a later
-  ``fire`` for a late ``fire``) has done again what this one would do: the late event is
-  skipped (when that holds for each of its pairs);
-- otherwise the late event is evaluated, and the newer related events after it again, in
-  their order: the state ends as if they had arrived in order (a late ``fire`` after its
-  ``reset`` is raised and then resolved by the reset; a late ``reset`` after a new ``fire``
-  resolves the earlier alarm and the fire raises it again; a late ``feedback`` after a new
-  ``start`` leaves the new start's timer).
+- if, for each of its pairs, a newer related event of the same direction covers it (a later
+  ``reset`` for a late ``reset``; a later ``normal`` of the same component, or of the whole
+  panel, for a late ``normal``), it changes nothing: skipped;
+- otherwise the engine evaluates it and the newer related events after it (closure over the
+  pairs they share), in their order, on the rule state, and compares the alerts open at the
+  end with those open now (``Engine._late``): what ended in order is cleared; an alert the late
+  event raised and a newer event ended is raised and resolved at once (the departments learn of
+  it); nothing is raised again (an alert open in order and not now was resolved by a person).
+  The timers, component lists and triggers are those of the sequence in order.
 
-Only the newest event of each (type, component) is kept, so a sequence of several toggles that
-all overtook a late event is replayed from its newest events only.
+Only the newest event of each (type, component) is kept (``MAX_COMPONENT_KEYS`` component
+entries per device, the oldest forgotten first).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from typing import Any, Final
 from backend.alerting.model import DeviceEvent, DeviceState
 
 MEM_KEY: Final = "ev_last"  # st.mem: {type@component: [gw, boot, seq, rx, ts, type, data]}
-MAX_COMPONENT_KEYS: Final = 64  # per device; the oldest component entries go first
+MAX_COMPONENT_KEYS: Final = 256  # per device; the oldest component entries go first
+_KEPT: Final = ("system_addr", "component_addr", "power")  # of an event's data, to replay it
 _OPEN, _CLOSE = "open", "close"
 
 
@@ -93,8 +95,13 @@ def judge(pairs: Pairs, st: DeviceState, inp: DeviceEvent, place: list[Any]) -> 
     mine = _shared(pairs, inp.type, inp.data, after)
     if not mine:
         return None
-    same = {p for e, ps in mine for p in ps if _same(pairs, str(e[5]), inp.type, p)}
-    if same >= pairs.pairs(inp.type):
+    covered = {
+        p
+        for e, ps in mine
+        for p in ps
+        if _same(pairs, str(e[5]), inp.type, p) and _covers(pairs, e, inp, p)
+    }
+    if covered >= pairs.pairs(inp.type):
         return Late(False, [])  # done again by a newer event of each of its pairs
     # The newer events of its pairs, and of theirs (a replayed reset also ends a newer
     # fault's pair, whose newer events must follow it again), in their order.
@@ -113,6 +120,19 @@ def judge(pairs: Pairs, st: DeviceState, inp: DeviceEvent, place: list[Any]) -> 
 
 def _same(pairs: Pairs, a: str, b: str, pair: str) -> bool:
     return pairs.direction(a, pair) == pairs.direction(b, pair)
+
+
+def _whole(pairs: Pairs, event_type: str, data: Mapping[str, Any]) -> bool:
+    """About the whole device: a device-wide type, or no component address."""
+    return event_type in pairs.device_wide or component(data) == "/"
+
+
+def _covers(pairs: Pairs, e: list[Any], inp: DeviceEvent, pair: str) -> bool:
+    """Whether entry ``e`` (same direction) does for ``pair`` all that ``inp`` would: the
+    same component, or the whole device (a component's event does not cover the whole)."""
+    if pair not in pairs.per_component or _whole(pairs, str(e[5]), e[6]):
+        return True
+    return not _whole(pairs, inp.type, inp.data) and component(e[6]) == component(inp.data)
 
 
 def _shared(
@@ -150,7 +170,7 @@ def _remember(pairs: Pairs, last: dict[str, list[Any]], inp: DeviceEvent, place:
     old = last.get(key)
     if old is not None and not newer(place, old):
         return
-    last[key] = [*place, inp.ts, inp.type, dict(inp.data)]
+    last[key] = [*place, inp.ts, inp.type, {k: inp.data[k] for k in _KEPT if k in inp.data}]
     comp_keys = [k for k in last if "@" in k]
     if len(comp_keys) > MAX_COMPONENT_KEYS:
         comp_keys.sort(key=lambda k: last[k][3])

@@ -69,7 +69,7 @@ PANEL_PAIRS: Final = Pairs(
         "enabled": frozenset({"disabled"}),
         "feedback": frozenset({"linkage"}),
     },
-    per_component=frozenset({"fault", "supervisory", "disabled", "linkage"}),
+    per_component=frozenset({"fire", "fault", "supervisory", "disabled", "linkage"}),
     device_wide=frozenset({"reset"}),
 )
 CAMERA_PAIRS: Final = Pairs(
@@ -271,12 +271,15 @@ def _panel_toggle(
     component, when that component's last trouble bit falls."""
     if not isinstance(inp, DeviceEvent):
         return []
-    key = f"{atype}/components"
+    key, full = f"{atype}/components", f"{atype}/more"
     comp = component(inp.data)
     comps: list[str] = st.mem.get(key, [])
     if inp.type in on:
-        if comp not in comps and len(comps) < _MAX_COMPONENTS:
-            st.mem[key] = [*comps, comp]
+        if comp not in comps:
+            if len(comps) < _MAX_COMPONENTS:
+                st.mem[key] = [*comps, comp]
+            else:
+                st.mem[full] = 1  # more than it remembers: only the whole panel clears it
         if atype not in st.open:
             return [raise_(atype, title, inp.ts, {"event": inp.type, **dict(inp.data)})]
         return []
@@ -287,7 +290,9 @@ def _panel_toggle(
             st.mem[key] = rest
         else:
             st.mem.pop(key, None)
-        if not rest and atype in st.open:
+        if whole:
+            st.mem.pop(full, None)
+        if not rest and full not in st.mem and atype in st.open:
             return [Clear(atype, f"panel reported {inp.type}")]
     return []
 
