@@ -96,6 +96,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {"db": args.db} if args.db else {}  # where a database matters
     if args.workers is not None:  # backend workers (issue 11): ingest and alerts
         kwargs["workers"] = args.workers
+    if args.shared:  # ... every one active on its partitions (alerts)
+        if args.name != "alerts":
+            raise AnjuError("--shared applies to `anju bench alerts` (with --workers N)")
+        kwargs["shared"] = True
     try:
         figures = bench.load(args.name)(quick=args.quick, **kwargs)
     except TypeError as exc:
@@ -187,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--quick", action="store_true", help="a small run that checks it works")
     bn.add_argument("--db", help="measure this PostgreSQL database instead of a private server")
     bn.add_argument("--workers", type=int, help="backend workers (ingest, alerts)")
+    bn.add_argument(
+        "--shared",
+        action="store_true",
+        help="alerts: the workers all active, each on its partitions (docs/scaling.md)",
+    )
     bn.set_defaults(func=cmd_bench)
 
     fz = sub.add_parser("fuzz", help="property-based fuzzing of a boundary for N minutes")

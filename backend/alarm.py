@@ -41,8 +41,10 @@ from psycopg_pool import AsyncConnectionPool
 from anju.uplink import UP_EVENTS_SUBSCRIPTION, Record
 from backend.alerting import Engine
 from backend.config import BackendSettings
+from backend.db.retry import until_done
 from backend.delivery import Delivery, publish_acks
 from backend.desk import AlertDesk, Keeper, Saved, StateWriter
+from backend.handoff import hand_off
 from backend.ingest import Ingest
 from backend.metrics import BackendMetrics
 from backend.mqtt import keep_session
@@ -50,6 +52,9 @@ from backend.store import AlertStore, Pending
 from backend.tasks import supervised
 
 log = logging.getLogger("anju.alarm")
+
+# Several active workers: (records this worker evaluates, the others by partition).
+Split = Callable[[list[Record]], tuple[list[Record], dict[int, list[Record]]]]
 
 
 # The events lane's flushes evaluated and waiting for their rule state to be stored before
@@ -80,11 +85,17 @@ class AlarmLane:
         *,
         listeners: Sequence[Callable[[Pending], None]] = (),
         on_subscribed: Callable[[], object] = lambda: None,
+        split: Split | None = None,
+        communities: Callable[[], list[str]] | None = None,
     ) -> None:
         """``listeners``: called on the lane's thread with each alert published (they must
         not block; e.g. hand it to another loop). ``on_subscribed``: called on the lane's
-        thread each time its MQTT session is subscribed."""
+        thread each time its MQTT session is subscribed. Several active workers
+        (``backend.partitions``): ``split`` tells the records this worker evaluates from those
+        handed to their partition's owner (``backend.handoff``); ``communities``: those whose
+        alerts it publishes."""
         self.settings = settings
+        self.split = split
         self.metrics = metrics
         self.ingest = ingest
         self.on_subscribed = on_subscribed
@@ -101,6 +112,7 @@ class AlarmLane:
         store = AlertStore(self._pool)
         self._delivery = Delivery(store, metrics)
         self._delivery.listeners.extend(listeners)
+        self._delivery.communities = communities
         self._keeper = Keeper(store, self._delivery, metrics)
         self._states = StateWriter(store, metrics)
         self.desk = AlertDesk(engine, self._keeper, self._states)
@@ -150,6 +162,12 @@ class AlarmLane:
             return "database: the alarm lane's pool is not reachable"
         return None
 
+    def adopt(self, communities: list[str]) -> cf.Future[int]:
+        """A partition taken (from any thread): its unpublished alert changes, to publish."""
+        loop = self._loop
+        assert loop is not None
+        return asyncio.run_coroutine_threadsafe(self._delivery.adopt(communities), loop)
+
     async def _ping(self) -> None:
         async with self._pool.connection(timeout=5) as conn:
             await conn.execute("SELECT 1")
@@ -177,7 +195,9 @@ class AlarmLane:
         try:
             keeper.inbox.bind()
             states.inbox.bind()
-            self.built.set_result(await delivery.requeue_unpublished())
+            # (Several active workers: a partition's entries are read back when it is taken.)
+            shared = self.settings.shared
+            self.built.set_result(0 if shared else await delivery.requeue_unpublished())
             stop_wait = asyncio.ensure_future(self._stop.wait())
             await asyncio.wait([asyncio.ensure_future(self._go.wait()), stop_wait],
                                return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
@@ -234,10 +254,13 @@ class AlarmLane:
                 tg.create_task(self._receive(client), name="mqtt-events-receive")
                 tg.create_task(self._delivery.run(client), name="alert-delivery")
 
+        topic = UP_EVENTS_SUBSCRIPTION
+        if self.settings.shared:
+            topic = f"$share/{self.settings.worker_group}/{topic}"
         await keep_session(
             self.settings,
             f"{self.settings.client_id}-events",
-            [UP_EVENTS_SUBSCRIPTION],
+            [topic],
             serve,
             on_up=up,
             on_down=down,
@@ -253,6 +276,11 @@ class AlarmLane:
         """The events lane's ``on_committed``: the rules at once (once the keeper has room:
         a full keeper makes the events writer wait, outside the engine's lock), the ack once
         stored (a full ``_to_ack`` makes the writer wait too: see the class)."""
+        if self.split is not None:
+            new, theirs = self.split(new)
+            group = self.settings.worker_group
+            assert group is not None
+            await until_done(lambda: hand_off(self._pool, group, theirs), "hand records over", log)
         item = (await self.desk.evaluate_when_room(new), acks)
         if self._to_ack.full():
             self.metrics.queue_overflow.labels(TO_ACK, "wait").inc()

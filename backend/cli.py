@@ -27,6 +27,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             "audit_anchor_file": args.audit_anchor_file,
             "client_id": args.client_id,
             "worker_group": args.group,
+            "shared": True if args.shared else None,
+            "partitions": args.partitions,
         }.items()
         if v is not None
     }
@@ -143,6 +145,15 @@ def register(sub: Any) -> None:
     br.add_argument("--client-id", help="this worker's MQTT client id (its broker user)")
     br.add_argument(
         "--group", help="several workers: the group's name (docs/scaling.md); one leads"
+    )
+    br.add_argument(
+        "--shared",
+        action="store_true",
+        help="with --group: every worker active, each evaluating its partitions of the city"
+        " (each with its own --client-id); without: one leads, the others stand by",
+    )
+    br.add_argument(
+        "--partitions", type=int, help="with --shared: partitions of the city (default 16)"
     )
     br.set_defaults(func=cmd_run)
     bd = b.add_parser(

@@ -83,6 +83,19 @@ class BackendSettings(BaseSettings):
         description="several workers (docs/scaling.md): the one holding the group's advisory"
         " lock runs, the others (same client_id) stand by; unset: one worker, as before",
     )
+    shared: bool = Field(
+        default=False,
+        description="several ACTIVE workers in worker_group (docs/scaling.md): each receives"
+        " through the broker's shared subscription and evaluates the communities of the"
+        " partitions it holds; each needs its own client_id. Off: one leads, the others stand by",
+    )
+    partitions: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="with shared: the communities are hashed into this many partitions (the"
+        " same on every worker of the group)",
+    )
     state_snapshot_ms: int = Field(
         default=30_000,
         ge=50,
@@ -110,6 +123,12 @@ class BackendSettings(BaseSettings):
             )
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+        return self
+
+    @model_validator(mode="after")
+    def _shared_needs_group(self) -> BackendSettings:
+        if self.shared and self.worker_group is None:
+            raise ValueError("shared (several active workers) needs worker_group")
         return self
 
     @field_validator("break_guarantees", mode="before")

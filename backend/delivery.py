@@ -84,6 +84,9 @@ class Delivery:
         # publish never waits for this bookkeeping.
         self._to_mark: list[int] = []
         self._mark_wake = asyncio.Event()
+        # Several active workers (backend.partitions): the communities this worker publishes
+        # for; what it reads back is theirs only. None: every community.
+        self.communities: Callable[[], list[str]] | None = None
 
     async def enqueue(self, pending: Pending, rx_ms: int | None = None) -> None:
         """Queue a stored change (its audit entry committed); never waits, never drops: over
@@ -101,6 +104,26 @@ class Delivery:
     def close(self) -> None:
         """At shutdown (``enqueue`` never waits: nothing to release)."""
         self.closing = True
+
+    async def adopt(self, communities: list[str]) -> int:
+        """A partition taken over (several active workers): its entries left unpublished by
+        the worker that had it, read back before the queue (call on the delivery's loop)."""
+        after, count = 0, 0
+        while True:
+
+            async def read(after: int = after) -> list[Pending]:
+                return await self.store.unpublished(
+                    after=after, limit=self.page, communities=communities
+                )
+
+            rows = await until_done(read, "read back a partition's alert changes", log)
+            self._backlog.extend((p, None) for p in rows)
+            count += len(rows)
+            if len(rows) < self.page:
+                break
+            after = rows[-1].n
+        self._reread_depth.set(len(self._backlog))
+        return count
 
     async def requeue_unpublished(self) -> int:
         """At start, before ``run``: the entries left unpublished, to read back first."""
@@ -125,9 +148,12 @@ class Delivery:
     async def _read_back(self) -> None:
         upto = self._shed_upto
         after = self._read_upto
+        scope = self.communities() if self.communities is not None else None
 
         async def read() -> list[Pending]:
-            return await self.store.unpublished(after=after, upto=upto, limit=self.page)
+            return await self.store.unpublished(
+                after=after, upto=upto, limit=self.page, communities=scope
+            )
 
         rows = await until_done(read, "read back alert changes to deliver", log)
         self._backlog.extend((p, None) for p in rows)

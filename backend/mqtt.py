@@ -58,7 +58,9 @@ def uplink_client(settings: BackendSettings, identifier: str) -> aiomqtt.Client:
         identifier=identifier,
         # Persistent: what comes while it reconnects waits for it. Several workers
         # (worker_group) use one identity, so the next leader resumes the dead one's session.
-        clean_session=False,
+        # Several active workers (shared) each have their own and a clean one: what the broker
+        # gave a worker that died, unacknowledged, its gateways send again to the others.
+        clean_session=settings.shared,
         keepalive=30,
         socket_options=NODELAY,
         max_queued_incoming_messages=settings.mqtt_incoming_max,

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 import aiomqtt
 import psycopg
 import uvicorn
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from anju.backoff import backoff
 from anju.now import now_ms
 from anju.registry import CityIndex, load_registry
-from anju.uplink import STATE_SUBSCRIPTION, UP_SUBSCRIPTION
+from anju.uplink import STATE_SUBSCRIPTION, UP_SUBSCRIPTION, Record
 from backend.alarm import AlarmLane
 from backend.alerting import AlertBook, Deadlines, Engine, Shared
 from backend.alerting.model import DeviceState
@@ -38,11 +39,15 @@ from backend.config import BackendSettings, check_api_access, load_alerting
 from backend.db.maintenance import run_maintenance
 from backend.db.migrate import migrate, parse_storage
 from backend.db.registry import RegistryRow, sync_registry
+from backend.db.retry import until_done
 from backend.delivery import LiveHub, publish_acks
 from backend.desk import AlertDesk, RuleFeed, waited
-from backend.ingest import Ingest
+from backend.handoff import channel, hand_off, take
+from backend.ingest import Ingest, OnCommitted
 from backend.metrics import BackendMetrics
 from backend.mqtt import keep_session
+from backend.partitions import Partitions
+from backend.requests import AlertActions
 from backend.store import AlertStore, Pending
 from backend.tasks import supervised
 from backend.webhooks import Webhooks
@@ -101,6 +106,7 @@ class Backend:
             batch_wait_ms=s.batch_wait_ms,
             device_gateway={d.id: d.gateway_id for d in self.city.devices.values()},
             broken=s.break_guarantees,
+            shared=s.shared,
         )
         self.client: aiomqtt.Client | None = None  # the main MQTT session, while it is up
         self.started = asyncio.Event()  # both MQTT sessions subscribed
@@ -110,6 +116,17 @@ class Backend:
         # The worker group's lock connection: only in a worker group, and only while leading.
         self._lead: psycopg.AsyncConnection | None = None
         self._up: _Running | None = None  # while running (see ``_Running``)
+        # Several active workers (``shared``): this worker's partitions of the city.
+        self.partitions: Partitions | None = None
+        if s.shared and s.worker_group is not None:
+            self.partitions = Partitions(
+                s.database_url,
+                s.worker_group,
+                s.partitions,
+                self.city.communities,
+                adopt=self._adopt,
+            )
+        self._started_ms = 0  # when this worker began serving (``_serve``)
         for name in sorted(settings.break_guarantees):  # (test only: docs/guarantees.md)
             self.metrics.broken_guarantee.labels(name).set(1)
 
@@ -150,7 +167,22 @@ class Backend:
             )
         if not await self._migrate_when_reachable(stop):
             return
-        if s.worker_group is None:
+        if self.partitions is not None:
+            # Counted among the group's workers from now, so that workers started together
+            # share the partitions (``backend.partitions``).
+            delays = backoff(0.5, 5.0)
+            while not stop.is_set():
+                try:
+                    await self.partitions.connect()
+                    break
+                except psycopg.OperationalError as exc:
+                    delay = next(delays)
+                    log.warning("partitions: database unavailable (%s); again in %.1f s",
+                                str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
+                                delay)  # fmt: skip
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+        if s.worker_group is None or s.shared:
             await self._run(stop)
             return
         # Several workers (docs/scaling.md): the one holding the group's lock runs; the lock
@@ -175,9 +207,11 @@ class Backend:
                     [RegistryRow(d.id, d.community_id, d.kind) for d in self.city.devices.values()],
                 )
             book = AlertBook(armed_from_ms=now_ms())  # open alerts' deadlines re-armed
-            for alert in await self.store.load_open(self.city):
-                book.load(alert)
-            engine = await self._engine(book)
+            parts = self.partitions
+            if parts is None:  # (several active workers: a partition's, when it is taken)
+                for alert in await self.store.load_open(self.city):
+                    book.load(alert)
+            engine = await self._engine(book, restore=parts is None)
             loop = asyncio.get_running_loop()
             alarm = AlarmLane(
                 self.settings,
@@ -187,6 +221,8 @@ class Backend:
                 # Delivery runs on the alarm lane's thread; webhooks and screens on this loop.
                 listeners=[_on_loop(loop, self.webhooks.offer), _on_loop(loop, self.live.offer)],
                 on_subscribed=lambda: loop.call_soon_threadsafe(self._events_up),
+                split=self._split if parts is not None else None,
+                communities=(lambda: parts.communities) if parts is not None else None,
             )
             alarm.start()
             try:
@@ -202,8 +238,10 @@ class Backend:
         finally:
             await self.pool.close()
 
-    async def _engine(self, book: AlertBook) -> Engine:
-        """The rules' engine, with the open alerts (``book``) and the stored rule states."""
+    async def _engine(self, book: AlertBook, *, restore: bool = True) -> Engine:
+        """The rules' engine, with the open alerts (``book``) and the stored rule states
+        (unless not ``restore``: several active workers load a partition's when they take
+        it)."""
         cfg = self.alerting
         shared = Shared(
             flap_cycles=cfg.flap_cycles,
@@ -223,8 +261,9 @@ class Backend:
             now_ms=now_ms(),
             on_late=self.metrics.late_events.inc,
         )
-        engine.restore(await self.store.load_states())
-        rearm_held_open(engine.states.values(), now_ms())
+        if restore:
+            engine.restore(await self.store.load_states())
+            rearm_held_open(engine.states.values(), now_ms())
         for device_id in self.city.devices:
             engine.state(device_id)  # made now, and frozen below with the registry
         return engine
@@ -237,6 +276,12 @@ class Backend:
             s.api_token,
             tokens=Tokens.of(cfg.tokens, s.api_token),
             desk=alarm.desk,
+            actions=AlertActions(
+                alarm.desk,
+                pool=self.pool,
+                group=s.worker_group,
+                partitions=self.partitions,
+            ),
             live=self.live,
             webhooks=self.webhooks,
             city=self.city,
@@ -252,7 +297,7 @@ class Backend:
         up = self._up
         if up is None:
             return "backend: not running"
-        lead = self._lead
+        lead = self._lead if self.partitions is None else self.partitions.conn
         if self.settings.worker_group is not None and (lead is None or lead.closed or lead.broken):
             return "database: the worker group's lock connection is lost"
         return await up.alarm.not_ready()
@@ -282,8 +327,12 @@ class Backend:
             open_alerts,
             requeued,
         )
+        self._started_ms = now_ms()
         # Before the alarm lane publishes anything: what webhooks had in hand or waiting.
-        await self.webhooks.resume()
+        # (Several active workers: each delivers its own changes from now; see
+        # docs/scaling.md for what is not resumed.)
+        if self.partitions is None:
+            await self.webhooks.resume()
         alarm.go()
         pool = self.pool
         async with asyncio.TaskGroup() as tg:
@@ -301,7 +350,10 @@ class Backend:
                 task("mqtt-session", lambda: self._mqtt_session(up.app_state)),
                 task(
                     "ingest",
-                    lambda: self.ingest.telemetry.run(feed.committed, early_ack=self._publish_acks),
+                    lambda: self.ingest.telemetry.run(
+                        feed.committed if self.partitions is None else self._routed(feed),
+                        early_ack=self._publish_acks,
+                    ),
                 ),
                 task("rules", feed.run),
                 task("rules-acks", feed.acknowledge),
@@ -321,6 +373,13 @@ class Backend:
             if self._lead is not None and s.worker_group is not None:
                 group, lead = s.worker_group, self._lead
                 tasks.append(task("worker-lead", lambda: hold_lead(lead, group)))
+            if self.partitions is not None:
+                parts = self.partitions
+                tasks.append(task("partitions", parts.run))
+                tasks.append(task("handoff", lambda: self._take_handed(desk), recover=True))
+                actions = up.app_state.actions
+                assert actions is not None
+                tasks.append(task("alert-requests", actions.serve, recover=True))
             # Everything built so far lives as long as the process: out of the garbage
             # collector's way (a full collection over the registry and every device's
             # state otherwise stalls the loop for 100-300 ms every few seconds).
@@ -394,10 +453,13 @@ class Backend:
             app_state.mqtt_connected = False
             self.metrics.mqtt_connected.set(0)
 
+        up_topic = UP_SUBSCRIPTION
+        if self.partitions is not None:
+            up_topic = f"$share/{self.settings.worker_group}/{up_topic}"
         await keep_session(
             self.settings,
             self.settings.client_id,
-            [UP_SUBSCRIPTION, STATE_SUBSCRIPTION],
+            [up_topic, STATE_SUBSCRIPTION],
             self._receive,
             on_up=up,
             on_down=down,
@@ -426,6 +488,10 @@ class Backend:
         except (ValueError, KeyError, TypeError):
             self.metrics.rejected.labels("bad_state").inc()
             return
+        if self.partitions is not None and not self.partitions.owns(
+            self.city.gateway_community.get(gw)
+        ):
+            return  # (another worker's partition: its owner records it)
         # A heartbeat that changes nothing is DEBUG: INFO carries what an operator acts on.
         changed = self._gateways_online.get(gw) != online
         self._gateways_online[gw] = online
@@ -457,6 +523,102 @@ class Backend:
             # Unconfirmed records come again; they are dropped as duplicates and acked then.
             with contextlib.suppress(aiomqtt.MqttError):
                 await publish_acks(client, acks)
+
+    # ---- several active workers (backend.partitions, backend.handoff) ----------------------
+
+    def _split(self, records: list[Record]) -> tuple[list[Record], dict[int, list[Record]]]:
+        """The records this worker evaluates, and the others by partition (any thread)."""
+        parts = self.partitions
+        assert parts is not None
+        owned, of = parts.owned, self.city.gateway_community
+        mine: list[Record] = []
+        theirs: dict[int, list[Record]] = {}
+        for r in records:
+            community = of.get(r.gateway_id)
+            p = parts.of(community) if community is not None else None
+            if p is None or p in owned:
+                mine.append(r)  # (a gateway not in the registry: stored, no rules anywhere)
+            else:
+                theirs.setdefault(p, []).append(r)
+        return mine, theirs
+
+    def _routed(self, feed: RuleFeed) -> OnCommitted:
+        """The telemetry lane's ``on_committed`` with several active workers: what another
+        worker's partitions own is handed over (before the acknowledgement), the rest goes to
+        this worker's rules."""
+        group = self.settings.worker_group
+        assert group is not None
+
+        async def committed(new: list[Record], acks: dict[str, list[int]]) -> None:
+            mine, theirs = self._split(new)
+            if theirs:
+                await until_done(
+                    lambda: hand_off(self.pool, group, theirs), "hand records over", log
+                )
+            await feed.committed(mine, acks)
+
+        return committed
+
+    async def _adopt(self, partition: int, communities: list[str]) -> None:
+        """A partition taken: its open alerts and rule states into the engine, its alert
+        changes left unpublished to the delivery; then it counts as owned."""
+        city = self.city
+        wanted = set(communities)
+        devices = [d for d in city.devices.values() if d.community_id in wanted]
+        keys = [d.id for d in devices] + sorted(
+            {f"building:{d.community_id}/{d.building}" for d in devices if d.building is not None}
+        )
+        alerts = await until_done(
+            lambda: self.store.load_open(city, communities), "load a partition's alerts", log
+        )
+        docs = await until_done(
+            lambda: self.store.load_states(keys), "load a partition's rule states", log
+        )
+        engine = self.engine
+        # Held-open timers of states loaded at this worker's start are re-armed, as after a
+        # restart (their readings may be hours old); a partition taken over from a worker that
+        # just left carries on with its timers as they were.
+        starting = now_ms() - self._started_ms < 10_000
+
+        def rearm() -> None:
+            if starting:
+                rearm_held_open([engine.states[d.id] for d in devices], now_ms())
+
+        self.desk.adopt(alerts, docs, rearm)
+        await asyncio.wrap_future(self.alarm.adopt(communities))
+        log.info(
+            "partition %d: %d communities, %d open alerts, %d rule states",
+            partition,
+            len(communities),
+            len(alerts),
+            len(docs),
+        )
+
+    async def _take_handed(self, desk: AlertDesk) -> None:
+        """Evaluate what other workers handed over for this worker's partitions, in order,
+        each row deleted with the rule state of its evaluation; woken by their NOTIFY."""
+        parts = self.partitions
+        group = self.settings.worker_group
+        assert parts is not None and group is not None
+        conn = await psycopg.AsyncConnection.connect(self.settings.database_url, autocommit=True)
+        try:
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel(group))))
+            while True:
+                owned = sorted(parts.owned)
+                rows = []
+                if owned:
+                    async with self.pool.connection() as c:
+                        rows = await take(c, owned)
+                if rows:
+                    saved = [await desk.evaluate_when_room(recs, [i]) for i, recs in rows]
+                    for one in saved:
+                        await one.wait()
+                    continue
+                async for _ in conn.notifies(timeout=0.5, stop_after=1):
+                    pass
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
 
     async def _loop_lag(self, period: float = 0.02) -> None:
         """Measure how late the loop wakes a task that is due (``anju_loop_lag_seconds``)."""

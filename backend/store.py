@@ -124,35 +124,54 @@ class AlertStore:
             )
 
     async def unpublished(
-        self, *, after: int = 0, upto: int | None = None, limit: int | None = None
+        self,
+        *,
+        after: int = 0,
+        upto: int | None = None,
+        limit: int | None = None,
+        communities: Sequence[str] | None = None,
     ) -> list[Pending]:
         """Audit entries not yet published, in order: those numbered above ``after`` and at
-        most ``upto``, the first ``limit`` of them."""
+        most ``upto``, the first ``limit`` of them; only of ``communities`` if given (a
+        worker's partitions)."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT n, entry FROM alert_audit WHERE NOT published AND n > %s"
-                " AND (%s::int8 IS NULL OR n <= %s::int8) ORDER BY n LIMIT %s",
-                (after, upto, upto, limit),
+                " AND (%s::int8 IS NULL OR n <= %s::int8)"
+                " AND (%s::text[] IS NULL"
+                " OR entry->'payload'->>'community_id' = ANY(%s::text[]))"
+                " ORDER BY n LIMIT %s",
+                (after, upto, upto, communities, communities, limit),
             )
             return [Pending(int(n), e["payload"]) for n, e in await cur.fetchall()]
 
-    async def unpublished_extent(self) -> tuple[int, int]:
+    async def unpublished_extent(self, communities: Sequence[str] | None = None) -> tuple[int, int]:
         """How many audit entries are not yet published, and the highest number among them
-        (0 if none)."""
+        (0 if none); only of ``communities`` if given."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT count(*), coalesce(max(n), 0) FROM alert_audit WHERE NOT published"
+                " AND (%s::text[] IS NULL"
+                " OR entry->'payload'->>'community_id' = ANY(%s::text[]))",
+                (communities, communities),
             )
             row = await cur.fetchone()
         assert row is not None
         return int(row[0]), int(row[1])
 
-    async def load_open(self, city: CityIndex) -> list[Alert]:
+    async def load_open(
+        self, city: CityIndex, communities: Sequence[str] | None = None
+    ) -> list[Alert]:
         """Open alerts, to carry on after a restart (alerts of devices no longer in the
-        registry are left as they are). Storm summaries and gateway alerts are on pseudo
-        devices (the community, the gateway)."""
+        registry are left as they are); only those of ``communities`` if given (a worker's
+        partitions). Storm summaries and gateway alerts are on pseudo devices (the community,
+        the gateway)."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute("SELECT payload FROM alerts WHERE state <> 'resolved'")
+            cur = await conn.execute(
+                "SELECT payload FROM alerts WHERE state <> 'resolved'"
+                " AND (%s::text[] IS NULL OR payload->>'community_id' = ANY(%s::text[]))",
+                (communities, communities),
+            )
             rows = await cur.fetchall()
         out = []
         for (p,) in rows:
@@ -205,9 +224,14 @@ class AlertStore:
             if also is not None:
                 await also(conn)
 
-    async def load_states(self) -> dict[str, dict[str, Any]]:
+    async def load_states(self, keys: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Rule states by key; only ``keys`` if given."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute("SELECT key, doc FROM alert_rule_state")
+            cur = await conn.execute(
+                "SELECT key, doc FROM alert_rule_state"
+                " WHERE %s::text[] IS NULL OR key = ANY(%s::text[])",
+                (keys, keys),
+            )
             return {k: d for k, d in await cur.fetchall()}
 
     async def get_alert(self, alert_id: str) -> dict[str, Any] | None:

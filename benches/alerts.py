@@ -136,15 +136,30 @@ async def _wait_ready(http: httpx.AsyncClient, proc: subprocess.Popen[bytes], lo
     raise RuntimeError(f"the backend was not ready within 60 s; see {log}")
 
 
+async def _scrape_all(https: list[httpx.AsyncClient]) -> tuple[float, dict[float, float]]:
+    """Readings stored by every worker given; the loop lag of the first."""
+    scraped = [await _scrape(h) for h in https]
+    return sum(r for r, _ in scraped), scraped[0][1]
+
+
 async def _measure(
-    mqtt_port: int, api_port: int, proc: subprocess.Popen[bytes], log: Path, p: dict[str, Any]
+    mqtt_port: int,
+    api_ports: list[int],
+    procs: list[subprocess.Popen[bytes]],
+    log: Path,
+    p: dict[str, Any],
 ) -> dict[str, Any]:
+    """``api_ports``: the workers whose figures count (the leader; every active worker)."""
     probes = _Probes(mqtt_port)
-    async with (
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=10) as http,
-        asyncio.TaskGroup() as tg,
-    ):
-        await _wait_ready(http, proc, log)
+    async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
+        https = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
+            )
+            for port in api_ports
+        ]
+        for http, proc in zip(https, procs, strict=True):
+            await _wait_ready(http, proc, log)
         listener = tg.create_task(probes.listen(), name="bench-alert-subscriber")
         await asyncio.wait_for(probes.ready.wait(), 10)
         sent = mp.get_context("spawn").Value("q", 0)
@@ -156,7 +171,7 @@ async def _measure(
         bg.start()
         try:
             await asyncio.sleep(p["warmup_s"])
-            (r0, lag0), t0 = await _scrape(http), time.monotonic()
+            (r0, lag0), t0 = await _scrape_all(https), time.monotonic()
             async with aiomqtt.Client("127.0.0.1", mqtt_port, socket_options=NODELAY) as pub:
                 for i in range(p["probes"]):
                     target = t0 + i / p["probe_rate"]
@@ -164,7 +179,7 @@ async def _measure(
                     com = i % p["communities"]
                     await probes.send(pub, f"gw-c{com}", probe_id(com, i // p["communities"]))
             await asyncio.sleep(max(0.0, t0 + p["measure_s"] - time.monotonic()))
-            (r1, lag1), t1 = await _scrape(http), time.monotonic()
+            (r1, lag1), t1 = await _scrape_all(https), time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(probes.all_in.wait(), 15)
         finally:
@@ -203,7 +218,7 @@ def _leader(ports: list[int], procs: list[subprocess.Popen[bytes]], log: Path) -
     raise RuntimeError(f"no backend worker answered within 60 s; see {log}")
 
 
-def latency(*, quick: bool, workers: int = 1) -> dict[str, Any]:
+def latency(*, quick: bool, workers: int = 1, shared: bool = False) -> dict[str, Any]:
     p: dict[str, Any] = (
         {"communities": 4, "per_kind": 2, "rate": 2_000, "warmup_s": 2, "measure_s": 3}
         if quick
@@ -223,21 +238,27 @@ def latency(*, quick: bool, workers: int = 1) -> dict[str, Any]:
         broker = PrivateMosquitto(d / "mqtt").start()
         ports = [free_port() for _ in range(workers)]
         procs: list[subprocess.Popen[bytes]] = []
-        # Several workers (docs/scaling.md): one group; the leader serves, the others wait.
+        # Several workers (docs/scaling.md): one group; the leader serves, the others wait;
+        # or (shared) every worker active, each with its own client id.
         group = ["--group", "anju-bench"] if workers > 1 else []
         try:
             env = {**os.environ, "ANJU_ALERTING": str(alerting)}
             with log.open("wb") as out:
-                for api_port in ports:
+                for i, api_port in enumerate(ports):
+                    active = ["--shared", "--client-id", f"anju-bench-{i}"] if shared else []
                     procs.append(subprocess.Popen(
                         [sys.executable, "-m", "anju", "backend", "run", "--db", pg.url(),
                          "--mqtt", broker.url, "--registry", str(registry),
-                         "--api-port", str(api_port), *group],
+                         "--api-port", str(api_port), *group, *active],
                         env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     ))  # fmt: skip
-            lead = _leader(ports, procs, log) if workers > 1 else ports[0]
-            proc = procs[ports.index(lead)]
-            return {**asyncio.run(_measure(broker.port, lead, proc, log, p)), "workers": workers}
+            if shared and workers > 1:
+                apis, counted = ports, procs
+            else:
+                lead = _leader(ports, procs, log) if workers > 1 else ports[0]
+                apis, counted = [lead], [procs[ports.index(lead)]]
+            figures = asyncio.run(_measure(broker.port, apis, counted, log, p))
+            return {**figures, "workers": workers, "shared": shared and workers > 1}
         finally:
             for proc in procs:
                 stop_process(proc)
@@ -245,9 +266,10 @@ def latency(*, quick: bool, workers: int = 1) -> dict[str, Any]:
             pg.destroy()
 
 
-def run(*, quick: bool, workers: int = 1) -> dict[str, Any]:
+def run(*, quick: bool, workers: int = 1, shared: bool = False) -> dict[str, Any]:
     """The figures of issue 5: alert latency under load, and rule throughput per core;
-    ``workers``: backend workers in one group (issue 11; one leads, the others stand by)."""
+    ``workers``: backend workers in one group (issue 11; one leads, the others stand by, or
+    with ``shared`` every one active on its partitions of the city)."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per request
     figures = throughput(quick=quick)  # first, on a machine that is otherwise idle
-    return {**latency(quick=quick, workers=workers), **figures}
+    return {**latency(quick=quick, workers=workers, shared=shared), **figures}

@@ -28,6 +28,7 @@ from backend.store import AlertStore
 if TYPE_CHECKING:
     from backend.delivery import LiveHub
     from backend.desk import AlertDesk
+    from backend.requests import AlertActions
     from backend.webhooks import Webhooks
 
 
@@ -93,6 +94,9 @@ class AppState:
     not_ready: Callable[[], Awaitable[str | None]] = _ready
     tokens: Tokens = field(default_factory=lambda: Tokens({}))
     desk: AlertDesk | None = None
+    # acknowledge/resolve: by the desk, or by the owner of the alert's partition (several
+    # active workers: backend.requests)
+    actions: AlertActions | None = None
     live: LiveHub | None = None
     webhooks: Webhooks | None = None
     city: CityIndex | None = None  # for telemetry scopes: which community a device is in

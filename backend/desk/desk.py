@@ -27,15 +27,16 @@ import asyncio
 import concurrent.futures as cf
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from anju import canonical
 from anju.contract import Audience
 from anju.now import now_ms
 from anju.uplink import Record
 from backend.alerting.engine import Engine
-from backend.alerting.lifecycle import Change
+from backend.alerting.lifecycle import Alert, Change
 from backend.desk.inbox import waited
 from backend.desk.keeper import Keeper
 from backend.desk.states import StateWriter
@@ -68,21 +69,22 @@ class AlertDesk:
         """Until the keeper has room for more changes (await before taking ``lock``)."""
         await self.keeper.room()
 
-    async def evaluate_when_room(self, records: list[Record]) -> Saved:
+    async def evaluate_when_room(self, records: list[Record], handoff: Sequence[int] = ()) -> Saved:
         """``evaluate``, once the keeper has room."""
         await self.keeper.room()
-        return self.evaluate(records)
+        return self.evaluate(records, handoff)
 
-    def evaluate(self, records: list[Record]) -> Saved:
+    def evaluate(self, records: list[Record], handoff: Sequence[int] = ()) -> Saved:
         """Rules over committed records; the changes handed to the keeper and the changed
         states to the writer, with the marks of the telemetry evaluated (stored with them:
-        ``ingest_evaluated``)."""
+        ``ingest_evaluated``) and the ``handoff`` rows they came in (deleted with them)."""
         with self.lock:
             now = now_ms()
             pending = [(c, rec.rx) for rec in records for c in self.engine.feed(rec, now)]
             changes = self.keeper.put(pending)
             marks = [(r.gateway_id, r.boot_id, r.seq) for r in records if r.kind == "t"]
-            return Saved(changes, self.snapshot(urgent_only=True, marks=marks))
+            state = self.snapshot(urgent_only=True, marks=marks, handoff=handoff)
+            return Saved(changes, state)
 
     async def tick(self, *, liveness: bool, slice_size: int = 1_000) -> None:
         """Timers (and liveness and deadlines), the city a slice of devices at a time under
@@ -111,6 +113,15 @@ class AlertDesk:
                 self.keeper.put([(c, None) for c in e.tick_escalations(now)])
         with self.lock:
             self.snapshot(urgent_only=True)
+
+    def adopt(
+        self, alerts: list[Alert], docs: dict[str, dict[str, Any]], rearm: Callable[[], None]
+    ) -> None:
+        """A partition's open alerts and rule states, into the engine (``Engine.adopt``);
+        ``rearm`` then runs under the lock too (the held-open timers of its states)."""
+        with self.lock:
+            self.engine.adopt(alerts, docs, now_ms())
+            rearm()
 
     def gateway_state(self, gateway_id: str, online: bool) -> None:
         with self.lock:
@@ -151,14 +162,18 @@ class AlertDesk:
         }
 
     def snapshot(
-        self, *, urgent_only: bool, marks: Sequence[tuple[str, str, int]] = ()
+        self,
+        *,
+        urgent_only: bool,
+        marks: Sequence[tuple[str, str, int]] = (),
+        handoff: Sequence[int] = (),
     ) -> cf.Future[None]:
         """Hand the changed states to the writer (call with the lock held)."""
         e = self.engine
         keys = set(e.urgent) if urgent_only else e.dirty | e.urgent
         e.urgent -= keys
         e.dirty -= keys
-        return self.states.submit(self._docs(keys) if keys else {}, marks)
+        return self.states.submit(self._docs(keys) if keys else {}, marks, handoff)
 
     async def snapshots(self, period_s: float, *, chunk: int = 200) -> None:
         """Hand over the states changed since the last snapshot, every ``period_s``, a chunk

@@ -14,6 +14,7 @@ import psycopg
 from anju import canonical
 from backend.db.retry import until_done
 from backend.desk.inbox import Inbox, done_future
+from backend.handoff import forget
 from backend.ingest import mark_evaluated
 from backend.metrics import BackendMetrics
 from backend.store import AlertStore
@@ -30,12 +31,14 @@ class Snapshot:
     docs: dict[str, str]
     marks: list[tuple[str, str, int]] = field(default_factory=list)
     waiters: list[cf.Future[None]] = field(default_factory=list)
+    handoff: list[int] = field(default_factory=list)  # rows evaluated (backend.handoff)
 
 
 def _merge(old: Snapshot, new: Snapshot) -> Snapshot:
     old.docs.update(new.docs)
     old.marks.extend(new.marks)
     old.waiters.extend(new.waiters)
+    old.handoff.extend(new.handoff)
     return old
 
 
@@ -75,12 +78,16 @@ class StateWriter:
         self.closing = False
 
     def submit(
-        self, docs: dict[str, str], marks: Sequence[tuple[str, str, int]] = ()
+        self,
+        docs: dict[str, str],
+        marks: Sequence[tuple[str, str, int]] = (),
+        handoff: Sequence[int] = (),
     ) -> cf.Future[None]:
-        if not docs and not marks:
+        """``handoff``: rows of ``rules_handoff`` evaluated, deleted with these states."""
+        if not docs and not marks and not handoff:
             return done_future()
         fut: cf.Future[None] = cf.Future()
-        self.inbox.put(Snapshot(docs, list(marks), [fut]))
+        self.inbox.put(Snapshot(docs, list(marks), [fut], list(handoff)))
         return fut
 
     async def run(self) -> None:
@@ -100,18 +107,25 @@ class StateWriter:
         snap = self.inbox.take()
         if snap is None:
             return
-        if snap.docs or snap.marks:
-            await self.write(snap.docs, snap.marks)
+        if snap.docs or snap.marks or snap.handoff:
+            await self.write(snap.docs, snap.marks, snap.handoff)
         for f in snap.waiters:
             if not f.done():
                 f.set_result(None)
 
-    async def write(self, docs: dict[str, str], marks: Sequence[tuple[str, str, int]] = ()) -> None:
+    async def write(
+        self,
+        docs: dict[str, str],
+        marks: Sequence[tuple[str, str, int]] = (),
+        handoff: Sequence[int] = (),
+    ) -> None:
         also = None
-        if marks:
+        if marks or handoff:
 
             async def also(conn: psycopg.AsyncConnection[Any]) -> None:
-                await mark_evaluated(conn.cursor(), "t", list(marks))
+                if marks:
+                    await mark_evaluated(conn.cursor(), "t", list(marks))
+                await forget(conn.cursor(), handoff)
 
         try:
             await self._write(docs, also)

@@ -72,7 +72,12 @@ class EventsLane(LaneWriter):
 
     async def _connected(self, conn: psycopg.AsyncConnection) -> None:
         # Its ranges in memory only while it is the one events writer on this database (a
-        # session lock, held as long as the connection).
+        # session lock, held as long as the connection); never with several active workers,
+        # which all write events.
+        if self.common.shared:
+            self._seen_cache.clear()
+            self._cache_ok = False
+            return
         cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (EVENTS_WRITER_LOCK,))
         row = await cur.fetchone()
         await conn.rollback()

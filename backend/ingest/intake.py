@@ -32,10 +32,12 @@ class Ingest:
         telemetry_wait_ms: int = 500,
         device_gateway: Mapping[str, str] | None = None,
         broken: frozenset[str] = frozenset(),
+        shared: bool = False,
     ) -> None:
         """``broken``: guarantees broken on purpose (ANJU_BREAK; test only,
-        docs/guarantees.md)."""
-        common = Common(conninfo, metrics, broken)
+        docs/guarantees.md). ``shared``: other workers write the same gateways' records at
+        the same time (several active workers: nothing of the ranges is kept in memory)."""
+        common = Common(conninfo, metrics, broken, shared=shared)
         self.metrics = metrics
         self.broken = broken
         # The registry's gateway of each device: a gateway speaks for its own devices only

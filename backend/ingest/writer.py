@@ -68,6 +68,9 @@ class Common:
     metrics: BackendMetrics
     # Guarantees broken on purpose (ANJU_BREAK; test only, docs/guarantees.md).
     broken: frozenset[str] = frozenset()
+    # Other workers write the same gateways' records at the same time (several active
+    # workers, backend.partitions): no lane may trust ranges held in memory.
+    shared: bool = False
     gaps: GapTracker = field(default_factory=GapTracker)
     gaps_lock: threading.Lock = field(default_factory=threading.Lock)
 

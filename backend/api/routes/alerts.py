@@ -16,6 +16,7 @@ from backend.alerting.errors import AlertNotFound, NotAnAudience
 from backend.alerting.resolvers import may_resolve
 from backend.api.deps import AdminDep, Principal, PrincipalDep, StateDep
 from backend.audit_anchor import AnchorFileError
+from backend.requests import NotAnswered
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
 
@@ -106,16 +107,22 @@ async def acknowledge(
         audience = body.audience
     else:
         audience = Audience(who.audience)
-    assert state.desk is not None
+    assert state.actions is not None
     try:
-        change = await state.desk.acknowledge(
-            str(alert_id), audience, by=_actor(who, body.by), note=body.note
+        changed = await state.actions.acknowledge(
+            str(alert_id),
+            audience,
+            by=_actor(who, body.by),
+            note=body.note,
+            community=payload.get("community_id"),
         )
     except AlertNotFound as exc:
         raise HTTPException(409, str(exc)) from exc
     except NotAnAudience as exc:
         raise HTTPException(403, str(exc)) from exc
-    return change.payload if change else await _visible(state, who, alert_id)
+    except NotAnswered as exc:
+        raise HTTPException(503, str(exc), {"Retry-After": "2"}) from exc
+    return changed if changed else await _visible(state, who, alert_id)
 
 
 @router.post("/{alert_id}/resolve")
@@ -130,9 +137,15 @@ async def resolve(
         raise HTTPException(403, f"{who.name} may not resolve alerts")
     if not may_resolve(str(payload.get("type", "")), who.audience):
         raise HTTPException(403, f"{who.name} may not resolve {payload.get('type')} alerts")
-    assert state.desk is not None
+    assert state.actions is not None
     try:
-        change = await state.desk.resolve(str(alert_id), by=_actor(who, body.by), note=body.note)
+        return await state.actions.resolve(
+            str(alert_id),
+            by=_actor(who, body.by),
+            note=body.note,
+            community=payload.get("community_id"),
+        )
     except AlertNotFound as exc:
         raise HTTPException(409, str(exc)) from exc
-    return change.payload
+    except NotAnswered as exc:
+        raise HTTPException(503, str(exc), {"Retry-After": "2"}) from exc
