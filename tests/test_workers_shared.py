@@ -4,9 +4,11 @@ processes, each with its own client id, behind the broker's shared subscription 
 round robin), the city's communities in 16 partitions, each evaluated by the worker holding
 its advisory lock.
 
-A gateway-like load (resending what is not confirmed) on one community and an elevator and a
-smoke detector on another; the worker that owns the elevator's partition is SIGKILLed while
-the car's trapped timer runs on it, then started again; another worker is stopped cleanly.
+A city-sized registry (the tests' two communities and 60 generated ones, about 7,700
+devices); a gateway-like load (resending what is not confirmed) on one community and an
+elevator and a smoke detector on another; the worker that owns the elevator's partition is
+SIGKILLed while the car's trapped timer runs on it, then started again; another worker is
+stopped cleanly.
 Every confirmed reading is stored once (whichever worker received it), the trapped passenger
 is raised once and on time by the worker that took the partition over, a fire alarm sent
 right after the kill reaches the fire brigade within 10 s, each alert is raised and delivered
@@ -27,10 +29,12 @@ from pathlib import Path
 import aiomqtt
 import httpx
 import pytest
+import yaml
 
 from anju.servers import PrivateMosquitto, free_port
 from anju.uplink import ack_topic, decode_ack, up_topic
 from backend.partitions import partition_of
+from device_simulators.registrygen import CityPlan, generate_registry
 from tests.support import Subscriber, eventually
 from tests.test_ingest_support import SimOutbox
 from tests.test_workers import ELEV, GW, LOAD_GW, SMOKE, Gateway, count
@@ -75,10 +79,25 @@ def owner(workers: list[Worker], partition: int) -> Worker | None:
     return found[0] if len(found) == 1 else None
 
 
+def city_sized(small: Path, out: Path, communities: int = 60) -> Path:
+    """The tests' small city with a generated one around it (about 7,600 devices more): each
+    worker adopts a few thousand devices' states when it takes its partitions."""
+    doc = yaml.safe_load(small.read_text(encoding="utf-8"))
+    big = generate_registry(CityPlan(communities=communities, seed=11))
+    for key in ("districts", "organisations"):
+        known = {x.get("code", x.get("id")) for x in doc[key]}
+        doc[key] += [x for x in big[key] if x.get("code", x.get("id")) not in known]
+    mine = {c["id"] for c in doc["communities"]}
+    doc["communities"] += [c for c in big["communities"] if c["id"] not in mine]
+    out.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return out
+
+
 async def test_three_active_workers_kill_restart_and_clean_stop(
     db_url: str, broker: PrivateMosquitto, city_file: Path, tmp_path: Path
 ) -> None:
-    workers = [Worker(n, db_url, broker, city_file, tmp_path) for n in (1, 2, 3)]
+    city = city_sized(city_file, tmp_path / "city.yaml")
+    workers = [Worker(n, db_url, broker, city, tmp_path) for n in (1, 2, 3)]
     fire = Subscriber(broker.port, "anju/alerts/fire/330402/#")
     market = Subscriber(broker.port, "anju/alerts/market_supervision/330402/#")
     subs = [asyncio.create_task(s.run(), name=f"sub-{i}") for i, s in enumerate((fire, market))]
