@@ -6,6 +6,15 @@ strict xfail until fixed (the control case passes today).
   so a gateway already offline (its retained Last Will) is never seen by the owner of its
   partition and ``gateway.offline`` is never raised (one worker raises it at start). The
   same holds for a state that arrives while its partition is being taken over.
+- Workers alive are counted in ``pg_stat_activity`` by application name over the whole
+  PostgreSQL cluster, while the partition locks are per database: a deployment whose group
+  has the same name on another database of the same server (staging beside production, the
+  default group name) counts the other's workers, takes too small a share, and leaves
+  partitions without an owner for ever (their records handed over and never evaluated).
+- A worker whose lock connection the server ended (its locks freed at once: an
+  administrator's pg_terminate_backend, a pooler, idle_session_timeout) keeps evaluating its
+  partitions until its next look (``POLL_S``) while another worker takes and evaluates them:
+  two evaluators, and nothing fences the old one's writes.
 - A group name the database cannot use as a notification channel (``anju_handoff_`` + the
   group, 64 bytes or more) makes every hand-over fail: ``pg_notify`` refuses the channel
   and the insert rolls back with it (not an "unavailable" error: not retried, the ingest
@@ -26,10 +35,11 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from anju.servers import PrivateMosquitto, free_port
+from anju.servers import PrivateMosquitto, PrivatePostgres, free_port
 from anju.uplink import Record, state_topic
 from backend.db.migrate import migrate
 from backend.handoff import hand_off
+from backend.partitions import Partitions
 from tests.support import eventually
 from tests.test_workers import GW, count
 
@@ -116,3 +126,65 @@ async def test_long_group_name_hands_over(db_url: str) -> None:
     async with AsyncConnectionPool(db_url, min_size=1, max_size=1, open=False) as pool:
         await hand_off(pool, group, {3: [rec]})
     assert count(db_url, "SELECT count(*) FROM rules_handoff") == 1
+
+
+COMMUNITIES = [f"c{i}" for i in range(40)]
+
+
+async def _noop(p: int, communities: list[str]) -> None:
+    return None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="807a27e: workers alive counted in pg_stat_activity across every database of the"
+    " server (partition locks are per database): a same-named group on another database"
+    " halves this one's share and leaves partitions without an owner",
+)
+async def test_a_same_named_group_on_another_database_leaves_no_partition_unowned(
+    postgres: PrivatePostgres, db_url: str
+) -> None:
+    other_db = postgres.create_database(f"t_other_{abs(hash(db_url)) % 10**8}")
+    prod = Partitions(db_url, "anju-backend", 4, COMMUNITIES, adopt=_noop)
+    staging = Partitions(other_db, "anju-backend", 4, COMMUNITIES, adopt=_noop)
+    try:
+        await prod.connect()
+        await staging.connect()
+        for _ in range(3):  # (looks every POLL_S: it never takes more)
+            await prod._look()
+            await staging._look()
+        # The only worker of its database: every partition is its own.
+        assert prod.owned == {0, 1, 2, 3}, sorted(prod.owned)
+    finally:
+        await prod.close()
+        await staging.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="807a27e: a worker whose lock connection the server ended still counts its"
+    " partitions as owned (until its next look, POLL_S) while another takes them; nothing"
+    " fences its evaluation or its writes",
+)
+async def test_a_partition_has_one_owner_after_its_lock_connection_ends(db_url: str) -> None:
+    a = Partitions(db_url, "g", 4, COMMUNITIES, adopt=_noop)
+    b = Partitions(db_url, "g", 4, COMMUNITIES, adopt=_noop)
+    try:
+        await a.connect()
+        await a._look()
+        assert a.owned == {0, 1, 2, 3}
+        assert a.conn is not None
+        with psycopg.connect(db_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (a.conn.info.backend_pid,))
+        await b.connect()
+        for _ in range(50):  # (the server lists the ended session for a moment)
+            await b._look()
+            if b.owned == {0, 1, 2, 3}:
+                break
+            await asyncio.sleep(0.1)
+        assert b.owned == {0, 1, 2, 3}
+        # Nothing has told a: it still evaluates what b now evaluates.
+        assert not (a.owned & b.owned), (sorted(a.owned), sorted(b.owned))
+    finally:
+        await a.close()
+        await b.close()
