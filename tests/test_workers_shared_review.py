@@ -23,6 +23,11 @@ strict xfail until fixed (the control case passes today).
   ``ANSWER_WAIT_S`` is withdrawn (503, Retry-After) although the owner has taken it and
   applies it (it applies every request it selected, and its answers commit together at the
   end of its batch): the person is told to try again for what was done.
+- A partition's entries read back by ``Delivery.adopt`` are read back again by the
+  overflow's read-back (``_read_back`` reads the unpublished entries above ``_seen``, the
+  highest number that came into memory, which adopted entries do not raise): published
+  twice when the delivery queue had overflowed around the takeover and the published marks
+  are behind (a race with ``Delivery.marks``; with one worker nothing depends on it).
 - A group name the database cannot use as a notification channel (``anju_handoff_`` + the
   group, 64 bytes or more) makes every hand-over fail: ``pg_notify`` refuses the channel
   and the insert rolls back with it (not an "unavailable" error: not retried, the ingest
@@ -291,3 +296,45 @@ async def test_a_forwarded_ack_answered_503_is_not_applied(db_url: str) -> None:
         finally:
             serving.cancel()
             await asyncio.gather(serving, return_exceptions=True)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="807a27e: entries read back by Delivery.adopt are read back again by the"
+    " overflow's read-back (they are above _seen): published twice",
+)
+async def test_an_adopted_change_is_published_once_after_an_overflow(
+    db_url: str, broker: PrivateMosquitto
+) -> None:
+    await asyncio.to_thread(migrate, db_url)
+    mine, theirs = [], []
+    for i, c in enumerate(changes()[:4]):
+        c.payload["community_id"] = "c-taken" if i == 2 else "c-mine"
+        (theirs if i == 2 else mine).append(c)
+    async with AsyncConnectionPool(db_url, min_size=1, max_size=4) as pool:
+        store = AlertStore(pool)
+        scope = ["c-mine"]
+        delivery = Delivery(store, BackendMetrics(), maxsize=1)
+        delivery.communities = lambda: list(scope)
+        published: list[Pending] = []
+        delivery.listeners.append(published.append)
+        # This worker's changes, faster than it sends (over the bound: left in the database),
+        # and, between them, one of the worker that had the other partition (unpublished).
+        await delivery.enqueue(await store.save(mine[0], 0), None)
+        await delivery.enqueue(await store.save(mine[1], 0), None)  # shed
+        await store.save(theirs[0], 0)
+        await delivery.enqueue(await store.save(mine[2], 0), None)  # shed
+        assert await delivery.adopt(["c-taken"]) == 1
+        scope.append("c-taken")
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+            # (The published marks are behind, as under load: ``marks`` not running. With one
+            # worker nothing depends on them: every entry above ``_seen`` is out of memory.)
+            run = asyncio.create_task(delivery.run(client))
+            try:
+                await eventually(lambda: len(published) >= 4, 10, "every change")
+                await asyncio.sleep(0.5)
+            finally:
+                run.cancel()
+                await asyncio.gather(run, return_exceptions=True)
+        ns = [p.n for p in published]
+        assert len(ns) == len(set(ns)) == 4, ns
