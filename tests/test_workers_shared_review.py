@@ -53,6 +53,7 @@ from anju.now import now_ms
 from anju.servers import PrivateMosquitto, PrivatePostgres, free_port
 from anju.uplink import Record, state_topic
 from backend.alerting.engine import Engine
+from backend.alerting.lifecycle import Change
 from backend.alerting.testing import sample_city
 from backend.db.migrate import migrate
 from backend.delivery import Delivery
@@ -307,7 +308,8 @@ async def test_an_adopted_change_is_published_once_after_an_overflow(
     db_url: str, broker: PrivateMosquitto
 ) -> None:
     await asyncio.to_thread(migrate, db_url)
-    mine, theirs = [], []
+    mine: list[Change] = []
+    theirs: list[Change] = []
     for i, c in enumerate(changes()[:4]):
         c.payload["community_id"] = "c-taken" if i == 2 else "c-mine"
         (theirs if i == 2 else mine).append(c)
