@@ -93,10 +93,19 @@ class Profile:
     outage_s: float  # how long a broker or database stays down
     alarm_every_s: float
     storm_backlog: int = 300  # readings each simulated gateway takes at once during a cut
+    # The short profile packs its faults: calm_s of calm before the first (default: 10 % of
+    # the run, at most 15 s), gap_s between two (default: the run's length spread over them,
+    # at least 3 s), and the run ends tail_s after the last fault's end, at the latest at
+    # ``minutes`` (default: at ``minutes``). The short run's alarms in calm (which must be on
+    # time) come in its first 12 s: by the end of its faults, its panels' flap budget
+    # (FLAP_BUDGET) may be spent.
+    calm_s: float | None = None
+    gap_s: float | None = None
+    tail_s: float | None = None
 
 
 PROFILES = {
-    "short": Profile(2.0, 8, 2, 15, 4, 4.0),
+    "short": Profile(2.0, 8, 2, 8, 4, 4.0, calm_s=12.0, gap_s=2.0, tail_s=8.0),
     # A big replay storm, quickly: 28 simulated gateways with 6,000 readings each.
     "storm": Profile(1.0, 30, 2, 20, 4, 4.0, 6_000),
     "long": Profile(15.0, 30, 4, 120, 10, 5.0, 2_000),
@@ -117,7 +126,7 @@ def schedule(kinds: tuple[str, ...], minutes: float, seed: int, prof: Profile) -
     rng = rng_for(seed, "schedule")
     total = minutes * 60
     usable = total * 0.8
-    start = min(15.0, total * 0.1)
+    start = min(15.0, total * 0.1) if prof.calm_s is None else prof.calm_s
     order = list(kinds)
     rng.shuffle(order)
     holds = {
@@ -136,7 +145,7 @@ def schedule(kinds: tuple[str, ...], minutes: float, seed: int, prof: Profile) -
     for k in kinds_all:
         hold = holds.get(k, 3.0) * rng.uniform(0.8, 1.2)
         steps.append(Step(round(t, 1), k, str(rng.randrange(1 << 16)), round(hold, 1)))
-        t += hold + max(gap, 3.0) * rng.uniform(0.7, 1.3)
+        t += hold + (max(gap, 3.0) if prof.gap_s is None else prof.gap_s) * rng.uniform(0.7, 1.3)
     return [s for s in steps if s.at_s + s.hold_s < total * 0.9]
 
 
@@ -515,7 +524,10 @@ def run_chaos(
             if wait > 0:
                 time.sleep(wait)
             chaos.inject(step)
-        rest = t_start + minutes * 60 - time.monotonic()
+        end = t_start + minutes * 60
+        if prof.tail_s is not None and steps:
+            end = min(end, time.monotonic() + prof.tail_s)
+        rest = end - time.monotonic()
         if rest > 0:
             time.sleep(rest)
         chaos.feeding.clear()
