@@ -343,6 +343,8 @@ def _provision(registry: Path, data: Path) -> ProvisionResult:
 
 
 def run_demo(opts: DemoOptions) -> int:
+    if not opts.time_scale > 0:  # every simulator's schedule is divided by it
+        raise AnjuError(f"--time-scale must be positive, not {opts.time_scale:g}")
     data = opts.data_dir.resolve()
     if opts.fresh:
         _wipe(data)
@@ -442,7 +444,7 @@ def run_demo(opts: DemoOptions) -> int:
         backend = children.procs["backend"]
         # ---- end of backend workers ------------------------------------------------------------
         # The Modbus controllers are servers the gateways poll: up before the gateways.
-        device_sims = adapters.simulators() if opts.simulators else []
+        device_sims = adapters.simulators(time_scale=opts.time_scale) if opts.simulators else []
         for name, argv in device_sims:
             if name.startswith("simulators-modbus"):
                 children.start(name, argv)

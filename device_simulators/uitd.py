@@ -26,7 +26,10 @@ system status (unit 1). ``reset`` reports a reset operation (unit 4) and clears 
 connection and stays silent for
 ``for_s`` seconds.
 
-``python -m device_simulators.uitd --connect tcp://HOST:PORT --source HEX12 --scenario NAME``
+``python -m device_simulators.uitd --connect tcp://HOST:PORT --source HEX12 --scenario NAME
+[--time-scale X]``: ``--time-scale`` plays the steps X times sooner (as ``anju simulate``'s
+scenarios; ``anju demo`` passes its own); the UITD's clock, its heartbeats and a dropped link's
+``for_s`` stay in real time (the gateway times them).
 """
 
 from __future__ import annotations
@@ -258,9 +261,18 @@ class Uitd:
         )  # fmt: skip
         self.c.report(DataUnit(2, (obj2,)))
 
-    def run(self, scenario: UitdScenario, stop: threading.Event, *, loop: bool = False) -> None:
-        """Play the scenario (``at`` in seconds from now), heartbeats in between; then keep
-        sending heartbeats until ``stop``."""
+    def run(
+        self,
+        scenario: UitdScenario,
+        stop: threading.Event,
+        *,
+        loop: bool = False,
+        time_scale: float = 1.0,
+    ) -> None:
+        """Play the scenario (``at`` in seconds from now, divided by ``time_scale``),
+        heartbeats in between; then keep sending heartbeats until ``stop``."""
+        if time_scale <= 0:
+            raise ValueError(f"time_scale must be positive ({time_scale})")
         self.c.stopping = stop
         start = time.monotonic()
         steps = sorted(scenario.steps, key=lambda s: s.at)
@@ -268,7 +280,7 @@ class Uitd:
         silent_until = 0.0
         while not stop.is_set():
             now = time.monotonic()
-            while steps and now - start >= steps[0].at:
+            while steps and (now - start) * time_scale >= steps[0].at:
                 step = steps.pop(0)
                 log.info("UITD %s: %s", self.c.source.hex(), step.action)
                 if step.action == "drop_link":
@@ -298,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenario", default="quiet", help="a shipped scenario name or a YAML file")
     p.add_argument("--heartbeat-s", type=float, default=30.0)
     p.add_argument("--utc-offset-min", type=int, default=480)
+    p.add_argument(
+        "--time-scale", type=float, default=1.0, help="play the scenario's steps X times sooner"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
@@ -305,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         source = bytes.fromhex(args.source)
         if len(source) != 6:
             raise ValueError("--source is 12 hex digits")
+        if args.time_scale <= 0:
+            raise ValueError(f"--time-scale must be positive ({args.time_scale:g})")
         scenario = load_uitd_scenario(args.scenario)
         client = UitdClient(host, int(port), source, utc_offset_min=args.utc_offset_min)
     except (ValueError, AnjuError) as exc:
@@ -313,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     from anju.cli import stop_on_signals
 
     stop = stop_on_signals()
-    Uitd(client, heartbeat_s=args.heartbeat_s).run(scenario, stop)
+    Uitd(client, heartbeat_s=args.heartbeat_s).run(scenario, stop, time_scale=args.time_scale)
     client.close()
     return 0
 

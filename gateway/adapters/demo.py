@@ -66,8 +66,11 @@ class DemoAdapters:
         out.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), "utf-8")
         return out
 
-    def simulators(self, *, trap_at_s: float = 60.0) -> list[tuple[str, list[str]]]:
-        """(name, argv) of the UITD and Modbus simulator processes."""
+    def simulators(
+        self, *, trap_at_s: float = 60.0, time_scale: float = 1.0
+    ) -> list[tuple[str, list[str]]]:
+        """(name, argv) of the UITD and Modbus simulator processes; ``time_scale`` (the demo's):
+        the UITD scenarios' steps and the trap ``trap_at_s`` come that many times sooner."""
         py = sys.executable
         out: list[tuple[str, list[str]]] = []
         for gw_id, port in self.gbt_ports.items():
@@ -75,13 +78,13 @@ class DemoAdapters:
             for u in sec.get("uitds", []):
                 argv = [py, "-m", "device_simulators.uitd", "--connect",
                         f"tcp://127.0.0.1:{port}", "--source", u["source_address"],
-                        "--scenario", "demo"]  # fmt: skip
+                        "--scenario", "demo", "--time-scale", str(time_scale)]  # fmt: skip
                 out.append((f"simulators-uitd-{u['device']}", argv))
         for dev, port in self.modbus_ports.items():
             info = self.city.devices[dev]
             argv = [py, "-m", "device_simulators.modbus_elevator", "--port", str(port),
                     "--map", str(info.params["modbus_map"]), "--device", dev,
                     "--floors", str(info.params.get("floors", 18)),
-                    "--trap-at", str(trap_at_s)]  # fmt: skip
+                    "--trap-at", str(trap_at_s / time_scale)]  # fmt: skip
             out.append((f"simulators-modbus-{dev}", argv))
         return out
