@@ -107,7 +107,9 @@ class Delivery:
 
     async def adopt(self, communities: list[str]) -> int:
         """A partition taken over (several active workers): its entries left unpublished by
-        the worker that had it, read back before the queue (call on the delivery's loop)."""
+        the worker that had it, queued as this worker's own (``enqueue``: over the bound
+        they stay in the database and are read back in order, once); call on the delivery's
+        loop."""
         after, count = 0, 0
         while True:
 
@@ -117,12 +119,12 @@ class Delivery:
                 )
 
             rows = await until_done(read, "read back a partition's alert changes", log)
-            self._backlog.extend((p, None) for p in rows)
+            for p in rows:
+                await self.enqueue(p)
             count += len(rows)
             if len(rows) < self.page:
                 break
             after = rows[-1].n
-        self._reread_depth.set(len(self._backlog))
         return count
 
     async def requeue_unpublished(self) -> int:

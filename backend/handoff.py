@@ -15,6 +15,7 @@ worker that takes it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,8 +29,9 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(Record))
 
 
 def channel(group: str) -> str:
-    """The group's notification channel (an identifier: quoted where used)."""
-    return f"anju_handoff_{group}"
+    """The group's notification channel (an identifier, quoted where used; a digest of the
+    group's name, since a channel name is at most 63 bytes)."""
+    return "anju_handoff_" + hashlib.sha256(group.encode()).hexdigest()[:16]
 
 
 def to_json(r: Record) -> dict[str, Any]:

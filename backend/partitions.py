@@ -34,13 +34,18 @@ from collections.abc import Awaitable, Callable, Iterable
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from backend.workers import CHECK_TIMEOUT_S, LOST_EXIT_CODE
+from backend.workers import CHECK_S, CHECK_TIMEOUT_S, LOST_EXIT_CODE
 
 log = logging.getLogger("anju.workers")
 
 POLL_S = 1.0  # partitions are looked at this often (and the connection checked)
 SETTLE_S = 1.5  # after joining, before taking partitions: workers started together see each other
 DEFAULT_PARTITIONS = 16
+
+
+def _leave() -> None:
+    logging.shutdown()
+    os._exit(LOST_EXIT_CODE)
 
 
 def partition_of(community_id: str, partitions: int) -> int:
@@ -71,12 +76,16 @@ class Partitions:
         communities: Iterable[str],
         *,
         adopt: Callable[[int, list[str]], Awaitable[None]],
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
+        """``on_lost``: the lock connection is lost (default: leave the process at once)."""
         self.database_url = database_url
         self.group = group
         self.count = count
         self.adopt = adopt
+        self.on_lost = on_lost or _leave
         self.owned: frozenset[int] = frozenset()
+        self.adopting: frozenset[int] = frozenset()  # taken, its state being loaded
         self.by_partition: dict[int, list[str]] = {p: [] for p in range(count)}
         self._of: dict[str, int] = {}
         for c in communities:
@@ -95,7 +104,9 @@ class Partitions:
 
     @property
     def communities(self) -> list[str]:
-        return [c for p in sorted(self.owned) for c in self.by_partition[p]]
+        """The communities whose alerts this worker publishes: of the partitions it owns or
+        is taking (their unpublished changes are queued while it takes them)."""
+        return [c for p in sorted(self.owned | self.adopting) for c in self.by_partition[p]]
 
     async def connect(self) -> None:
         conninfo = make_conninfo(
@@ -119,11 +130,20 @@ class Partitions:
         connection is lost."""
         if self.conn is None:
             await self.connect()
-        await asyncio.sleep(SETTLE_S)
+        async with asyncio.TaskGroup() as tg:
+            # The lock connection checked every second, also while a partition's state
+            # loads: a worker whose locks may be someone else's leaves within about a second.
+            tg.create_task(self._watch(), name="partition-locks")
+            await asyncio.sleep(SETTLE_S)
+            while True:
+                await self._look()
+                self.taking.set()
+                await asyncio.sleep(POLL_S)
+
+    async def _watch(self) -> None:
         while True:
-            await self._look()
-            self.taking.set()
-            await asyncio.sleep(POLL_S)
+            await asyncio.sleep(CHECK_S)
+            await self._ask("SELECT %s::int", 1)
 
     async def _ask(self, query: str, param: object) -> object:
         """One value from the lock connection, which must answer within ``CHECK_TIMEOUT_S``:
@@ -140,13 +160,15 @@ class Partitions:
                 self.group,
                 exc or type(exc).__name__,
             )
-            logging.shutdown()
-            os._exit(LOST_EXIT_CODE)
+            self.owned = self.adopting = frozenset()
+            self.on_lost()
+            raise ConnectionError("the partition lock connection is lost") from exc
         return row[0] if row else None
 
     async def _look(self) -> None:
         found = await self._ask(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = %s AND datname = current_database()",
             application_name(self.group),
         )
         alive = max(1, int(found) if isinstance(found, int) else 1)
@@ -169,8 +191,10 @@ class Partitions:
                 self.group,
                 len(communities),
             )
+            self.adopting = frozenset({p})
             await self.adopt(p, communities)
             self.owned = self.owned | {p}
+            self.adopting = frozenset()
 
 
 __all__ = ["DEFAULT_PARTITIONS", "Partitions", "partition_of"]

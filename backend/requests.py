@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from typing import Any
 
@@ -36,7 +37,8 @@ class NotAnswered(Exception):
 
 
 def channel(group: str) -> str:
-    return f"anju_requests_{group}"
+    """The group's channel (a digest of its name: a channel name is at most 63 bytes)."""
+    return "anju_requests_" + hashlib.sha256(group.encode()).hexdigest()[:16]
 
 
 class AlertActions:
@@ -104,10 +106,23 @@ class AlertActions:
                 if got is not None and got[0] is not None:
                     return _answered(alert_id, got[0])
                 await asyncio.sleep(_POLL_S)
-            # Not answered: withdrawn, unless the owner took it meanwhile.
-            await conn.execute(
-                "DELETE FROM alert_requests WHERE id = %s AND answer IS NULL", (rid,)
-            )
+            # Not answered: withdrawn, unless the owner is applying it (it holds the row: the
+            # delete waits for its answer, and then there is one to give).
+            try:
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL lock_timeout = '{int(ANSWER_WAIT_S)}s'")
+                    cur = await conn.execute(
+                        "DELETE FROM alert_requests WHERE id = %s AND answer IS NULL RETURNING id",
+                        (rid,),
+                    )
+                    withdrawn = await cur.fetchone() is not None
+            except psycopg.errors.LockNotAvailable:
+                withdrawn = False  # still being applied after twice the wait: unknown
+            if not withdrawn:
+                cur = await conn.execute("SELECT answer FROM alert_requests WHERE id = %s", (rid,))
+                got = await cur.fetchone()
+                if got is not None and got[0] is not None:
+                    return _answered(alert_id, got[0])
         raise NotAnswered(f"the worker that owns partition {part} did not answer")
 
     async def serve(self) -> None:
@@ -124,23 +139,35 @@ class AlertActions:
                 if owned:
                     async with pool.connection() as c:
                         cur = await c.execute(
-                            "SELECT id, alert_id, action, request FROM alert_requests"
+                            "SELECT id FROM alert_requests"
                             " WHERE answer IS NULL AND part = ANY(%s::int[]) ORDER BY id",
                             (owned,),
                         )
-                        todo = await cur.fetchall()
-                        for rid, alert_id, action, req in todo:
-                            answer = await self._apply(str(alert_id), str(action), req)
-                            await c.execute(
-                                "UPDATE alert_requests SET answer = %s, answered_at = now()"
-                                " WHERE id = %s",
-                                (Jsonb(answer), rid),
-                            )
+                        for (rid,) in await cur.fetchall():
+                            await self._answer(c, int(rid))
                 async for _ in conn.notifies(timeout=0.5, stop_after=1):
                     pass
         finally:
             with contextlib.suppress(psycopg.Error):
                 await conn.close()
+
+    async def _answer(self, conn: psycopg.AsyncConnection[Any], rid: int) -> None:
+        """Apply one request holding its row, so that the asker cannot withdraw it meanwhile
+        (its withdrawal waits, then finds the answer)."""
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT alert_id, action, request FROM alert_requests"
+                " WHERE id = %s AND answer IS NULL FOR UPDATE",
+                (rid,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return  # withdrawn (not answered in time), or answered
+            answer = await self._apply(str(row[0]), str(row[1]), row[2])
+            await conn.execute(
+                "UPDATE alert_requests SET answer = %s, answered_at = now() WHERE id = %s",
+                (Jsonb(answer), rid),
+            )
 
     async def _apply(self, alert_id: str, action: str, req: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -113,6 +113,9 @@ class Backend:
         self._main_subscribed = asyncio.Event()
         self._events_subscribed = asyncio.Event()  # up, and subscribed to the gateways' uplink
         self._gateways_online: dict[str, bool] = {}  # logged at INFO when it changes (issue 13)
+        # Several active workers: the last state message of each gateway of another worker's
+        # partition, applied when this worker takes the partition.
+        self._gateway_states: dict[str, bytes] = {}
         # The worker group's lock connection: only in a worker group, and only while leading.
         self._lead: psycopg.AsyncConnection | None = None
         self._up: _Running | None = None  # while running (see ``_Running``)
@@ -491,7 +494,13 @@ class Backend:
         if self.partitions is not None and not self.partitions.owns(
             self.city.gateway_community.get(gw)
         ):
-            return  # (another worker's partition: its owner records it)
+            # Another worker's partition: its owner records it. Kept, for when this worker
+            # takes the partition (a retained state comes once, at subscription).
+            self._gateway_states[gw] = payload
+            return
+        await self._gateway_changed(gw, online, doc.get("boot"))
+
+    async def _gateway_changed(self, gw: str, online: bool, boot: object) -> None:
         # A heartbeat that changes nothing is DEBUG: INFO carries what an operator acts on.
         changed = self._gateways_online.get(gw) != online
         self._gateways_online[gw] = online
@@ -510,7 +519,7 @@ class Backend:
                     " online = excluded.online,"
                     " boot_id = coalesce(excluded.boot_id, gateway_status.boot_id),"
                     " updated_at = excluded.updated_at",
-                    (gw, online, doc.get("boot")),
+                    (gw, online, boot),
                 )
         except psycopg.Error as exc:
             log.warning("could not record the state of gateway %s: %s", gw, exc)
@@ -586,6 +595,12 @@ class Backend:
 
         self.desk.adopt(alerts, docs, rearm)
         await asyncio.wrap_future(self.alarm.adopt(communities))
+        # The gateways' last states (a retained "offline" came before anyone owned them).
+        for gw, com in list(city.gateway_community.items()):
+            if com in wanted and gw in self._gateway_states:
+                payload = self._gateway_states.pop(gw)
+                doc = json.loads(payload) if payload else {"online": False}
+                await self._gateway_changed(gw, bool(doc["online"]), doc.get("boot"))
         log.info(
             "partition %d: %d communities, %d open alerts, %d rule states",
             partition,

@@ -1,5 +1,5 @@
-"""Review of 807a27e (several active workers, issue 11, Deliver 2): defects found, each a
-strict xfail until fixed (the control case passes today).
+"""Review of 807a27e (several active workers, issue 11, Deliver 2): the defects found, each
+a test that failed then and passes since the fixes (with the control cases).
 
 - A gateway's retained state is dropped by every shared worker while it owns no partition:
   at start the retained states arrive before the first partitions are taken (``SETTLE_S``),
@@ -67,7 +67,7 @@ from backend.desk import AlertDesk, Keeper, StateWriter
 from backend.handoff import hand_off, take
 from backend.metrics import BackendMetrics
 from backend.partitions import Partitions
-from backend.requests import AlertActions, NotAnswered
+from backend.requests import ANSWER_WAIT_S, AlertActions, NotAnswered
 from backend.store import AlertStore, Pending
 from tests.support import eventually
 from tests.test_delivery_bounded import changes
@@ -93,18 +93,7 @@ def _start(
 
 @pytest.mark.parametrize(
     "shared",
-    [
-        False,
-        pytest.param(
-            True,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="807a27e: retained gateway states dropped while no partition is owned"
-                " (at start, before SETTLE_S): a gateway offline at start never raises"
-                " gateway.offline with --shared",
-            ),
-        ),
-    ],
+    [False, True],
     ids=["one-worker", "shared"],
 )
 async def test_gateway_offline_at_start_is_raised(
@@ -144,11 +133,6 @@ async def test_gateway_offline_at_start_is_raised(
             proc.kill()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="807a27e: the hand-over's NOTIFY channel is anju_handoff_<group>; a group of 51"
-    " characters or more makes pg_notify fail and every hand-over with it (not validated)",
-)
 async def test_long_group_name_hands_over(db_url: str) -> None:
     migrate(db_url)
     group = "anju-backend-" + "x" * 40  # 53 characters: a valid --group today
@@ -165,12 +149,6 @@ async def _noop(p: int, communities: list[str]) -> None:
     return None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="807a27e: workers alive counted in pg_stat_activity across every database of the"
-    " server (partition locks are per database): a same-named group on another database"
-    " halves this one's share and leaves partitions without an owner",
-)
 async def test_a_same_named_group_on_another_database_leaves_no_partition_unowned(
     postgres: PrivatePostgres, db_url: str
 ) -> None:
@@ -190,22 +168,22 @@ async def test_a_same_named_group_on_another_database_leaves_no_partition_unowne
         await staging.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="807a27e: a worker whose lock connection the server ended still counts its"
-    " partitions as owned (until its next look, POLL_S) while another takes them; nothing"
-    " fences its evaluation or its writes",
-)
 async def test_a_partition_has_one_owner_after_its_lock_connection_ends(db_url: str) -> None:
-    a = Partitions(db_url, "g", 4, COMMUNITIES, adopt=_noop)
+    """Fencing by leaving: the worker whose lock connection the server ended stops counting
+    its partitions and leaves (``on_lost``: ``os._exit`` in a worker) within about a second,
+    by its own check, also while it is not looking for partitions."""
+    lost = asyncio.Event()
+    a = Partitions(db_url, "g", 4, COMMUNITIES, adopt=_noop, on_lost=lost.set)
     b = Partitions(db_url, "g", 4, COMMUNITIES, adopt=_noop)
+    running = asyncio.create_task(a.run())
     try:
-        await a.connect()
-        await a._look()
+        await asyncio.wait_for(a.taking.wait(), 10)
         assert a.owned == {0, 1, 2, 3}
         assert a.conn is not None
         with psycopg.connect(db_url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (a.conn.info.backend_pid,))
+        await asyncio.wait_for(lost.wait(), 3)  # (checked every second)
+        assert a.owned == frozenset()
         await b.connect()
         for _ in range(50):  # (the server lists the ended session for a moment)
             await b._look()
@@ -213,18 +191,14 @@ async def test_a_partition_has_one_owner_after_its_lock_connection_ends(db_url: 
                 break
             await asyncio.sleep(0.1)
         assert b.owned == {0, 1, 2, 3}
-        # Nothing has told a: it still evaluates what b now evaluates.
-        assert not (a.owned & b.owned), (sorted(a.owned), sorted(b.owned))
+        assert not (a.owned & b.owned)
     finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
         await a.close()
         await b.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="807a27e: Delivery.adopt puts a partition's unpublished changes in the backlog"
-    " while run() waits on the queue: they go out only with this worker's next own change",
-)
 async def test_a_partitions_unpublished_changes_are_published_when_it_is_taken(
     db_url: str, broker: PrivateMosquitto
 ) -> None:
@@ -253,11 +227,6 @@ async def test_a_partitions_unpublished_changes_are_published_when_it_is_taken(
                 await asyncio.gather(run, return_exceptions=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="807a27e: a forwarded acknowledgement withdrawn after ANSWER_WAIT_S (503) is still"
-    " applied by the owner, which had selected it: answered 'try again' for what was done",
-)
 async def test_a_forwarded_ack_answered_503_is_not_applied(db_url: str) -> None:
     await asyncio.to_thread(migrate, db_url)
     city = sample_city()
@@ -284,7 +253,14 @@ async def test_a_forwarded_ack_answered_503_is_not_applied(db_url: str) -> None:
         )
         try:
             forward = AlertActions(desk, pool=pool, group="g", partitions=asker)
-            # The owner's keeper is busy (not storing): its desk waits to store the ack.
+
+            # The owner's keeper is busy (not storing) for longer than the asker waits: its
+            # desk waits to store the ack; then it catches up.
+            async def slow_keeper() -> None:
+                await asyncio.sleep(ANSWER_WAIT_S + 1)
+                await keeper.drain()
+
+            catching_up = asyncio.create_task(slow_keeper())
             answered_503 = False
             try:
                 await forward.acknowledge(
@@ -296,7 +272,7 @@ async def test_a_forwarded_ack_answered_503_is_not_applied(db_url: str) -> None:
                 )
             except NotAnswered:
                 answered_503 = True
-            await keeper.drain()  # the keeper catches up
+            await catching_up
             await asyncio.sleep(0.5)
             applied = any(a["audience"] == "fire" for a in desk.engine.book.get(alarm.id).acks)
             assert not (answered_503 and applied), "answered 503, and acknowledged"
@@ -305,11 +281,6 @@ async def test_a_forwarded_ack_answered_503_is_not_applied(db_url: str) -> None:
             await asyncio.gather(serving, return_exceptions=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="807a27e: entries read back by Delivery.adopt are read back again by the"
-    " overflow's read-back (they are above _seen): published twice",
-)
 async def test_an_adopted_change_is_published_once_after_an_overflow(
     db_url: str, broker: PrivateMosquitto
 ) -> None:
@@ -348,11 +319,6 @@ async def test_an_adopted_change_is_published_once_after_an_overflow(
         assert len(ns) == len(set(ns)) == 4, ns
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="807a27e: the handed row is deleted by the state writer, which does not wait for"
-    " the keeper to store the alert its evaluation raised: row gone, alarm not stored",
-)
 async def test_a_handed_row_is_not_deleted_before_its_alarm_is_stored(db_url: str) -> None:
     await asyncio.to_thread(migrate, db_url)
     city = sample_city()
@@ -373,15 +339,24 @@ async def test_a_handed_row_is_not_deleted_before_its_alarm_is_stored(db_url: st
         # writers, two transactions: here the keeper has not stored yet).
         desk.evaluate(recs, [row])
         writer = asyncio.create_task(states.run())
+        keeping: asyncio.Task[None] | None = None
         try:
+            await asyncio.sleep(1.0)
+            # The state writer waits for the keeper: the row is still there to evaluate.
+            assert count(db_url, "SELECT count(*) FROM rules_handoff") == 1
+            keeping = asyncio.create_task(keeper.run())
             await eventually(
                 lambda: count(db_url, "SELECT count(*) FROM rules_handoff") == 0,
                 10,
                 "the row deleted",
             )
-            # Killed now: is the alarm stored, or still to be evaluated?
+            # Killed now: the alarm is stored.
             stored = count(db_url, "SELECT count(*) FROM alerts WHERE type = 'fire.alarm'")
             assert stored == 1, "the row is gone and its fire alarm was never stored"
         finally:
+            if keeping is not None:
+                keeper.close()
+                keeping.cancel()
+                await asyncio.gather(keeping, return_exceptions=True)
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)

@@ -83,7 +83,7 @@ class AlertDesk:
             pending = [(c, rec.rx) for rec in records for c in self.engine.feed(rec, now)]
             changes = self.keeper.put(pending)
             marks = [(r.gateway_id, r.boot_id, r.seq) for r in records if r.kind == "t"]
-            state = self.snapshot(urgent_only=True, marks=marks, handoff=handoff)
+            state = self.snapshot(urgent_only=True, marks=marks, handoff=handoff, after=changes)
             return Saved(changes, state)
 
     async def tick(self, *, liveness: bool, slice_size: int = 1_000) -> None:
@@ -93,26 +93,32 @@ class AlertDesk:
         with self.lock:
             ids = list(e.states)
         now = now_ms()
+        last: cf.Future[None] | None = None  # (the keeper stores in order: the last one)
+
+        def put(changes: list[Change]) -> None:
+            nonlocal last
+            if changes:
+                last = self.keeper.put([(c, None) for c in changes])
+
         for i in range(0, len(ids), slice_size):
             await self.keeper.room()
             with self.lock:
-                self.keeper.put([(c, None) for c in e.tick_timers(now, ids[i : i + slice_size])])
+                put(e.tick_timers(now, ids[i : i + slice_size]))
             await asyncio.sleep(0)
         if liveness:
             await self.keeper.room()
             with self.lock:
-                self.keeper.put([(c, None) for c in e.tick_gateways(now)])
+                put(e.tick_gateways(now))
             for i in range(0, len(ids), slice_size):
                 await self.keeper.room()
                 with self.lock:
-                    changes = e.tick_liveness(now, ids[i : i + slice_size])
-                    self.keeper.put([(c, None) for c in changes])
+                    put(e.tick_liveness(now, ids[i : i + slice_size]))
                 await asyncio.sleep(0)
             await self.keeper.room()
             with self.lock:
-                self.keeper.put([(c, None) for c in e.tick_escalations(now)])
+                put(e.tick_escalations(now))
         with self.lock:
-            self.snapshot(urgent_only=True)
+            self.snapshot(urgent_only=True, after=last)
 
     def adopt(
         self, alerts: list[Alert], docs: dict[str, dict[str, Any]], rearm: Callable[[], None]
@@ -167,13 +173,15 @@ class AlertDesk:
         urgent_only: bool,
         marks: Sequence[tuple[str, str, int]] = (),
         handoff: Sequence[int] = (),
+        after: cf.Future[None] | None = None,
     ) -> cf.Future[None]:
-        """Hand the changed states to the writer (call with the lock held)."""
+        """Hand the changed states to the writer (call with the lock held); ``after``: the
+        alert changes they must not be stored before."""
         e = self.engine
         keys = set(e.urgent) if urgent_only else e.dirty | e.urgent
         e.urgent -= keys
         e.dirty -= keys
-        return self.states.submit(self._docs(keys) if keys else {}, marks, handoff)
+        return self.states.submit(self._docs(keys) if keys else {}, marks, handoff, after)
 
     async def snapshots(self, period_s: float, *, chunk: int = 200) -> None:
         """Hand over the states changed since the last snapshot, every ``period_s``, a chunk

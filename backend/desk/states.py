@@ -4,6 +4,7 @@ lane's loop, with the marks of the telemetry they cover."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ import psycopg
 
 from anju import canonical
 from backend.db.retry import until_done
-from backend.desk.inbox import Inbox, done_future
+from backend.desk.inbox import Inbox, done_future, waited
 from backend.handoff import forget
 from backend.ingest import mark_evaluated
 from backend.metrics import BackendMetrics
@@ -32,6 +33,8 @@ class Snapshot:
     marks: list[tuple[str, str, int]] = field(default_factory=list)
     waiters: list[cf.Future[None]] = field(default_factory=list)
     handoff: list[int] = field(default_factory=list)  # rows evaluated (backend.handoff)
+    # The alert changes of the same evaluations: stored first (``StateWriter``).
+    after: list[cf.Future[None]] = field(default_factory=list)
 
 
 def _merge(old: Snapshot, new: Snapshot) -> Snapshot:
@@ -39,6 +42,7 @@ def _merge(old: Snapshot, new: Snapshot) -> Snapshot:
     old.marks.extend(new.marks)
     old.waiters.extend(new.waiters)
     old.handoff.extend(new.handoff)
+    old.after.extend(new.after)
     return old
 
 
@@ -82,12 +86,18 @@ class StateWriter:
         docs: dict[str, str],
         marks: Sequence[tuple[str, str, int]] = (),
         handoff: Sequence[int] = (),
+        after: cf.Future[None] | None = None,
     ) -> cf.Future[None]:
-        """``handoff``: rows of ``rules_handoff`` evaluated, deleted with these states."""
+        """``handoff``: rows of ``rules_handoff`` evaluated, deleted with these states.
+        ``after``: the alert changes of the same evaluation (the keeper's future), stored
+        before these states: a state (an event's mark, a handed-over row's deletion) is never
+        stored without the alerts its evaluation raised, so a worker killed in between
+        evaluates the record again instead of taking it for done."""
         if not docs and not marks and not handoff:
             return done_future()
         fut: cf.Future[None] = cf.Future()
-        self.inbox.put(Snapshot(docs, list(marks), [fut], list(handoff)))
+        waits = [after] if after is not None and not after.done() else []
+        self.inbox.put(Snapshot(docs, list(marks), [fut], list(handoff), waits))
         return fut
 
     async def run(self) -> None:
@@ -107,6 +117,9 @@ class StateWriter:
         snap = self.inbox.take()
         if snap is None:
             return
+        for f in snap.after:
+            with contextlib.suppress(Exception):  # (the keeper logs its own failures)
+                await waited(f)
         if snap.docs or snap.marks or snap.handoff:
             await self.write(snap.docs, snap.marks, snap.handoff)
         for f in snap.waiters:
