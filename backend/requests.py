@@ -101,10 +101,14 @@ class AlertActions:
             loop = asyncio.get_running_loop()
             until = loop.time() + ANSWER_WAIT_S
             while loop.time() < until:
-                cur = await conn.execute("SELECT answer FROM alert_requests WHERE id = %s", (rid,))
+                cur = await conn.execute(
+                    "DELETE FROM alert_requests WHERE id = %s AND answer IS NOT NULL"
+                    " RETURNING answer",
+                    (rid,),
+                )
                 got = await cur.fetchone()
-                if got is not None and got[0] is not None:
-                    return _answered(alert_id, got[0])
+                if got is not None:
+                    return _answered(alert_id, got[0])  # (the row taken with its answer)
                 await asyncio.sleep(_POLL_S)
             # Not answered: withdrawn, unless the owner is applying it (it holds the row: the
             # delete waits for its answer, and then there is one to give).
@@ -117,9 +121,13 @@ class AlertActions:
                     )
                     withdrawn = await cur.fetchone() is not None
             except psycopg.errors.LockNotAvailable:
-                withdrawn = False  # still being applied after twice the wait: unknown
+                # Still being applied after twice the wait: unknown (the answer, when it
+                # comes, is in the row; the person sees the alert's state on retrying).
+                raise NotAnswered(f"the worker that owns partition {part} is still applying it")
             if not withdrawn:
-                cur = await conn.execute("SELECT answer FROM alert_requests WHERE id = %s", (rid,))
+                cur = await conn.execute(
+                    "DELETE FROM alert_requests WHERE id = %s RETURNING answer", (rid,)
+                )
                 got = await cur.fetchone()
                 if got is not None and got[0] is not None:
                     return _answered(alert_id, got[0])
