@@ -120,10 +120,12 @@ class AlertActions:
                         (rid,),
                     )
                     withdrawn = await cur.fetchone() is not None
-            except psycopg.errors.LockNotAvailable:
+            except psycopg.errors.LockNotAvailable as exc:
                 # Still being applied after twice the wait: unknown (the answer, when it
                 # comes, is in the row; the person sees the alert's state on retrying).
-                raise NotAnswered(f"the worker that owns partition {part} is still applying it")
+                raise NotAnswered(
+                    f"the worker that owns partition {part} is still applying it"
+                ) from exc
             if not withdrawn:
                 cur = await conn.execute(
                     "DELETE FROM alert_requests WHERE id = %s RETURNING answer", (rid,)
