@@ -36,6 +36,7 @@ from typing import Any, Final
 from backend.alerting.model import DeviceEvent, DeviceState
 
 MEM_KEY: Final = "ev_last"  # st.mem: {type@component: [gw, boot, seq, rx, ts, type, data]}
+TOP_KEY: Final = "ev_top"  # st.mem: the place of the newest paired event evaluated
 MAX_COMPONENT_KEYS: Final = 256  # per device; the oldest component entries go first
 _KEPT: Final = ("system_addr", "component_addr", "power")  # of an event's data, to replay it
 _OPEN, _CLOSE = "open", "close"
@@ -90,6 +91,12 @@ def judge(pairs: Pairs, st: DeviceState, inp: DeviceEvent, place: list[Any]) -> 
     if not pairs.pairs(inp.type):
         return None
     last: dict[str, list[Any]] = st.mem.setdefault(MEM_KEY, {})
+    top = st.mem.get(TOP_KEY)
+    if top is None or newer(place, top):
+        # After everything kept (the common case): not late, nothing to look through.
+        st.mem[TOP_KEY] = place
+        _remember(pairs, last, inp, place)
+        return None
     after = [e for e in last.values() if newer(e, place)]
     _remember(pairs, last, inp, place)
     mine = _shared(pairs, inp.type, inp.data, after)
