@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,6 +100,11 @@ def test_a_topic_that_is_not_utf8_is_a_bad_topic_rejection(
     def value(name: str, **labels: str) -> float:
         return intake.metrics.registry.get_sample_value(name, labels) or 0.0
 
+    # (The committer counts what it accepted after writing the PUBACKs: wait for it.)
+    deadline = time.monotonic() + 10
+    while value("anju_gateway_accepted_total", lane="telemetry") < 1:
+        assert time.monotonic() < deadline, "the good message was never counted as accepted"
+        time.sleep(0.01)
     assert value("anju_gateway_rejected_total", reason="bad_topic") == 1
     assert value("anju_gateway_rejected_total", reason="internal_error") == 0
     assert value("anju_gateway_thread_errors_total", thread="intake") == 0
