@@ -41,10 +41,9 @@ from psycopg_pool import AsyncConnectionPool
 from anju.uplink import UP_EVENTS_SUBSCRIPTION, Record
 from backend.alerting import Engine
 from backend.config import BackendSettings
-from backend.db.retry import until_done
 from backend.delivery import Delivery, publish_acks
 from backend.desk import AlertDesk, Keeper, Saved, StateWriter
-from backend.handoff import hand_off
+from backend.handoff import Split, keep_mine
 from backend.ingest import Ingest
 from backend.metrics import BackendMetrics
 from backend.mqtt import keep_session
@@ -52,9 +51,6 @@ from backend.store import AlertStore, Pending
 from backend.tasks import supervised
 
 log = logging.getLogger("anju.alarm")
-
-# Several active workers: (records this worker evaluates, the others by partition).
-Split = Callable[[list[Record]], tuple[list[Record], dict[int, list[Record]]]]
 
 
 # The events lane's flushes evaluated and waiting for their rule state to be stored before
@@ -277,10 +273,8 @@ class AlarmLane:
         a full keeper makes the events writer wait, outside the engine's lock), the ack once
         stored (a full ``_to_ack`` makes the writer wait too: see the class)."""
         if self.split is not None:
-            new, theirs = self.split(new)
-            group = self.settings.worker_group
-            assert group is not None
-            await until_done(lambda: hand_off(self._pool, group, theirs), "hand records over", log)
+            assert self.settings.worker_group is not None
+            new = await keep_mine(self._pool, self.settings.worker_group, self.split, new)
         item = (await self.desk.evaluate_when_room(new), acks)
         if self._to_ack.full():
             self.metrics.queue_overflow.labels(TO_ACK, "wait").inc()

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from psycopg import AsyncConnection, AsyncCursor
@@ -24,6 +25,9 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from anju.uplink import Record
+from backend.db.retry import until_done
+
+log = logging.getLogger("anju.ingest")
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Record))
 
@@ -55,6 +59,24 @@ async def hand_off(
                 [(p, Jsonb([to_json(r) for r in recs])) for p, recs in sorted(parts.items())],
             )
         await conn.execute("SELECT pg_notify(%s, '')", (channel(group),))
+
+
+Split = Callable[[list[Record]], tuple[list[Record], dict[int, list[Record]]]]
+
+
+async def keep_mine(
+    pool: AsyncConnectionPool[AsyncConnection[Any]],
+    group: str,
+    split: Split,
+    records: list[Record],
+) -> list[Record]:
+    """After a commit: hand the records of other workers' partitions to their owners (retried
+    until the database takes them, before anything is acknowledged); the rest, this worker's
+    to evaluate."""
+    mine, theirs = split(records)
+    if theirs:
+        await until_done(lambda: hand_off(pool, group, theirs), "hand records over", log)
+    return mine
 
 
 async def take(

@@ -42,7 +42,7 @@ from backend.db.registry import RegistryRow, sync_registry
 from backend.db.retry import until_done
 from backend.delivery import LiveHub, publish_acks
 from backend.desk import AlertDesk, RuleFeed, waited
-from backend.handoff import channel, hand_off, take
+from backend.handoff import channel, keep_mine, take
 from backend.ingest import Ingest, OnCommitted
 from backend.metrics import BackendMetrics
 from backend.mqtt import keep_session
@@ -559,12 +559,7 @@ class Backend:
         assert group is not None
 
         async def committed(new: list[Record], acks: dict[str, list[int]]) -> None:
-            mine, theirs = self._split(new)
-            if theirs:
-                await until_done(
-                    lambda: hand_off(self.pool, group, theirs), "hand records over", log
-                )
-            await feed.committed(mine, acks)
+            await feed.committed(await keep_mine(self.pool, group, self._split, new), acks)
 
         return committed
 
