@@ -110,6 +110,43 @@ class Gateway:
                     await self._publish(todo, events=events)
 
 
+async def gateways_sending(
+    client: aiomqtt.Client,
+    gw: Gateway,
+    box: SimOutbox,
+    load_confirmed: set[int],
+    *,
+    resend_every_s: float = 10.0,
+) -> list[asyncio.Task[None]]:
+    """The gateways of these tests on one connection: ``gw`` resending what is not confirmed,
+    and the load gateway's outbox (``box``) sent in a bounded window until all confirmed;
+    their acknowledgements read into ``gw.confirmed`` and ``load_confirmed``."""
+    await client.subscribe(ack_topic(GW), qos=1)
+    await client.subscribe(ack_topic(LOAD_GW), qos=1)
+
+    async def read_acks() -> None:
+        async for msg in client.messages:
+            assert isinstance(msg.payload, bytes)
+            seqs = decode_ack(msg.payload)
+            if msg.topic.value == ack_topic(GW):
+                gw.confirmed.update(seqs)
+            else:
+                load_confirmed.update(seqs)
+                box.confirm(seqs)
+
+    async def load() -> None:
+        while box.unacked:
+            for payload in box.batches(per_batch=100)[:10]:  # a bounded window
+                await client.publish(up_topic(LOAD_GW), payload, qos=1)
+            await asyncio.sleep(0.5)
+
+    return [
+        asyncio.create_task(read_acks(), name="acks"),
+        asyncio.create_task(load(), name="load"),
+        asyncio.create_task(gw.resend(resend_every_s), name="gateway"),
+    ]
+
+
 def count(db_url: str, sql: str, *args: object) -> int:
     with psycopg.connect(db_url) as c:
         row = c.execute(sql, args).fetchone()
@@ -133,30 +170,7 @@ async def test_three_workers_kill_restart_and_clean_stop(
         first = await leader(workers)
         async with aiomqtt.Client("127.0.0.1", broker.port, identifier="sim-gws") as client:
             gw = Gateway(client, GW)
-            await client.subscribe(ack_topic(GW), qos=1)
-            await client.subscribe(ack_topic(LOAD_GW), qos=1)
-
-            async def read_acks() -> None:
-                async for msg in client.messages:
-                    assert isinstance(msg.payload, bytes)
-                    seqs = decode_ack(msg.payload)
-                    if msg.topic.value == ack_topic(GW):
-                        gw.confirmed.update(seqs)
-                    else:
-                        load_confirmed.update(seqs)
-                        box.confirm(seqs)
-
-            async def load() -> None:
-                while box.unacked:
-                    for payload in box.batches(per_batch=100)[:10]:  # a bounded window
-                        await client.publish(up_topic(LOAD_GW), payload, qos=1)
-                    await asyncio.sleep(0.5)
-
-            background += [
-                asyncio.create_task(read_acks(), name="acks"),
-                asyncio.create_task(load(), name="load"),
-                asyncio.create_task(gw.resend(), name="gateway"),
-            ]
+            background += await gateways_sending(client, gw, box, load_confirmed)
             # The car has been stuck for 12 of its 30 s (device time) when the leader dies.
             stuck = {"moving": False, "door": "closed", "passenger": True, "in_door_zone": False}
             t0 = int(time.time() * 1000) - 12_000

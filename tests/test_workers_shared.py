@@ -32,12 +32,11 @@ import pytest
 import yaml
 
 from anju.servers import PrivateMosquitto, free_port
-from anju.uplink import ack_topic, decode_ack, up_topic
 from backend.partitions import partition_of
 from device_simulators.registrygen import CityPlan, generate_registry
 from tests.support import Subscriber, eventually
 from tests.test_ingest_support import SimOutbox
-from tests.test_workers import ELEV, GW, LOAD_GW, SMOKE, Gateway, count
+from tests.test_workers import ELEV, GW, LOAD_GW, SMOKE, Gateway, count, gateways_sending
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -122,30 +121,9 @@ async def test_three_active_workers_kill_restart_and_clean_stop(
         assert first is not None
         async with aiomqtt.Client("127.0.0.1", broker.port, identifier="sim-gws") as client:
             gw = Gateway(client, GW)
-            await client.subscribe(ack_topic(GW), qos=1)
-            await client.subscribe(ack_topic(LOAD_GW), qos=1)
-
-            async def read_acks() -> None:
-                async for msg in client.messages:
-                    assert isinstance(msg.payload, bytes)
-                    seqs = decode_ack(msg.payload)
-                    if msg.topic.value == ack_topic(GW):
-                        gw.confirmed.update(seqs)
-                    else:
-                        load_confirmed.update(seqs)
-                        box.confirm(seqs)
-
-            async def load() -> None:
-                while box.unacked:
-                    for payload in box.batches(per_batch=100)[:10]:  # a bounded window
-                        await client.publish(up_topic(LOAD_GW), payload, qos=1)
-                    await asyncio.sleep(0.5)
-
-            background += [
-                asyncio.create_task(read_acks(), name="acks"),
-                asyncio.create_task(load(), name="load"),
-                asyncio.create_task(gw.resend(every_s=2.0), name="gateway"),
-            ]
+            background += await gateways_sending(
+                client, gw, box, load_confirmed, resend_every_s=2.0
+            )
             # The car has been stuck for 12 of its 30 s (device time) when its owner dies.
             stuck = {"moving": False, "door": "closed", "passenger": True, "in_door_zone": False}
             t0 = int(time.time() * 1000) - 12_000

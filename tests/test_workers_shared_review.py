@@ -56,6 +56,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from anju.contract import Audience
 from anju.now import now_ms
+from anju.registry import CityIndex
 from anju.servers import PrivateMosquitto, PrivatePostgres, free_port
 from anju.uplink import Record, state_topic
 from backend.alerting.engine import Engine
@@ -227,17 +228,24 @@ async def test_a_partitions_unpublished_changes_are_published_when_it_is_taken(
                 await asyncio.gather(run, return_exceptions=True)
 
 
+def an_owners_desk(
+    pool: AsyncConnectionPool, city: CityIndex
+) -> tuple[Keeper, StateWriter, AlertDesk]:
+    """A worker's desk on ``pool``: its keeper and state writer bound, not running."""
+    store, m = AlertStore(pool), BackendMetrics()
+    keeper = Keeper(store, Delivery(store, m), m)
+    states = StateWriter(store, m)
+    keeper.inbox.bind()
+    states.inbox.bind()
+    return keeper, states, AlertDesk(Engine(city, now_ms=now_ms()), keeper, states)
+
+
 async def test_a_forwarded_ack_answered_503_is_not_applied(db_url: str) -> None:
     await asyncio.to_thread(migrate, db_url)
     city = sample_city()
     dev = city.devices["c0-manual_call_point-0"]
     async with AsyncConnectionPool(db_url, min_size=1, max_size=6) as pool:
-        store, m = AlertStore(pool), BackendMetrics()
-        keeper = Keeper(store, Delivery(store, m), m)
-        states = StateWriter(store, m)
-        keeper.inbox.bind()
-        states.inbox.bind()
-        desk = AlertDesk(Engine(city, now_ms=now_ms()), keeper, states)
+        keeper, _states, desk = an_owners_desk(pool, city)
         t = now_ms()
         rec = Record(dev.gateway_id, "b", 1, dev.id, "e", t, t, event_type="alarm", data={})
         desk.evaluate([rec])
@@ -324,12 +332,7 @@ async def test_a_handed_row_is_not_deleted_before_its_alarm_is_stored(db_url: st
     city = sample_city()
     dev = city.devices["c0-manual_call_point-0"]
     async with AsyncConnectionPool(db_url, min_size=1, max_size=6) as pool:
-        store, m = AlertStore(pool), BackendMetrics()
-        keeper = Keeper(store, Delivery(store, m), m)
-        states = StateWriter(store, m)
-        keeper.inbox.bind()
-        states.inbox.bind()
-        desk = AlertDesk(Engine(city, now_ms=now_ms()), keeper, states)
+        keeper, states, desk = an_owners_desk(pool, city)
         t = now_ms()
         rec = Record(dev.gateway_id, "b", 1, dev.id, "e", t, t, event_type="alarm", data={})
         await hand_off(pool, "g", {0: [rec]})
